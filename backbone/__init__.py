@@ -1,0 +1,1 @@
+"""Autoregressive transformer backbone: text + speaker embedding in, codec tokens out."""

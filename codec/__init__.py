@@ -1,0 +1,1 @@
+"""Neural audio codec (SoundStream-style): causal encoder/decoder, residual VQ, bitstream."""

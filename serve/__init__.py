@@ -1,0 +1,1 @@
+"""gRPC service (grpc.aio) built from proto/."""

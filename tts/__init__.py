@@ -1,0 +1,3 @@
+"""Streaming text-to-speech with voice cloning: pipeline, streaming decoder and CLI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,123 @@
+"""Audio helpers shared by the corpus builder, enrollment and the pipeline.
+
+Everything works on float32 mono numpy arrays in [-1, 1]. Resampling uses soxr
+(a well-kept, fast, high-quality resampler) and loudness uses pyloudnorm
+(ITU-R BS.1770), so nothing here is hand-written DSP except the silence trim,
+which is a few lines of frame energy.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """Raised when audio cannot be decoded or is unusable (empty, silent...)."""
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Mono float32 samples and their sample rate."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def read_audio(source: str | Path | bytes) -> Audio:
+    """Decode wav/flac/ogg (anything libsndfile reads) to mono float32.
+
+    Raises:
+        AudioError: the file is missing, not audio, or holds no samples.
+    """
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else source
+        data, sr = sf.read(handle, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(f"cannot decode audio ({exc}); accepted: wav, flac, ogg") from exc
+    except FileNotFoundError as exc:
+        raise AudioError(f"audio file not found: {source}") from exc
+    if data.size == 0:
+        raise AudioError("audio holds no samples")
+    mono = data.mean(axis=1).astype(np.float32)
+    if not np.isfinite(mono).all():
+        raise AudioError("audio holds NaN or infinite samples")
+    return Audio(mono, int(sr))
+
+
+def resample(samples: np.ndarray, sr_in: float, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample with soxr (HQ). `sr_in` may be fractional (used for formant warping)."""
+    if sr_in == sr_out:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, sr_in, sr_out, quality="HQ").astype(np.float32)
+
+
+def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
+                 pad_s: float = 0.05, frame_s: float = 0.02) -> np.ndarray:
+    """Cut leading/trailing frames quieter than `threshold_db` below the loudest frame."""
+    frame = max(1, int(frame_s * sample_rate))
+    n_frames = len(samples) // frame
+    if n_frames == 0:
+        return samples
+    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
+    if rms.max() < 1e-5 or loud.size == 0:
+        return samples[:0]
+    pad = int(pad_s * sample_rate)
+    start = max(0, loud[0] * frame - pad)
+    end = min(len(samples), (loud[-1] + 1) * frame + pad)
+    return samples[start:end]
+
+
+def active_speech_seconds(samples: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
+                          frame_s: float = 0.02) -> float:
+    """Seconds of frames within `threshold_db` of the loudest frame (a cheap VAD)."""
+    frame = max(1, int(frame_s * sample_rate))
+    n_frames = len(samples) // frame
+    if n_frames == 0:
+        return 0.0
+    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
+    if rms.max() < 1e-5:
+        return 0.0
+    return float(np.sum(20 * np.log10(rms / rms.max()) > threshold_db) * frame_s)
+
+
+def normalize_loudness(samples: np.ndarray, sample_rate: int, target_lufs: float = -20.0,
+                       peak_dbfs: float = -1.0) -> np.ndarray:
+    """Bring integrated loudness to `target_lufs`, then cap the peak at `peak_dbfs`."""
+    import pyloudnorm  # imported here: only the data tools need it
+
+    if len(samples) < int(0.4 * sample_rate):  # BS.1770 needs one 400 ms block
+        rms = np.sqrt(np.mean(samples ** 2) + 1e-12)
+        gain = 10 ** ((target_lufs + 3.0) / 20) / rms
+    else:
+        loudness = pyloudnorm.Meter(sample_rate).integrated_loudness(samples.astype(np.float64))
+        if not np.isfinite(loudness):
+            raise AudioError("audio is silent")
+        gain = 10 ** ((target_lufs - loudness) / 20)
+    out = samples * gain
+    peak = np.abs(out).max()
+    limit = 10 ** (peak_dbfs / 20)
+    if peak > limit:
+        out = out * (limit / peak)
+    return out.astype(np.float32)
+
+
+def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write 16-bit audio atomically (temp file + rename) so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
+    sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
+    tmp.replace(path)

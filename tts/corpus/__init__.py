@@ -1,0 +1,1 @@
+"""Training corpora: the synthetic multi-speaker corpus and the user-corpus importer."""

@@ -1,0 +1,1 @@
+"""Speaker encoder and voice enrollment store."""
