@@ -40,13 +40,13 @@ def read_audio(source: str | Path | bytes) -> Audio:
     Raises:
         AudioError: the file is missing, not audio, or holds no samples.
     """
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise AudioError(f"audio file not found: {source}")
     try:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         data, sr = sf.read(handle, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise AudioError(f"cannot decode audio ({exc}); accepted: wav, flac, ogg") from exc
-    except FileNotFoundError as exc:
-        raise AudioError(f"audio file not found: {source}") from exc
     if data.size == 0:
         raise AudioError("audio holds no samples")
     mono = data.mean(axis=1).astype(np.float32)

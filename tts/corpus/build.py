@@ -155,7 +155,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
             by_source[s.engine] = by_source.get(s.engine, 0) + 1
     stats = {
         "config": asdict(cfg),
-        "hours": round(sum(u.duration for u in utterances) / 3600, 3),
+        "hours": round(sum(u.duration for u in utterances) / 3600, 4),
         "utterances": len(utterances),
         "failed": len(failures),
         "speakers": len(used),

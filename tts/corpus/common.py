@@ -5,6 +5,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -57,8 +58,10 @@ def _init_worker() -> None:
 def run_parallel(fn: Callable[[J], R], jobs: list[J], workers: int, desc: str,
                  weight: Callable[[J], float] | None = None, unit: str = "it") -> Iterator[R]:
     """Map `fn` over `jobs` in worker processes with a progress bar; results in any order."""
+    interactive = sys.stderr.isatty()
+    # On a terminal a live bar; in a log file (nohup, CI) a line every 30 s.
     bar = tqdm(total=sum(map(weight, jobs)) if weight else len(jobs), desc=desc, unit=unit,
-               dynamic_ncols=True, disable=None)
+               dynamic_ncols=interactive, mininterval=0.2 if interactive else 30.0)
     try:
         if workers <= 1:
             results: Iterable[tuple[J, R]] = ((job, fn(job)) for job in jobs)

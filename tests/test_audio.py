@@ -1,0 +1,66 @@
+"""Shared audio helpers: decode, resample, trim, loudness."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tts.audio import (AudioError, active_speech_seconds, normalize_loudness, read_audio, resample,
+                       trim_silence, write_audio)
+
+SR = 16_000
+
+
+def _tone(seconds: float, amp: float = 0.3) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * 200 * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
+
+
+def test_trim_silence_keeps_a_short_pad():
+    x = np.concatenate([np.zeros(SR), _tone(1.0), np.zeros(2 * SR)]).astype(np.float32)
+    y = trim_silence(x, SR, pad_s=0.05)
+    assert abs(len(y) / SR - 1.1) < 0.03
+    assert trim_silence(np.zeros(SR, np.float32), SR).size == 0
+
+
+def test_active_speech_seconds():
+    x = np.concatenate([np.zeros(SR), _tone(2.0), np.zeros(SR)]).astype(np.float32)
+    assert abs(active_speech_seconds(x, SR) - 2.0) < 0.05
+    assert active_speech_seconds(np.zeros(SR, np.float32), SR) == 0.0
+
+
+def test_loudness_normalisation_and_peak_cap():
+    quiet, loud = normalize_loudness(_tone(2.0, 0.01), SR), normalize_loudness(_tone(2.0, 0.9), SR)
+    assert np.allclose(quiet, loud, atol=1e-3)
+    assert np.abs(quiet).max() <= 10 ** (-1 / 20) + 1e-6
+    with pytest.raises(AudioError, match="silent"):
+        normalize_loudness(np.zeros(SR, np.float32), SR)
+
+
+def test_resample_keeps_duration_and_pitch():
+    y = resample(_tone(1.0), SR, 24_000)
+    assert len(y) == 24_000
+    spectrum = np.abs(np.fft.rfft(y))
+    assert abs(np.argmax(spectrum) * 24_000 / len(y) - 200) < 2
+
+
+def test_read_audio_mixes_down_and_rejects_garbage(tmp_path):
+    stereo = np.stack([_tone(0.5), -_tone(0.5) * 0.0], axis=1)
+    sf.write(tmp_path / "s.wav", stereo, 22_050)
+    audio = read_audio(tmp_path / "s.wav")
+    assert audio.sample_rate == 22_050 and audio.samples.ndim == 1
+    assert np.allclose(audio.samples, stereo.mean(axis=1), atol=1e-4)
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    with pytest.raises(AudioError, match="cannot decode"):
+        read_audio(tmp_path / "bad.wav")
+    with pytest.raises(AudioError, match="not found"):
+        read_audio(tmp_path / "missing.wav")
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1)), SR)
+    with pytest.raises(AudioError, match="no samples"):
+        read_audio(tmp_path / "empty.wav")
+
+
+def test_write_audio_is_atomic_and_16_bit(tmp_path):
+    write_audio(tmp_path / "a" / "x.flac", _tone(0.2) * 5)  # clipped, not wrapped
+    info = sf.info(tmp_path / "a" / "x.flac")
+    assert info.subtype == "PCM_16" and info.samplerate == SR
+    assert not list((tmp_path / "a").glob("*.part"))

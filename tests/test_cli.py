@@ -1,0 +1,36 @@
+"""The command line: clear errors with a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tts.cli import main
+
+
+def test_missing_engine_names_the_package(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no flite, no espeak-ng
+    assert main(["data", "build", "--out", str(tmp_path / "c"), "--hours", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "apt-get install flite" in err and "Traceback" not in err
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["data", "build", "--out", str(blocker / "corpus"), "--hours", "0.01"]) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_sample_of_missing_corpus(tmp_path, capsys):
+    assert main(["data", "sample", str(tmp_path)]) == 2
+    assert "tts data build" in capsys.readouterr().err
+
+
+def test_import_missing_source(tmp_path, capsys):
+    assert main(["data", "import", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "tts", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "data" in result.stdout

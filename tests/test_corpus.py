@@ -1,0 +1,138 @@
+"""The offline corpus: text cleaning, speakers, planning, a tiny real build, and determinism."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tts.corpus.build import BuildConfig, build_corpus, plan_jobs
+from tts.corpus.manifest import (ManifestError, Utterance, audio_path, read_manifest, summarize,
+                                 write_manifest)
+from tts.corpus.speakers import HELD_OUT_BASES, make_speakers
+from tts.corpus.text import clean_sentence, collect_sentences, split_sentences
+
+
+def test_split_sentences_keeps_abbreviations_together():
+    text = 'Dr. Smith met Mr. Jones at 5 p.m. today. They talked! Did it help? "Yes," he said.'
+    assert split_sentences(text) == ["Dr. Smith met Mr. Jones at 5 p.m. today.", "They talked!",
+                                     "Did it help?", '"Yes," he said.']
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("The \u201cbest\u201d plan costs $5 today.", 'The "best" plan costs $5 today.'),
+    ("  Two   spaces   here, fine.  ", "Two spaces here, fine."),
+    ("Too short.", None),                                   # 2 words
+    ("no capital letter at the start here.", None),
+    ("A line without end punctuation here", None),
+    ("Visit http://example.com for more info.", None),      # URL: not prose
+    ("An | ASCII | table | row | here.", None),
+    ("Unbalanced \"quote in this sentence.", None),
+    (" ".join(["Word"] * 31) + ".", None),                  # 31 words
+])
+def test_clean_sentence(raw, expected):
+    assert clean_sentence(raw) == expected
+
+
+def test_collect_sentences_from_installed_fortunes():
+    sentences = collect_sentences()
+    assert len(sentences) > 10_000
+    assert len(set(s.lower() for s in sentences)) == len(sentences)
+    assert all(3 <= len(s.split()) <= 30 for s in sentences)
+    assert any(any(c.isdigit() for c in s) for s in sentences), "real text has numbers"
+
+
+def test_collect_sentences_skips_non_utf8_files(tmp_path):
+    good = tmp_path / "good"
+    good.write_text("This is a perfectly fine sentence.\n%\nAnother fine sentence is here.\n%\n")
+    bad = tmp_path / "bad"
+    bad.write_bytes("Caf\xe9 au lait is a drink for you.\n%\n".encode("latin-1"))
+    assert collect_sentences([good, bad]) == ["Another fine sentence is here.",
+                                              "This is a perfectly fine sentence."]
+
+
+def test_speakers_are_deterministic_distinct_and_recorded():
+    a, b = make_speakers(72, 60, seed=7), make_speakers(72, 60, seed=7)
+    assert a == b
+    assert len({s.id for s in a}) == 132
+    params = {(s.engine, s.voice, s.pitch, s.rate, s.vtl) for s in a}
+    assert len(params) == 132, "every speaker has its own generating parameters"
+    assert make_speakers(72, 60, seed=8) != a
+    assert {s.base for s in a if s.held_out} <= set(HELD_OUT_BASES)
+    assert all(s.held_out == (s.base in HELD_OUT_BASES) for s in a)
+
+
+def test_plan_keeps_unseen_speakers_and_sentences_apart():
+    cfg = BuildConfig(out_dir="unused", hours=2.0, n_flite=16, n_espeak=16, seed=3)
+    sentences = collect_sentences()
+    jobs = plan_jobs(cfg, sentences, make_speakers(16, 16, seed=3))
+    by_split: dict[str, list] = {}
+    for job in jobs:
+        by_split.setdefault(job.split, []).append(job)
+    assert set(by_split) == {"train", "valid", "test", "unseen"}
+    train_speakers = {j.speaker.id for j in by_split["train"]}
+    unseen_speakers = {j.speaker.id for j in by_split["unseen"]}
+    assert unseen_speakers and not (train_speakers & unseen_speakers)
+    train_text = {j.text for j in by_split["train"]}
+    for split in ("valid", "test", "unseen"):
+        assert not train_text & {j.text for j in by_split[split]}, f"{split} sentences leak into train"
+    assert not {j.text for j in by_split["valid"]} & {j.text for j in by_split["test"]}
+    assert len({j.utt_id for j in jobs}) == len(jobs)
+    flite = sum(j.speaker.engine == "flite" for j in by_split["train"]) / len(by_split["train"])
+    assert 0.55 < flite < 0.75, "flite voices speak most of the training set"
+
+
+def test_manifest_round_trip_and_errors(tmp_path):
+    utts = [Utterance("a_1", "audio/a/a_1.flac", 'He said "hi" for $5.', "a", 1.25, "train"),
+            Utterance("b_2", "audio/b/b_2.flac", "Ünïcode stays.", "b", 2.5, "unseen")]
+    write_manifest(tmp_path / "manifest.jsonl", utts)
+    assert read_manifest(tmp_path) == utts
+    assert read_manifest(tmp_path / "manifest.jsonl", splits=["unseen"]) == utts[1:]
+    assert audio_path(tmp_path, utts[0]) == tmp_path / "audio/a/a_1.flac"
+    assert summarize(utts)["train"] == {"hours": round(1.25 / 3600, 3), "utterances": 1, "speakers": 1}
+    with pytest.raises(ManifestError, match="unknown split"):
+        read_manifest(tmp_path, splits=["dev"])
+    (tmp_path / "bad.jsonl").write_text('{"id": "x"}\n')
+    with pytest.raises(ManifestError, match="bad.jsonl:1"):
+        read_manifest(tmp_path / "bad.jsonl")
+
+
+TINY = dict(hours=0.01, n_flite=4, n_espeak=4, seed=11, workers=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    build_corpus(BuildConfig(out_dir=str(out), **TINY))
+    return out
+
+
+def test_tiny_build_end_to_end(tiny_corpus):
+    stats = json.loads((tiny_corpus / "build.json").read_text())
+    utts = read_manifest(tiny_corpus)
+    assert stats["utterances"] == len(utts) > 5 and stats["failed"] == 0
+    assert set(stats["speakers_by_source"]) == {"flite", "espeak"}
+    assert abs(stats["hours"] * 3600 - sum(u.duration for u in utts)) < 0.2
+    for utt in utts:
+        samples, sr = sf.read(audio_path(tiny_corpus, utt), dtype="float32")
+        assert sr == 16_000 and samples.ndim == 1
+        assert abs(len(samples) / sr - utt.duration) < 0.01
+        assert 0.1 < np.abs(samples).max() <= 10 ** (-1 / 20) + 1e-3, "normalised, peak under -1 dBFS"
+    speakers = json.loads((tiny_corpus / "speakers.json").read_text())
+    assert {s["id"] for s in speakers} >= {u.speaker for u in utts}
+
+
+def test_rebuild_is_resumable_and_deterministic(tiny_corpus, tmp_path):
+    files = sorted(tiny_corpus.glob("audio/*/*.flac"))
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    files[0].unlink()  # as if the first build was killed before this one was written
+    build_corpus(BuildConfig(out_dir=str(tiny_corpus), **TINY))
+    assert files[0].exists()
+    assert [f.stat().st_mtime_ns for f in files[1:]] == mtimes[1:], "finished audio is not redone"
+    build_corpus(BuildConfig(out_dir=str(tmp_path), **TINY))
+    first, second = read_manifest(tiny_corpus), read_manifest(tmp_path)
+    assert first == second
+    for utt in first[:3]:
+        assert sf.read(audio_path(tiny_corpus, utt))[0].tolist() == sf.read(audio_path(tmp_path, utt))[0].tolist()
