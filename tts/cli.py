@@ -31,8 +31,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tts.corpus.importer import CorpusImportError
     from tts.corpus.manifest import ManifestError
     from tts.corpus.text import TextSourceError
+    from codec.bitstream import BitstreamError
+    from codec.loaders import ModelFileError
 
-    return (UserError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
+    return (UserError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
             ManifestError, TextSourceError, FileNotFoundError)
 
 
@@ -103,6 +105,49 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _cmd_data_sample(argparse.Namespace(corpus=args.out, n=5, seed=args.seed, play=True))
 
 
+# ---------------------------------------------------------------- codec
+
+
+def _cmd_codec_encode(args: argparse.Namespace) -> int:
+    from codec.compress import encode_file
+    from codec.loaders import load_codec
+
+    if args.kbps <= 0:
+        raise UserError("--kbps must be positive")
+    model = load_codec(args.model)
+    header = encode_file(model, args.input, args.output, args.kbps)
+    size = Path(args.output).stat().st_size
+    print(f"{args.output}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, "
+          f"{size} bytes ({size * 8 / max(header.num_samples / header.sample_rate, 1e-9) / 1000:.2f} kbps with header)")
+    return 0
+
+
+def _cmd_codec_decode(args: argparse.Namespace) -> int:
+    from codec.compress import decode_file
+    from codec.loaders import load_codec
+
+    header = decode_file(load_codec(args.model), args.input, args.output)
+    print(f"{args.output}: {header.num_samples / header.sample_rate:.2f} s at {header.sample_rate} Hz "
+          f"({header.kbps:.2f} kbps stream)")
+    return 0
+
+
+# ---------------------------------------------------------------- train
+
+
+def _cmd_train_codec(args: argparse.Namespace) -> int:
+    from codec.train import TrainConfig, train
+
+    cfg = TrainConfig(corpus=args.corpus, out_dir=args.out, export=args.export, steps=args.steps,
+                      batch_size=args.batch_size, adv_start=args.adv_start, device=args.device,
+                      threads=args.threads, max_minutes=args.max_minutes, lr=args.lr,
+                      valid_every=args.valid_every, log_every=args.log_every)
+    if not (Path(args.corpus) / "manifest.jsonl").is_file():
+        raise UserError(f"{args.corpus} holds no manifest.jsonl: build one with 'tts data build'")
+    print(json.dumps(train(cfg)))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -139,6 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--play", action="store_true", help="play the first one on the speakers")
     sample.set_defaults(func=_cmd_data_sample)
+
+    codec = sub.add_parser("codec", help="neural codec: encode/decode files").add_subparsers(
+        dest="codec_command", required=True)
+    enc = codec.add_parser("encode", help="audio file -> codec stream")
+    enc.add_argument("input")
+    enc.add_argument("output")
+    enc.add_argument("--kbps", type=float, default=3.0, help="bitrate (default 3; 0.25 kbps per quantizer)")
+    enc.add_argument("--model", default=None, help="codec model file (default: the shipped one)")
+    enc.set_defaults(func=_cmd_codec_encode)
+    dec = codec.add_parser("decode", help="codec stream -> WAV")
+    dec.add_argument("input")
+    dec.add_argument("output")
+    dec.add_argument("--model", default=None)
+    dec.set_defaults(func=_cmd_codec_decode)
+
+    train = sub.add_parser("train", help="train the models").add_subparsers(dest="train_command", required=True)
+    tc = train.add_parser("codec", help="train the neural codec (resumes from OUT/last.pt)")
+    tc.add_argument("--corpus", default="data/corpus")
+    tc.add_argument("--out", default="runs/codec")
+    tc.add_argument("--export", default="assets/codec.safetensors", help="where the best model is written")
+    tc.add_argument("--steps", type=int, default=100_000)
+    tc.add_argument("--batch-size", type=int, default=8)
+    tc.add_argument("--lr", type=float, default=3e-4)
+    tc.add_argument("--adv-start", type=int, default=20_000, help="step at which the discriminator joins")
+    tc.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    tc.add_argument("--threads", type=int, default=1)
+    tc.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
+    tc.add_argument("--valid-every", type=int, default=500)
+    tc.add_argument("--log-every", type=int, default=25)
+    tc.set_defaults(func=_cmd_train_codec)
     return parser
 
 

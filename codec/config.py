@@ -1,0 +1,60 @@
+"""The codec's configuration: saved inside every checkpoint, enough to rebuild the model."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Architecture of a codec model.
+
+    The frame rate is sample_rate / prod(strides). 25 Hz (hop 640 at 16 kHz) is
+    the default because the backbone runs one transformer step per frame and a
+    ~10 M-parameter step costs ~8-10 ms on one CPU thread: 50 Hz frames would
+    need 0.5 s of compute per second of audio before anything else runs.
+    """
+
+    sample_rate: int = 16_000
+    channels: int = 32
+    max_channels: int = 256
+    strides: tuple[int, ...] = (4, 4, 5, 8)
+    dimension: int = 128
+    n_q: int = 24
+    card: int = 1024
+    ema_decay: float = 0.99
+    version: str = "0"
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def bits_per_code(self) -> int:
+        return math.ceil(math.log2(self.card))
+
+    def kbps(self, n_q: int) -> float:
+        return n_q * self.bits_per_code * self.frame_rate / 1000
+
+    def n_q_for_kbps(self, kbps: float) -> int:
+        """Quantizers giving the bitrate closest to `kbps` (at least 1, at most n_q)."""
+        per_q = self.kbps(1)
+        n_q = max(1, min(self.n_q, round(kbps / per_q)))
+        return n_q
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["strides"] = list(self.strides)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CodecConfig":
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}  # unknown (newer) keys are dropped
+        if "strides" in kwargs:
+            kwargs["strides"] = tuple(kwargs["strides"])
+        return cls(**kwargs)

@@ -1,0 +1,88 @@
+"""The one place where codec checkpoints are saved and loaded.
+
+Shipped models are safetensors files (weights only, no pickle) whose metadata
+holds the config JSON, a model id and the training step, so loading needs
+only the file. Training checkpoints (with optimiser state) use torch.save and
+are loaded with weights_only=True.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from codec.config import CodecConfig
+from codec.model import CodecModel
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_CODEC = ASSETS / "codec.safetensors"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, or not a codec model."""
+
+
+def model_id_of(state: dict[str, torch.Tensor]) -> str:
+    """Short content hash of the weights: streams record it to detect a model mismatch."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _inference_state(model: CodecModel) -> dict[str, torch.Tensor]:
+    """Weights needed at inference: EMA statistics of the codebooks are dropped."""
+    keep = {}
+    for name, tensor in model.state_dict().items():
+        if name.endswith((".cluster_size", ".embed_avg", ".initialized")):
+            continue
+        keep[name] = tensor.detach().contiguous().clone()
+    return keep
+
+
+def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None) -> str:
+    """Write a shipped-model file; returns the model id."""
+    state = _inference_state(model)
+    model_id = model_id_of(state)
+    meta = {"config": json.dumps(model.config.to_dict()), "model_id": model_id, "step": str(step),
+            "kind": "codec", "extra": json.dumps(extra or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return model_id
+
+
+def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecModel:
+    """Load a codec model file (the shipped one by default) in eval mode.
+
+    Raises:
+        ModelFileError: the file is missing or is not a codec model.
+    """
+    path = Path(path) if path is not None else DEFAULT_CODEC
+    if not path.is_file():
+        raise ModelFileError(f"codec model not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("kind") != "codec":
+            raise ModelFileError(f"{path} is not a codec model file")
+        config = CodecConfig.from_dict(json.loads(meta["config"]))
+        state = load_file(str(path), device=device)
+    except (OSError, json.JSONDecodeError, KeyError, RuntimeError) as exc:
+        raise ModelFileError(f"cannot read codec model {path}: {exc}") from exc
+    model = CodecModel(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith((".cluster_size", ".embed_avg", ".initialized"))]
+    if missing or unexpected:
+        raise ModelFileError(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.quantizer.layers.apply(lambda m: m.initialized.fill_(True) if hasattr(m, "initialized") else None)
+    model.model_id = meta.get("model_id", "unknown")
+    model.train_step = int(meta.get("step", 0))
+    return model.to(device).eval()

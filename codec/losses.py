@@ -1,0 +1,81 @@
+"""Reconstruction and adversarial losses for codec training."""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
+    """Slaney-style triangular mel filters [n_mels, n_fft // 2 + 1] (HTK mel scale)."""
+    def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
+        return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+    def mel_to_hz(m: torch.Tensor) -> torch.Tensor:
+        return 700.0 * (10 ** (m / 2595.0) - 1.0)
+
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    mels = torch.linspace(hz_to_mel(torch.tensor(0.0)), hz_to_mel(torch.tensor(sample_rate / 2.0)), n_mels + 2)
+    hz = mel_to_hz(mels)
+    lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up = (freqs[None] - lower) / (center - lower)
+    down = (upper - freqs[None]) / (upper - center)
+    fb = torch.clamp(torch.minimum(up, down), min=0.0)
+    fb = fb * (2.0 / (upper - lower))  # equal area per filter
+    return fb.to(device)
+
+
+def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """x [B, T] -> |STFT| [B, n_fft // 2 + 1, frames]."""
+    window = torch.hann_window(n_fft, device=x.device, dtype=x.dtype)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True, center=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def log_mel(x: torch.Tensor, sample_rate: int, n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> torch.Tensor:
+    """x [B, T] -> log-mel [B, n_mels, frames] (also used by the benchmarks' mel distance)."""
+    fb = _mel_filterbank(n_fft, n_mels, sample_rate, str(x.device)).to(x.dtype)
+    return torch.log(fb @ stft_magnitude(x, n_fft, hop) + 1e-5)
+
+
+class MultiResolutionSpectralLoss(nn.Module):
+    """Linear-magnitude L1 + log-magnitude L1 over several STFT sizes, plus log-mel L1 per size."""
+
+    def __init__(self, sample_rate: int, fft_sizes: Sequence[int] = (256, 512, 1024, 2048), n_mels: int = 64) -> None:
+        super().__init__()
+        self.sample_rate, self.fft_sizes, self.n_mels = sample_rate, tuple(fft_sizes), n_mels
+
+    def forward(self, y_hat: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        y_hat, y = y_hat.flatten(1), y.flatten(1)
+        lin = logm = mel = y.new_zeros(())
+        for n_fft in self.fft_sizes:
+            hop = n_fft // 4
+            s_hat, s = stft_magnitude(y_hat, n_fft, hop), stft_magnitude(y, n_fft, hop)
+            lin = lin + (s_hat - s).abs().mean()
+            logm = logm + (s_hat.log() - s.log()).abs().mean()
+            fb = _mel_filterbank(n_fft, min(self.n_mels, n_fft // 8), self.sample_rate, str(y.device)).to(y.dtype)
+            mel = mel + (torch.log(fb @ s_hat + 1e-5) - torch.log(fb @ s + 1e-5)).abs().mean()
+        n = len(self.fft_sizes)
+        return {"stft_lin": lin / n, "stft_log": logm / n, "mel": mel / n}
+
+
+def hinge_discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    loss = sum(torch.relu(1 - r).mean() + torch.relu(1 + f).mean() for r, f in zip(real_logits, fake_logits))
+    return loss / len(real_logits)
+
+
+def generator_adversarial_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
+    return sum(torch.relu(1 - f).mean() for f in fake_logits) / len(fake_logits)
+
+
+def feature_matching_loss(real_feats: list[list[torch.Tensor]], fake_feats: list[list[torch.Tensor]]) -> torch.Tensor:
+    """Relative L1 between discriminator activations of real and decoded audio (EnCodec style)."""
+    total, count = 0.0, 0
+    for rf, ff in zip(real_feats, fake_feats):
+        for r, f in zip(rf, ff):
+            total = total + (r.detach() - f).abs().mean() / (r.detach().abs().mean() + 1e-5)
+            count += 1
+    return total / max(count, 1)

@@ -1,0 +1,79 @@
+"""The codec model: encoder -> residual VQ -> decoder, offline or streaming."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from codec.config import CodecConfig
+from codec.modules.conv import StreamingContractError
+from codec.modules.seanet import Decoder, Encoder
+from codec.modules.streaming import StreamingModule
+from codec.quantization.vq import QuantizedResult, ResidualVectorQuantizer
+
+
+class InvalidCodesError(ValueError):
+    """Codes out of range or of the wrong shape (they would crash or produce noise)."""
+
+
+class CodecModel(StreamingModule):
+    """SoundStream-style codec. Shapes: audio [B, 1, T], codes [B, K, F], F = T / hop_length.
+
+    Streaming: inside `with model.streaming(batch_size):` each call to
+    `encode` / `decode` continues where the previous one stopped; chunks must be
+    whole frames (multiples of `hop_length` samples).
+    """
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.model_id = "untrained"  # content hash, set by the loader
+        self.encoder = Encoder(config.channels, config.strides, config.dimension, config.max_channels)
+        self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.card, config.ema_decay)
+        self.decoder = Decoder(config.channels, config.strides, config.dimension, config.max_channels)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.config.frame_rate
+
+    def _pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
+        rest = audio.shape[-1] % self.hop_length
+        if rest and self.is_streaming:
+            raise StreamingContractError(
+                f"streaming chunks must be a multiple of {self.hop_length} samples; got {audio.shape[-1]}")
+        return nn.functional.pad(audio, (0, self.hop_length - rest)) if rest else audio
+
+    def forward(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
+        """Training/analysis pass: (reconstruction [B, 1, T'], quantizer result)."""
+        z = self.encoder(self._pad_to_frames(audio))
+        result = self.quantizer(z, n_q)
+        return self.decoder(result.quantized), result
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
+        """audio [B, 1, T] -> codes [B, n_q, ceil(T / hop)]; offline input is zero-padded to whole frames."""
+        if not 1 <= n_q <= self.config.n_q:
+            raise ValueError(f"n_q must be between 1 and {self.config.n_q}; got {n_q}")
+        return self.quantizer.encode(self.encoder(self._pad_to_frames(audio)), n_q)
+
+    def validate_codes(self, codes: torch.Tensor) -> None:
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.n_q:
+            raise InvalidCodesError(f"codes must be [B, K, F] with 1 <= K <= {self.config.n_q}; got {tuple(codes.shape)}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.card):
+            raise InvalidCodesError(f"codes must lie in [0, {self.config.card})")
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop_length]."""
+        self.validate_codes(codes)
+        return self.decoder(self.quantizer.decode(codes.long()))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

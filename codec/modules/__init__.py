@@ -1,0 +1,1 @@
+"""Building blocks of the codec: streaming convs and the SEANet encoder/decoder."""

@@ -1,0 +1,238 @@
+"""`tts train codec`: train the codec on a corpus manifest (CPU, CUDA, or DDP via torchrun).
+
+Schedule: spectral + commitment losses from the start (cheap, fast to
+converge), then the multi-scale STFT discriminator with adversarial and
+feature-matching losses from `adv_start` on (about 7x the cost per step on
+CPU). Quantizer dropout draws the number of quantizers per example so one
+model serves every bitrate. Checkpoints (every `ckpt_minutes`) hold the
+config, the optimisers and the step; re-running the same command resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from codec.config import CodecConfig
+from codec.discriminators import MultiScaleSTFTDiscriminator
+from codec.loaders import save_codec
+from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
+                          hinge_discriminator_loss, log_mel)
+from codec.model import CodecModel
+from tts.corpus.manifest import audio_path, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    corpus: str = "data/corpus"
+    out_dir: str = "runs/codec"
+    export: str = "assets/codec.safetensors"
+    steps: int = 100_000
+    batch_size: int = 8
+    segment_seconds: float = 1.0
+    lr: float = 3e-4
+    adv_start: int = 20_000
+    lambda_lin: float = 1.0
+    lambda_log: float = 1.0
+    lambda_mel: float = 2.0
+    lambda_commit: float = 0.25
+    lambda_adv: float = 1.0
+    lambda_fm: float = 2.0
+    dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 25
+    valid_every: int = 500
+    ckpt_minutes: float = 5.0
+    max_minutes: float = 0.0          # stop (after a checkpoint) when this much time has passed; 0 = no limit
+    codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
+
+
+class CropDataset(torch.utils.data.Dataset):
+    """Random fixed-length crops of a manifest's utterances (short ones are zero-padded)."""
+
+    def __init__(self, corpus: str, splits: list[str], segment: int, seed: int) -> None:
+        self.utts = read_manifest(corpus, splits)
+        if not self.utts:
+            raise ValueError(f"{corpus} has no utterances in splits {splits}")
+        self.corpus, self.segment = corpus, segment
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def load(self, i: int, offset: int | None = None) -> torch.Tensor:
+        path = audio_path(self.corpus, self.utts[i])
+        n = sf.info(str(path)).frames
+        start = self.rng.randint(0, max(0, n - self.segment)) if offset is None else min(offset, max(0, n - self.segment))
+        x, _ = sf.read(str(path), start=start, frames=self.segment, dtype="float32")
+        x = np.pad(x, (0, self.segment - len(x)))
+        return torch.from_numpy(x)[None]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.load(i)
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _setup_distributed(cfg: TrainConfig) -> torch.device:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        if cfg.device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(cfg.device)
+
+
+def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device) -> torch.Tensor:
+    """Quantizer dropout: per example, all quantizers with prob `full_prob`, else uniform in 1..n_q."""
+    draw = torch.randint(1, n_q + 1, (batch,), device=device)
+    full = torch.rand(batch, device=device) < full_prob
+    return torch.where(full, torch.full_like(draw, n_q), draw)
+
+
+@torch.no_grad()
+def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[str, float]:
+    """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better)."""
+    model.eval()
+    out = {}
+    ref = log_mel(clips.flatten(1), model.sample_rate)
+    for n_q in n_qs:
+        rec = model.decode(model.encode(clips, n_q))[..., : clips.shape[-1]]
+        out[f"mel_q{n_q}"] = float((log_mel(rec.flatten(1), model.sample_rate) - ref).abs().mean())
+    model.train()
+    return out
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) a codec training; returns the last validation figures."""
+    torch.set_num_threads(cfg.threads)
+    device = _setup_distributed(cfg)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pt"
+    resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
+    codec_cfg = CodecConfig.from_dict(json.loads(resume["codec_config"])) if resume else \
+        CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
+
+    model = CodecModel(codec_cfg).to(device)
+    disc = MultiScaleSTFTDiscriminator().to(device)
+    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    step, best = 0, math.inf
+    if resume:
+        model.load_state_dict(resume["model"])
+        disc.load_state_dict(resume["disc"])
+        opt_g.load_state_dict(resume["opt_g"])
+        opt_d.load_state_dict(resume["opt_d"])
+        step, best = resume["step"], resume["best"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    train_model = DistributedDataParallel(model) if dist.is_initialized() else model
+    train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
+
+    segment = int(cfg.segment_seconds * codec_cfg.sample_rate) // codec_cfg.hop_length * codec_cfg.hop_length
+    data = CropDataset(cfg.corpus, ["train"], segment, cfg.seed + rank + step)
+    valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
+    valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
+    eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)})
+    spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         num_workers=0)
+    log_file = open(out / "train.log", "a", encoding="utf-8") if _is_main() else None
+    started = last_ckpt = time.time()
+    metrics: dict[str, float] = {}
+
+    def save(final: bool = False) -> None:
+        nonlocal best
+        if not _is_main():
+            return
+        state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                 "opt_d": opt_d.state_dict(), "step": step, "best": best,
+                 "codec_config": json.dumps(codec_cfg.to_dict()), "train_config": json.dumps(asdict(cfg))}
+        torch.save(state, out / "last.pt.part")
+        (out / "last.pt.part").replace(ckpt_path)
+
+    model.train()
+    while step < cfg.steps:
+        for batch in loader:
+            t0 = time.time()
+            x = batch.to(device)
+            n_q = _sample_n_q(x.shape[0], codec_cfg.n_q, cfg.dropout_full_prob, device)
+            y, q = train_model(x, n_q)
+            y = y[..., : x.shape[-1]]
+            losses = spectral(y, x)
+            total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
+                     + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)
+            adversarial = step >= cfg.adv_start
+            if adversarial:
+                fake_logits, fake_feats = train_disc(y)
+                _, real_feats = train_disc(x)
+                losses["adv"] = generator_adversarial_loss(fake_logits)
+                losses["fm"] = feature_matching_loss(real_feats, fake_feats)
+                total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
+            opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt_g.step()
+            if adversarial:
+                real_logits, _ = train_disc(x)
+                fake_logits, _ = train_disc(y.detach())
+                d_loss = hinge_discriminator_loss(real_logits, fake_logits)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                losses["disc"] = d_loss
+            step += 1
+            if _is_main() and step % cfg.log_every == 0:
+                row = {"step": step, "sec_per_step": round(time.time() - t0, 3), "total": round(total.item(), 4),
+                       "commit": round(float(q.commitment_loss), 4),
+                       **{k: round(v.item(), 4) for k, v in losses.items()}}
+                print(json.dumps(row), file=log_file, flush=True)
+                log.info("%s", row)
+            if _is_main() and step % cfg.valid_every == 0:
+                metrics = validate(model, valid_clips, eval_n_q)
+                key = f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"
+                print(json.dumps({"step": step, "valid": metrics}), file=log_file, flush=True)
+                if metrics[key] < best:
+                    best = metrics[key]
+                    save_codec(model, cfg.export, step, extra={"valid": metrics})
+                save()
+                last_ckpt = time.time()
+            if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                save()
+                last_ckpt = time.time()
+            out_of_time = cfg.max_minutes and time.time() - started > cfg.max_minutes * 60
+            if step >= cfg.steps or out_of_time:
+                break
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            break
+    save()
+    if _is_main():
+        metrics = validate(model, valid_clips, eval_n_q)
+        key = f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"
+        if metrics[key] < best:
+            best = metrics[key]
+            save_codec(model, cfg.export, step, extra={"valid": metrics})
+            save()
+        print(json.dumps({"step": step, "valid": metrics, "final": True}), file=log_file, flush=True)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return {"step": step, **metrics}

@@ -1,0 +1,202 @@
+"""The codec: streaming equals offline, causality, RVQ, bitrate scaling, bitstream, errors."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from codec.bitstream import (BitstreamError, StreamHeader, pack_frames, read_stream, unpack_frames,
+                             write_stream)
+from codec.config import CodecConfig
+from codec.model import CodecModel, InvalidCodesError
+from codec.modules.conv import StreamingContractError, StreamingConv1d, StreamingConvTranspose1d
+from codec.quantization.vq import ResidualVectorQuantizer
+
+TINY = CodecConfig(channels=8, max_channels=32, strides=(2, 4), dimension=16, n_q=4, card=32)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [
+    pytest.param(7, 1, 1, id="k7"), pytest.param(3, 1, 9, id="k3 dilation 9"),
+    pytest.param(8, 4, 1, id="strided k8 s4"), pytest.param(1, 1, 1, id="pointwise")])
+def test_streaming_conv_equals_offline(kernel, stride, dilation):
+    torch.manual_seed(0)
+    conv = StreamingConv1d(3, 5, kernel, stride=stride, dilation=dilation)
+    x = torch.randn(2, 3, 48 * stride)
+    expected = conv(x)
+    with conv.streaming(2):
+        chunks = [conv(x[..., i:i + step]) for i, step in _chunking(x.shape[-1], stride)]
+    torch.testing.assert_close(torch.cat(chunks, -1), expected)
+
+
+def _chunking(length: int, unit: int):
+    """Irregular chunk sizes (multiples of `unit`) covering `length`."""
+    i, sizes = 0, [1, 3, 2, 5, 1]
+    k = 0
+    while i < length:
+        step = min(sizes[k % len(sizes)] * unit, length - i)
+        yield i, step
+        i += step
+        k += 1
+
+
+def test_streaming_convtranspose_equals_offline():
+    torch.manual_seed(0)
+    conv = StreamingConvTranspose1d(4, 3, 10, 5)
+    x = torch.randn(2, 4, 30)
+    expected = conv(x)
+    assert expected.shape[-1] == 150
+    with conv.streaming(2):
+        chunks = [conv(x[..., i:i + n]) for i, n in _chunking(30, 1)]
+    torch.testing.assert_close(torch.cat(chunks, -1), expected)
+
+
+def test_stride_contract_is_enforced():
+    conv = StreamingConv1d(1, 1, 8, stride=4)
+    with pytest.raises(StreamingContractError, match="multiple of the stride"):
+        conv(torch.randn(1, 1, 10))
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> CodecModel:
+    torch.manual_seed(0)
+    model = CodecModel(TINY)
+    model.train()
+    model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
+    return model.eval()
+
+
+def test_codec_streaming_equals_offline(tiny_model):
+    x = torch.randn(1, 1, 40 * TINY.hop_length)
+    codes = tiny_model.encode(x, TINY.n_q)
+    audio = tiny_model.decode(codes)
+    with tiny_model.streaming(1):
+        s_codes = [tiny_model.encode(x[..., i * TINY.hop_length:(i + n) * TINY.hop_length], TINY.n_q)
+                   for i, n in _chunking(40, 1)]
+    s_codes = torch.cat(s_codes, -1)
+    assert torch.equal(s_codes, codes)
+    with tiny_model.streaming(1):
+        s_audio = torch.cat([tiny_model.decode(codes[..., i:i + n]) for i, n in _chunking(40, 1)], -1)
+    torch.testing.assert_close(s_audio, audio, atol=1e-5, rtol=1e-4)
+
+
+def test_codec_is_causal(tiny_model):
+    x = torch.randn(1, 1, 30 * TINY.hop_length)
+    y = x.clone()
+    y[..., 20 * TINY.hop_length:] = torch.randn(1, 1, 10 * TINY.hop_length)  # change only the future
+    cx, cy = tiny_model.encode(x, TINY.n_q), tiny_model.encode(y, TINY.n_q)
+    assert torch.equal(cx[..., :20], cy[..., :20])
+    ax, ay = tiny_model.decode(cx), tiny_model.decode(cy)
+    torch.testing.assert_close(ax[..., : 20 * TINY.hop_length], ay[..., : 20 * TINY.hop_length])
+
+
+def test_streaming_state_is_scoped_and_resettable(tiny_model):
+    x = torch.randn(1, 1, 8 * TINY.hop_length)
+    with tiny_model.streaming(1):
+        first = tiny_model.encode(x, 2)
+        tiny_model.reset_streaming()
+        again = tiny_model.encode(x, 2)
+    assert torch.equal(first, again)
+    assert not any(m.is_streaming for m in tiny_model.modules() if hasattr(m, "is_streaming"))
+    with tiny_model.streaming(1), pytest.raises(StreamingContractError):
+        tiny_model.encode(torch.randn(1, 1, TINY.hop_length + 1), 2)
+
+
+def test_rvq_round_trip_and_monotonic_error():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=8, n_q=6, card=64)
+    z = torch.randn(4, 8, 50)
+    rvq.train()
+    for _ in range(5):
+        rvq(z)
+    rvq.eval()
+    result = rvq(z)
+    torch.testing.assert_close(result.quantized, rvq.decode(result.codes), atol=1e-5, rtol=1e-5)
+    errors = [float((rvq.decode(rvq.encode(z, k)) - z).pow(2).mean()) for k in range(1, 7)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert torch.equal(rvq.encode(z, 3), result.codes[:, :3])
+
+
+def test_quantizer_dropout_uses_only_the_first_n_q():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=4, n_q=3, card=16).eval()
+    z = torch.randn(2, 4, 10)
+    rvq.train()
+    rvq(z)  # init
+    rvq.eval()
+    result = rvq(z, n_q=torch.tensor([1, 3]))
+    torch.testing.assert_close(result.quantized[0], rvq.decode(result.codes[:1, :1])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.quantized[1], rvq.decode(result.codes[1:, :3])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_dead_codes_are_restarted():
+    torch.manual_seed(0)
+    rvq = ResidualVectorQuantizer(dim=2, n_q=1, card=8, decay=0.5)
+    rvq.train()
+    rvq(torch.randn(1, 2, 64))
+    rvq.layers[0].embed[3] = 1e6  # a code nothing can reach
+    rvq.layers[0].embed_avg[3] = 1e6
+    for _ in range(4):
+        rvq(torch.randn(1, 2, 64))
+    assert rvq.layers[0].embed[3].abs().max() < 100
+
+
+def test_invalid_codes_are_rejected(tiny_model):
+    with pytest.raises(InvalidCodesError, match="lie in"):
+        tiny_model.decode(torch.full((1, 2, 3), TINY.card))
+    with pytest.raises(InvalidCodesError, match="must be"):
+        tiny_model.decode(torch.zeros(1, TINY.n_q + 1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="n_q"):
+        tiny_model.encode(torch.zeros(1, 1, TINY.hop_length), 0)
+
+
+def test_config_bitrates():
+    cfg = CodecConfig()
+    assert cfg.frame_rate == 25.0 and cfg.kbps(12) == 3.0 and cfg.n_q_for_kbps(6) == 24
+    assert CodecConfig.from_dict({**cfg.to_dict(), "future_key": 1}) == cfg
+
+
+@pytest.mark.parametrize("bits", [1, 3, 7, 10, 13, 16])
+def test_bit_packing_round_trip(bits):
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 1 << bits, size=(17, 5))
+    packed = pack_frames(codes, bits)
+    assert len(packed) == 17 * ((5 * bits + 7) // 8)
+    assert np.array_equal(unpack_frames(packed, 5, bits), codes)
+
+
+def _stream(n_q: int = 4, frames: int = 9) -> tuple[StreamHeader, np.ndarray, bytes]:
+    codes = np.random.default_rng(0).integers(0, 1024, size=(frames, n_q))
+    header = StreamHeader(16_000, 640, n_q, 10, frames * 640 - 100, frames, "abc123")
+    buf = io.BytesIO()
+    write_stream(buf, header, codes)
+    return header, codes, buf.getvalue()
+
+
+def test_stream_round_trip_and_size_scales_with_quantizers():
+    header, codes, data = _stream()
+    got_header, got_codes = read_stream(io.BytesIO(data))
+    assert got_header == header and np.array_equal(got_codes, codes)
+    assert len(_stream(n_q=8)[2]) > len(data)
+
+
+def test_truncated_corrupt_and_foreign_streams_raise_clear_errors():
+    _, _, data = _stream()
+    for cut in (2, 10, len(data) - 30, len(data) - 2):
+        with pytest.raises(BitstreamError, match="truncated|bad magic"):
+            read_stream(io.BytesIO(data[:cut]))
+    flipped = bytearray(data)
+    flipped[60] ^= 0x10
+    with pytest.raises(BitstreamError, match="corrupt"):
+        read_stream(io.BytesIO(bytes(flipped)))
+    bad_header = bytearray(data)
+    bad_header[12] ^= 0x01
+    with pytest.raises(BitstreamError, match="header is corrupt"):
+        read_stream(io.BytesIO(bytes(bad_header)))
+    with pytest.raises(BitstreamError, match="bad magic"):
+        read_stream(io.BytesIO(b"RIFF" + bytes(60)))
+    future = bytearray(data)
+    future[4] = 99
+    with pytest.raises(BitstreamError, match="version 99"):
+        read_stream(io.BytesIO(bytes(future)))
