@@ -16,7 +16,7 @@ class CodecConfig:
     """
 
     sample_rate: int = 16_000
-    channels: int = 32
+    channels: int = 16
     max_channels: int = 256
     strides: tuple[int, ...] = (4, 4, 5, 8)
     dimension: int = 128

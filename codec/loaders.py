@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from codec.config import CodecConfig
 from codec.model import CodecModel
@@ -75,14 +75,19 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
             raise ModelFileError(f"{path} is not a codec model file")
         config = CodecConfig.from_dict(json.loads(meta["config"]))
         state = load_file(str(path), device=device)
-    except (OSError, json.JSONDecodeError, KeyError, RuntimeError) as exc:
+    except (OSError, json.JSONDecodeError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelFileError(f"cannot read codec model {path}: {exc}") from exc
     model = CodecModel(config)
+    folded = not any(".parametrizations." in name for name in state)
+    if folded:
+        model.remove_weight_norm()
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith((".cluster_size", ".embed_avg", ".initialized"))]
     if missing or unexpected:
         raise ModelFileError(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.quantizer.layers.apply(lambda m: m.initialized.fill_(True) if hasattr(m, "initialized") else None)
+    if not folded:
+        model.remove_weight_norm()  # inference never needs the re-parametrisation
     model.model_id = meta.get("model_id", "unknown")
     model.train_step = int(meta.get("step", 0))
     return model.to(device).eval()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from codec.config import CodecConfig
 from codec.modules.conv import StreamingContractError
@@ -74,6 +75,14 @@ class CodecModel(StreamingModule):
         """codes [B, K, F] -> audio [B, 1, F * hop_length]."""
         self.validate_codes(codes)
         return self.decoder(self.quantizer.decode(codes.long()))
+
+    def remove_weight_norm(self) -> "CodecModel":
+        """Fold weight normalisation into plain weights: same output, no per-call recomputation."""
+        for module in self.modules():
+            if parametrize.is_parametrized(module):
+                for name in list(module.parametrizations.keys()):
+                    parametrize.remove_parametrizations(module, name)
+        return self
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -148,6 +148,20 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- bench
+
+
+def _cmd_bench_codec(args: argparse.Namespace) -> int:
+    from benchmarks.codec_bench import format_table, run
+    from codec.loaders import load_codec
+
+    model = load_codec(args.model)
+    print(f"codec {model.model_id} (step {model.train_step}), {args.utterances} utterances of unseen speakers "
+          f"from {args.corpus}")
+    print(format_table(run(model, args.corpus, n_utts=args.utterances)))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -214,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--valid-every", type=int, default=500)
     tc.add_argument("--log-every", type=int, default=25)
     tc.set_defaults(func=_cmd_train_codec)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    bc = bench.add_parser("codec", help="codec vs libopus: PESQ-WB, STOI, log-mel, CPU time")
+    bc.add_argument("--corpus", default="data/corpus")
+    bc.add_argument("--model", default=None)
+    bc.add_argument("--utterances", type=int, default=40)
+    bc.set_defaults(func=_cmd_bench_codec)
     return parser
 
 

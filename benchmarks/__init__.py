@@ -1,0 +1,1 @@
+"""Benchmarks: speed and quality figures, run from the CLI (`tts bench ...`), never as timed tests."""
