@@ -136,3 +136,17 @@ def test_rebuild_is_resumable_and_deterministic(tiny_corpus, tmp_path):
     assert first == second
     for utt in first[:3]:
         assert sf.read(audio_path(tiny_corpus, utt))[0].tolist() == sf.read(audio_path(tmp_path, utt))[0].tolist()
+
+
+def test_rebuild_with_other_settings_leaves_no_stale_audio(tiny_corpus, tmp_path):
+    import shutil
+
+    work = tmp_path / "c"
+    shutil.copytree(tiny_corpus, work)
+    stats = build_corpus(BuildConfig(out_dir=str(work), **{**TINY, "seed": 12}))
+    utts = read_manifest(work)
+    on_disk = {p.relative_to(work).as_posix() for p in work.glob("audio/*/*")}
+    assert on_disk == {u.audio for u in utts}
+    assert stats["stale_files_removed"] > 0
+    for utt in utts:  # a reused file always holds the utterance its id names
+        assert utt.id.endswith(__import__("hashlib").sha1(utt.text.encode()).hexdigest()[:6])

@@ -57,8 +57,9 @@ class ResidualVectorQuantizer(nn.Module):
             q = layer.decode(idx)
             active = (frame_active > k).to(z.dtype)[:, None]
             if self.training:
-                mask = frame_active > k
-                layer.update(residual[mask], idx[mask])
+                # Every frame updates every codebook, whatever its dropout: the residual is defined
+                # for all of them, and every process then runs the same collectives under DDP.
+                layer.update(residual, idx)
                 q = layer.decode(idx)
             enc_residual = z.transpose(1, 2).reshape(B * F, D) - quantized_sum
             commit = commit + ((enc_residual - q).pow(2) * active).sum() / max(float(active.sum()) * D, 1.0)
