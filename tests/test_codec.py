@@ -210,11 +210,15 @@ def test_saved_model_loads_and_decodes_identically(tiny_model, tmp_path):
     assert loaded.model_id == model_id and loaded.train_step == 7 and loaded.config == TINY
     x = torch.randn(1, 1, 10 * TINY.hop_length)
     codes = tiny_model.encode(x, 3)
-    assert torch.equal(loaded.encode(x, 3), codes)
-    torch.testing.assert_close(loaded.decode(codes), tiny_model.decode(codes), atol=1e-5, rtol=1e-4)
+    assert (loaded.encode(x, 3) == codes).float().mean() > 0.95  # fp16 storage may flip a near tie
+    torch.testing.assert_close(loaded.decode(codes), tiny_model.decode(codes), atol=2e-3, rtol=2e-2)
+    exact = load_codec(tmp_path / "c32.safetensors") if save_codec(
+        tiny_model, tmp_path / "c32.safetensors", dtype=torch.float32) else None
+    assert torch.equal(exact.encode(x, 3), codes)
     # a folded (weight-norm removed) model saves and loads too
     save_codec(loaded, tmp_path / "folded.safetensors")
-    torch.testing.assert_close(load_codec(tmp_path / "folded.safetensors").decode(codes), loaded.decode(codes))
+    torch.testing.assert_close(load_codec(tmp_path / "folded.safetensors").decode(codes), loaded.decode(codes),
+                               atol=2e-3, rtol=2e-2)
     with pytest.raises(ModelFileError, match="not found"):
         load_codec(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
