@@ -53,9 +53,11 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed_avg", self.embed.clone())
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x [N, D] -> nearest code indices [N]."""
-        dist_sq = (x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(1)[None])
-        return dist_sq.argmin(dim=1)
+        """x [N, D] -> nearest code indices [N].
+
+        argmin ||x - e||^2 = argmin (||e||^2 - 2 x.e): the ||x||^2 term is the same for every code.
+        """
+        return torch.addmm(self.embed.pow(2).sum(1)[None], x, self.embed.t(), alpha=-2.0).argmin(dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(codes, self.embed)
