@@ -60,6 +60,7 @@ class TrainConfig:
     ckpt_minutes: float = 5.0
     max_minutes: float = 0.0          # stop (after a checkpoint) when this much time has passed; 0 = no limit
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
+    init_from: str = ""               # a shipped codec file to start a new run from (ignored when resuming)
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -85,6 +86,31 @@ class CropDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.load(i)
+
+
+def _read_shipped(path: str) -> tuple[CodecConfig, dict[str, torch.Tensor], int]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("kind") != "codec":
+        raise ValueError(f"{path} is not a codec model file")
+    state = {k: v.float() for k, v in load_file(path).items()}
+    return CodecConfig.from_dict(json.loads(meta["config"])), state, int(meta.get("step", 0))
+
+
+def _load_shipped_weights(model: CodecModel, state: dict[str, torch.Tensor]) -> None:
+    """Load inference weights into a training model; codebook EMA statistics restart from the codes."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith((".cluster_size", ".embed_avg", ".initialized"))]
+    if missing or unexpected:
+        raise ValueError(f"cannot start training from this file (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): it must be saved by the trainer, before weight-norm folding")
+    for layer in model.quantizer.layers:
+        layer.embed_avg.copy_(layer.embed)
+        layer.cluster_size.fill_(1.0)
+        layer.initialized.fill_(True)
 
 
 def _is_main() -> bool:
@@ -130,8 +156,13 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
-    codec_cfg = CodecConfig.from_dict(json.loads(resume["codec_config"])) if resume else \
-        CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
+    shipped = None if resume or not cfg.init_from else _read_shipped(cfg.init_from)
+    if resume:
+        codec_cfg = CodecConfig.from_dict(json.loads(resume["codec_config"]))
+    elif shipped:
+        codec_cfg = shipped[0]
+    else:
+        codec_cfg = CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
 
     model = CodecModel(codec_cfg).to(device)
     disc = MultiScaleSTFTDiscriminator().to(device)
@@ -145,6 +176,10 @@ def train(cfg: TrainConfig) -> dict:
         opt_d.load_state_dict(resume["opt_d"])
         step, best = resume["step"], resume["best"]
         log.info("resumed from %s at step %d", ckpt_path, step)
+    elif shipped:
+        _, state, step = shipped
+        _load_shipped_weights(model, state)
+        log.info("started from %s (trained %d steps)", cfg.init_from, step)
     train_model = DistributedDataParallel(model) if dist.is_initialized() else model
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
 
@@ -203,7 +238,7 @@ def train(cfg: TrainConfig) -> dict:
             step += 1
             if _is_main() and step % cfg.log_every == 0:
                 row = {"step": step, "sec_per_step": round(time.time() - t0, 3), "total": round(total.item(), 4),
-                       "commit": round(float(q.commitment_loss), 4),
+                       "commit": round(q.commitment_loss.item(), 4),
                        **{k: round(v.item(), 4) for k, v in losses.items()}}
                 print(json.dumps(row), file=log_file, flush=True)
                 log.info("%s", row)

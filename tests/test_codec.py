@@ -246,3 +246,32 @@ def test_file_encode_decode_round_trip(tiny_model, tmp_path):
     with pytest.raises(BitstreamError, match="made by codec model"):
         decode_file(other, tmp_path / "x.sttc", tmp_path / "never.wav")
     assert not (tmp_path / "never.wav").exists()
+
+
+def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
+    """A real (tiny) training run: checkpoints, resume, export, and --init-from."""
+    from codec.loaders import load_codec
+    from codec.train import TrainConfig, train
+    from tts.corpus.manifest import Utterance, write_manifest
+    from tts.audio import write_audio
+
+    corpus = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    utts = []
+    for i, split in enumerate(["train"] * 6 + ["valid"] * 2):
+        t = np.arange(16_000) / 16_000
+        x = 0.3 * np.sin(2 * np.pi * (150 + 40 * i) * t) + 0.01 * rng.standard_normal(16_000)
+        write_audio(corpus / f"audio/{i}.flac", x.astype(np.float32))
+        utts.append(Utterance(f"u{i}", f"audio/{i}.flac", "text", "spk", 1.0, split))
+    write_manifest(corpus / "manifest.jsonl", utts)
+    cfg = TrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "run"), export=str(tmp_path / "c.safetensors"),
+                      steps=3, batch_size=2, segment_seconds=0.2, valid_every=3, log_every=1,
+                      codec=dict(channels=4, max_channels=8, strides=(2, 4), dimension=8, n_q=3, card=16))
+    first = train(cfg)
+    assert first["step"] == 3 and (tmp_path / "run" / "last.pt").exists()
+    cfg.steps = 5
+    assert train(cfg)["step"] == 5  # resumed, not restarted
+    assert load_codec(tmp_path / "c.safetensors").train_step in (3, 5)
+    fresh = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run2"), "steps": 7,
+                           "init_from": str(tmp_path / "c.safetensors"), "export": str(tmp_path / "d.safetensors")})
+    assert train(fresh)["step"] == 7

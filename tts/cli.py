@@ -141,7 +141,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(corpus=args.corpus, out_dir=args.out, export=args.export, steps=args.steps,
                       batch_size=args.batch_size, adv_start=args.adv_start, device=args.device,
                       threads=args.threads, max_minutes=args.max_minutes, lr=args.lr,
-                      valid_every=args.valid_every, log_every=args.log_every)
+                      valid_every=args.valid_every, log_every=args.log_every, init_from=args.init_from)
     if not (Path(args.corpus) / "manifest.jsonl").is_file():
         raise UserError(f"{args.corpus} holds no manifest.jsonl: build one with 'tts data build'")
     print(json.dumps(train(cfg)))
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
     tc.add_argument("--valid-every", type=int, default=500)
     tc.add_argument("--log-every", type=int, default=25)
+    tc.add_argument("--init-from", default="",
+                    help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
     tc.set_defaults(func=_cmd_train_codec)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)

@@ -3,7 +3,10 @@
 - codebook learned by exponential moving averages of the assigned vectors,
   not by gradients (more stable, no codebook loss needed);
 - initialised from data with a few k-means iterations on the first batch;
-- dead codes (EMA usage below a threshold) restarted from random current inputs;
+- dead codes restarted from random current inputs: a code is dead when its EMA usage
+  falls below `dead_fraction` of the mean usage (an absolute threshold would depend on
+  the batch size: with 400 frames a step for 1024 codes the mean usage is 0.4, and a
+  threshold of 1 restarted most of the codebook at every step);
 - straight-through estimator: forward uses the code, backward the identity.
 Under torch.distributed the EMA statistics are summed over processes so that
 every replica keeps the same codebook.
@@ -44,9 +47,9 @@ class EuclideanCodebook(nn.Module):
     """One codebook of `size` vectors of `dim`, updated by EMA."""
 
     def __init__(self, dim: int, size: int, decay: float = 0.99, eps: float = 1e-5,
-                 dead_threshold: float = 1.0) -> None:
+                 dead_fraction: float = 0.05) -> None:
         super().__init__()
-        self.size, self.decay, self.eps, self.dead_threshold = size, decay, eps, dead_threshold
+        self.size, self.decay, self.eps, self.dead_fraction = size, decay, eps, dead_fraction
         self.register_buffer("initialized", torch.tensor(False))
         self.register_buffer("embed", torch.randn(size, dim) * 0.1)
         self.register_buffer("cluster_size", torch.zeros(size))
@@ -83,9 +86,10 @@ class EuclideanCodebook(nn.Module):
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n  # Laplace smoothing
         self.embed.copy_(self.embed_avg / smoothed[:, None])
-        dead = self.cluster_size < self.dead_threshold
+        mean_usage = self.cluster_size.mean()
+        dead = self.cluster_size < self.dead_fraction * mean_usage
         if bool(dead.any()) and x.shape[0] > 0:
             picks = _broadcast(x[torch.randint(0, x.shape[0], (self.size,), device=x.device)])
             self.embed[dead] = picks[dead]
-            self.embed_avg[dead] = picks[dead]
-            self.cluster_size[dead] = self.dead_threshold
+            self.cluster_size[dead] = mean_usage  # a fair start, not instantly dead again
+            self.embed_avg[dead] = picks[dead] * mean_usage

@@ -30,10 +30,10 @@ class QuantizedResult:
 class ResidualVectorQuantizer(nn.Module):
     """K codebooks in sequence, each quantising what the previous ones left."""
 
-    def __init__(self, dim: int, n_q: int, card: int, decay: float = 0.99, dead_threshold: float = 1.0) -> None:
+    def __init__(self, dim: int, n_q: int, card: int, decay: float = 0.99, dead_fraction: float = 0.05) -> None:
         super().__init__()
         self.n_q, self.card = n_q, card
-        self.layers = nn.ModuleList(EuclideanCodebook(dim, card, decay, dead_threshold=dead_threshold)
+        self.layers = nn.ModuleList(EuclideanCodebook(dim, card, decay, dead_fraction=dead_fraction)
                                     for _ in range(n_q))
 
     @property
@@ -59,7 +59,10 @@ class ResidualVectorQuantizer(nn.Module):
             if self.training:
                 # Every frame updates every codebook, whatever its dropout: the residual is defined
                 # for all of them, and every process then runs the same collectives under DDP.
+                fresh = not bool(layer.initialized)
                 layer.update(residual, idx)
+                if fresh:  # codes drawn from the random pre-init codebook mean nothing: re-assign
+                    idx = layer.encode(residual)
                 q = layer.decode(idx)
             enc_residual = z.transpose(1, 2).reshape(B * F, D) - quantized_sum
             commit = commit + ((enc_residual - q).pow(2) * active).sum() / max(float(active.sum()) * D, 1.0)
