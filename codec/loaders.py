@@ -20,6 +20,8 @@ from codec.model import CodecModel
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CODEC = ASSETS / "codec.safetensors"
+# Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
+EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
 
 
 class ModelFileError(ValueError):
@@ -39,7 +41,7 @@ def _inference_state(model: CodecModel, dtype: torch.dtype) -> dict[str, torch.T
     """Weights needed at inference, in `dtype`: EMA statistics of the codebooks are dropped."""
     keep = {}
     for name, tensor in model.state_dict().items():
-        if name.endswith((".cluster_size", ".embed_avg", ".initialized")):
+        if name.endswith(EMA_SUFFIXES):
             continue
         keep[name] = tensor.detach().to(dtype).contiguous().clone()
     return keep
@@ -88,7 +90,7 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
     if folded:
         model.remove_weight_norm()
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith((".cluster_size", ".embed_avg", ".initialized"))]
+    missing = [m for m in missing if not m.endswith(EMA_SUFFIXES)]
     if missing or unexpected:
         raise ModelFileError(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.quantizer.layers.apply(lambda m: m.initialized.fill_(True) if hasattr(m, "initialized") else None)

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.loaders import save_codec
+from codec.loaders import EMA_SUFFIXES, save_codec
 from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
                           hinge_discriminator_loss, log_mel)
 from codec.model import CodecModel
@@ -103,7 +103,7 @@ def _read_shipped(path: str) -> tuple[CodecConfig, dict[str, torch.Tensor], int]
 def _load_shipped_weights(model: CodecModel, state: dict[str, torch.Tensor]) -> None:
     """Load inference weights into a training model; codebook EMA statistics restart from the codes."""
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith((".cluster_size", ".embed_avg", ".initialized"))]
+    missing = [m for m in missing if not m.endswith(EMA_SUFFIXES)]
     if missing or unexpected:
         raise ValueError(f"cannot start training from this file (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]}): it must be saved by the trainer, before weight-norm folding")
@@ -195,8 +195,7 @@ def train(cfg: TrainConfig) -> dict:
     started = last_ckpt = time.time()
     metrics: dict[str, float] = {}
 
-    def save(final: bool = False) -> None:
-        nonlocal best
+    def save() -> None:
         if not _is_main():
             return
         state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
@@ -204,6 +203,17 @@ def train(cfg: TrainConfig) -> dict:
                  "codec_config": json.dumps(codec_cfg.to_dict()), "train_config": json.dumps(asdict(cfg))}
         torch.save(state, out / "last.pt.part")
         (out / "last.pt.part").replace(ckpt_path)
+
+    def validate_and_export(final: bool = False) -> dict[str, float]:
+        """Validate; export the shipped model when 3 kbps quality is the best seen so far."""
+        nonlocal best
+        result = validate(model, valid_clips, eval_n_q)
+        print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
+        score = result[f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"]
+        if score < best:
+            best = score
+            save_codec(model, cfg.export, step, extra={"valid": result})
+        return result
 
     model.train()
     while step < cfg.steps:
@@ -243,12 +253,7 @@ def train(cfg: TrainConfig) -> dict:
                 print(json.dumps(row), file=log_file, flush=True)
                 log.info("%s", row)
             if _is_main() and step % cfg.valid_every == 0:
-                metrics = validate(model, valid_clips, eval_n_q)
-                key = f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"
-                print(json.dumps({"step": step, "valid": metrics}), file=log_file, flush=True)
-                if metrics[key] < best:
-                    best = metrics[key]
-                    save_codec(model, cfg.export, step, extra={"valid": metrics})
+                metrics = validate_and_export()
                 save()
                 last_ckpt = time.time()
             if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
@@ -261,13 +266,8 @@ def train(cfg: TrainConfig) -> dict:
             break
     save()
     if _is_main():
-        metrics = validate(model, valid_clips, eval_n_q)
-        key = f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"
-        if metrics[key] < best:
-            best = metrics[key]
-            save_codec(model, cfg.export, step, extra={"valid": metrics})
-            save()
-        print(json.dumps({"step": step, "valid": metrics, "final": True}), file=log_file, flush=True)
+        metrics = validate_and_export(final=True)
+        save()
     if dist.is_initialized():
         dist.destroy_process_group()
     return {"step": step, **metrics}

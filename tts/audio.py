@@ -62,17 +62,25 @@ def resample(samples: np.ndarray, sr_in: float, sr_out: int = SAMPLE_RATE) -> np
     return soxr.resample(samples, sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
+def _frame_levels_db(samples: np.ndarray, frame: int) -> np.ndarray | None:
+    """RMS of each whole frame in dB relative to the loudest; None when too short or silent."""
+    n_frames = len(samples) // frame
+    if n_frames == 0:
+        return None
+    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
+    if rms.max() < 1e-5:
+        return None
+    return 20 * np.log10(rms / rms.max())
+
+
 def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
                  pad_s: float = 0.05, frame_s: float = 0.02) -> np.ndarray:
     """Cut leading/trailing frames quieter than `threshold_db` below the loudest frame."""
     frame = max(1, int(frame_s * sample_rate))
-    n_frames = len(samples) // frame
-    if n_frames == 0:
-        return samples
-    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(20 * np.log10(rms / rms.max()) > threshold_db)
-    if rms.max() < 1e-5 or loud.size == 0:
-        return samples[:0]
+    level = _frame_levels_db(samples, frame)
+    if level is None:
+        return samples if len(samples) < frame else samples[:0]
+    loud = np.flatnonzero(level > threshold_db)
     pad = int(pad_s * sample_rate)
     start = max(0, loud[0] * frame - pad)
     end = min(len(samples), (loud[-1] + 1) * frame + pad)
@@ -82,14 +90,8 @@ def trim_silence(samples: np.ndarray, sample_rate: int, threshold_db: float = -4
 def active_speech_seconds(samples: np.ndarray, sample_rate: int, threshold_db: float = -40.0,
                           frame_s: float = 0.02) -> float:
     """Seconds of frames within `threshold_db` of the loudest frame (a cheap VAD)."""
-    frame = max(1, int(frame_s * sample_rate))
-    n_frames = len(samples) // frame
-    if n_frames == 0:
-        return 0.0
-    rms = np.sqrt(np.mean(samples[: n_frames * frame].reshape(n_frames, frame) ** 2, axis=1) + 1e-12)
-    if rms.max() < 1e-5:
-        return 0.0
-    return float(np.sum(20 * np.log10(rms / rms.max()) > threshold_db) * frame_s)
+    level = _frame_levels_db(samples, max(1, int(frame_s * sample_rate)))
+    return 0.0 if level is None else float(np.sum(level > threshold_db) * frame_s)
 
 
 def normalize_loudness(samples: np.ndarray, sample_rate: int, target_lufs: float = -20.0,
