@@ -67,13 +67,13 @@ def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict |
     return model_id
 
 
-def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecModel:
-    """Load a codec model file (the shipped one by default) in eval mode.
+def read_codec_file(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """(config, float32 weights, metadata) of a codec model file, without building the model.
 
     Raises:
         ModelFileError: the file is missing or is not a codec model.
     """
-    path = Path(path) if path is not None else DEFAULT_CODEC
+    path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"codec model not found: {path}")
     try:
@@ -82,18 +82,39 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
         if meta.get("kind") != "codec":
             raise ModelFileError(f"{path} is not a codec model file")
         config = CodecConfig.from_dict(json.loads(meta["config"]))
-        state = {k: v.float() for k, v in load_file(str(path), device=device).items()}
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
     except (OSError, json.JSONDecodeError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelFileError(f"cannot read codec model {path}: {exc}") from exc
+    return config, state, meta
+
+
+def load_weights(model: CodecModel, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load shipped weights into `model`; the codebooks' EMA buffers may be absent (they are not shipped).
+
+    Raises:
+        ModelFileError: the weights do not fit the model.
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not m.endswith(EMA_SUFFIXES)]
+    if missing or unexpected:
+        raise ModelFileError(f"{path} does not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    for layer in model.quantizer.layers:
+        layer.initialized.fill_(True)
+
+
+def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecModel:
+    """Load a codec model file (the shipped one by default) in eval mode, weight norm folded.
+
+    Raises:
+        ModelFileError: the file is missing or is not a codec model.
+    """
+    path = Path(path) if path is not None else DEFAULT_CODEC
+    config, state, meta = read_codec_file(path)
     model = CodecModel(config)
     folded = not any(".parametrizations." in name for name in state)
     if folded:
         model.remove_weight_norm()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith(EMA_SUFFIXES)]
-    if missing or unexpected:
-        raise ModelFileError(f"{path} does not match its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.quantizer.layers.apply(lambda m: m.initialized.fill_(True) if hasattr(m, "initialized") else None)
+    load_weights(model, state, path)
     if not folded:
         model.remove_weight_norm()  # inference never needs the re-parametrisation
     model.model_id = meta.get("model_id", "unknown")

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.loaders import EMA_SUFFIXES, save_codec
+from codec.loaders import load_weights, read_codec_file, save_codec
 from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
                           hinge_discriminator_loss, log_mel)
 from codec.model import CodecModel
@@ -88,29 +88,12 @@ class CropDataset(torch.utils.data.Dataset):
         return self.load(i)
 
 
-def _read_shipped(path: str) -> tuple[CodecConfig, dict[str, torch.Tensor], int]:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("kind") != "codec":
-        raise ValueError(f"{path} is not a codec model file")
-    state = {k: v.float() for k, v in load_file(path).items()}
-    return CodecConfig.from_dict(json.loads(meta["config"])), state, int(meta.get("step", 0))
-
-
-def _load_shipped_weights(model: CodecModel, state: dict[str, torch.Tensor]) -> None:
-    """Load inference weights into a training model; codebook EMA statistics restart from the codes."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not m.endswith(EMA_SUFFIXES)]
-    if missing or unexpected:
-        raise ValueError(f"cannot start training from this file (missing {missing[:3]}, unexpected "
-                         f"{unexpected[:3]}): it must be saved by the trainer, before weight-norm folding")
+def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str) -> None:
+    """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes."""
+    load_weights(model, state, path)
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
         layer.cluster_size.fill_(1.0)
-        layer.initialized.fill_(True)
 
 
 def _is_main() -> bool:
@@ -156,7 +139,7 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.exists() else None
-    shipped = None if resume or not cfg.init_from else _read_shipped(cfg.init_from)
+    shipped = None if resume or not cfg.init_from else read_codec_file(cfg.init_from)
     if resume:
         codec_cfg = CodecConfig.from_dict(json.loads(resume["codec_config"]))
     elif shipped:
@@ -177,8 +160,9 @@ def train(cfg: TrainConfig) -> dict:
         step, best = resume["step"], resume["best"]
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif shipped:
-        _, state, step = shipped
-        _load_shipped_weights(model, state)
+        _, state, meta = shipped
+        _start_from_shipped(model, state, cfg.init_from)
+        step = int(meta.get("step", 0))
         log.info("started from %s (trained %d steps)", cfg.init_from, step)
     train_model = DistributedDataParallel(model) if dist.is_initialized() else model
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc

@@ -1,7 +1,6 @@
 """Residual vector quantiser with quantizer dropout: one model for every bitrate."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -36,10 +35,6 @@ class ResidualVectorQuantizer(nn.Module):
         self.layers = nn.ModuleList(EuclideanCodebook(dim, card, decay, dead_fraction=dead_fraction)
                                     for _ in range(n_q))
 
-    @property
-    def bits_per_code(self) -> int:
-        return math.ceil(math.log2(self.card))
-
     def forward(self, z: torch.Tensor, n_q: torch.Tensor | int | None = None) -> QuantizedResult:
         """Quantise z [B, D, F]; in training, `n_q` per sample implements quantizer dropout."""
         B, D, F = z.shape
@@ -47,14 +42,14 @@ class ResidualVectorQuantizer(nn.Module):
             n_q = self.n_q
         n_q_t = torch.as_tensor(n_q, device=z.device).expand(B) if not torch.is_tensor(n_q) or n_q.dim() == 0 \
             else n_q.to(z.device)
-        residual = z.detach().transpose(1, 2).reshape(B * F, D)
+        flat_z = z.transpose(1, 2).reshape(B * F, D)
+        residual = flat_z.detach()
         # Straight-through: the sum of the used codes replaces z, gradients pass to z unchanged.
         quantized_sum = torch.zeros_like(residual)
         codes, commit = [], z.new_zeros(())
         frame_active = n_q_t.repeat_interleave(F)  # [B * F]
         for k, layer in enumerate(self.layers):
             idx = layer.encode(residual)
-            q = layer.decode(idx)
             active = (frame_active > k).to(z.dtype)[:, None]
             if self.training:
                 # Every frame updates every codebook, whatever its dropout: the residual is defined
@@ -63,13 +58,11 @@ class ResidualVectorQuantizer(nn.Module):
                 layer.update(residual, idx)
                 if fresh:  # codes drawn from the random pre-init codebook mean nothing: re-assign
                     idx = layer.encode(residual)
-                q = layer.decode(idx)
-            enc_residual = z.transpose(1, 2).reshape(B * F, D) - quantized_sum
-            commit = commit + ((enc_residual - q).pow(2) * active).sum() / max(float(active.sum()) * D, 1.0)
+            q = layer.decode(idx)
+            commit = commit + ((flat_z - quantized_sum - q).pow(2) * active).sum() / max(float(active.sum()) * D, 1.0)
             quantized_sum = quantized_sum + q * active
             residual = residual - q
             codes.append(idx.view(B, F))
-        flat_z = z.transpose(1, 2).reshape(B * F, D)
         quantized = flat_z + (quantized_sum - flat_z).detach()
         return QuantizedResult(quantized.view(B, F, D).transpose(1, 2), torch.stack(codes, 1), n_q_t,
                                commit / self.n_q)
