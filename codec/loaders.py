@@ -7,64 +7,29 @@ are loaded with weights_only=True.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
 from codec.config import CodecConfig
 from codec.model import CodecModel
+from tts.modelfile import ASSETS, ModelFileError, model_id_of, read_model_file, save_model_file
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, unreadable, or not a codec model."""
-
-
-def model_id_of(state: dict[str, torch.Tensor]) -> str:
-    """Short content hash of the weights: streams record it to detect a model mismatch."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _inference_state(model: CodecModel, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Weights needed at inference, in `dtype`: EMA statistics of the codebooks are dropped."""
-    keep = {}
-    for name, tensor in model.state_dict().items():
-        if name.endswith(EMA_SUFFIXES):
-            continue
-        keep[name] = tensor.detach().to(dtype).contiguous().clone()
-    return keep
+__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file",
+           "load_weights", "load_codec"]
 
 
 def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None,
                dtype: torch.dtype = torch.float16) -> str:
-    """Write a shipped-model file; returns the model id.
+    """Write a shipped-model file (float16 by default); returns the model id.
 
-    Weights are stored in float16 by default (half the size: the codebooks alone
-    are 24 x 1024 x 128 values) and computed in float32 after loading, because
-    bf16/fp16 arithmetic is many times slower than fp32 on CPUs without AVX-512.
+    The codebooks' EMA statistics are training-only and are dropped.
     """
-    state = _inference_state(model, dtype)
-    model_id = model_id_of(state)
-    meta = {"config": json.dumps(model.config.to_dict()), "model_id": model_id, "step": str(step),
-            "kind": "codec", "extra": json.dumps(extra or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    save_file(state, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return model_id
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith(EMA_SUFFIXES)}
+    return save_model_file(path, state, "codec", model.config.to_dict(), step, extra, dtype)
 
 
 def read_codec_file(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -73,19 +38,11 @@ def read_codec_file(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tens
     Raises:
         ModelFileError: the file is missing or is not a codec model.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"codec model not found: {path}")
+    config, state, meta = read_model_file(path, "codec")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("kind") != "codec":
-            raise ModelFileError(f"{path} is not a codec model file")
-        config = CodecConfig.from_dict(json.loads(meta["config"]))
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-    except (OSError, json.JSONDecodeError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise ModelFileError(f"cannot read codec model {path}: {exc}") from exc
-    return config, state, meta
+        return CodecConfig.from_dict(config), state, meta
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: bad codec config ({exc})") from exc
 
 
 def load_weights(model: CodecModel, state: dict[str, torch.Tensor], path: str | Path) -> None:

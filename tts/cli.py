@@ -32,10 +32,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tts.corpus.manifest import ManifestError
     from tts.corpus.text import TextSourceError
     from codec.bitstream import BitstreamError
-    from codec.loaders import ModelFileError
+    from tts.modelfile import ModelFileError
+    from voice.enroll import EnrollmentError
+    from voice.store import VoiceStoreError
 
     return (UserError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
-            ManifestError, TextSourceError, FileNotFoundError)
+            ManifestError, TextSourceError, FileNotFoundError, EnrollmentError, VoiceStoreError)
 
 
 # ---------------------------------------------------------------- data
@@ -132,6 +134,102 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- voices
+
+
+def _open_store(args: argparse.Namespace):
+    from voice.store import VoiceStore
+
+    return VoiceStore(args.store)
+
+
+def _cmd_voice_enroll(args: argparse.Namespace) -> int:
+    from voice.encoder import load_encoder
+    from voice.enroll import enroll
+
+    path = Path(args.clip)
+    if not path.is_file():
+        raise UserError(f"clip not found: {path}")
+    with _open_store(args) as store:
+        record = enroll(store, load_encoder(args.encoder), path.read_bytes(), args.name, args.consent,
+                        keep_clip=args.keep_clip)
+    print(f"enrolled voice {record.name!r} ({record.clip_seconds:.1f} s of speech) in {store.path}")
+    return 0
+
+
+def _cmd_voice_list(args: argparse.Namespace) -> int:
+    from voice.encoder import load_encoder
+    from voice.enroll import all_voices
+
+    current = load_encoder(args.encoder).model_id
+    with _open_store(args) as store:
+        voices = all_voices(store)
+    if args.json:
+        print(json.dumps([{**v.summary(), "stale": v.encoder_version != current} for v in voices], indent=1))
+        return 0
+    for v in voices:
+        kind = "built-in" if v.preset else f"enrolled {v.created}"
+        stale = "  STALE: embedded by another encoder" if v.encoder_version != current else ""
+        print(f"{v.name:24s} {kind}{stale}")
+    return 0
+
+
+def _cmd_voice_show(args: argparse.Namespace) -> int:
+    from voice.encoder import load_encoder
+    from voice.enroll import StaleVoiceError, resolve_voice
+
+    with _open_store(args) as store:
+        current = load_encoder(args.encoder).model_id
+        try:
+            record, stale = resolve_voice(store, args.name, current), False
+        except StaleVoiceError:
+            record, stale = store.get(args.name), True
+    print(json.dumps({**record.summary(), "stale": stale}, indent=1))
+    return 0
+
+
+def _cmd_voice_delete(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        store.delete(args.name)
+    print(f"deleted voice {args.name!r}")
+    return 0
+
+
+def _cmd_voice_export(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        store.export(args.name, args.file)
+    print(f"exported voice {args.name!r} to {args.file}")
+    return 0
+
+
+def _cmd_voice_import(args: argparse.Namespace) -> int:
+    with _open_store(args) as store:
+        record = store.import_file(args.file, args.name)
+    print(f"imported voice {record.name!r}")
+    return 0
+
+
+def _cmd_voice_reembed(args: argparse.Namespace) -> int:
+    from voice.encoder import load_encoder
+    from voice.enroll import reembed
+
+    with _open_store(args) as store:
+        record = reembed(store, load_encoder(args.encoder), args.name)
+    print(f"re-embedded voice {record.name!r} with encoder {record.encoder_version}")
+    return 0
+
+
+def _cmd_voice_presets(args: argparse.Namespace) -> int:
+    from voice.encoder import load_encoder
+    from voice.presets import PRESETS_FILE, build_presets
+
+    _require_corpus(args.corpus)
+    data = build_presets(args.corpus, load_encoder(args.encoder), args.out or PRESETS_FILE)
+    print(f"{len(data['voices'])} preset voices for encoder {data['encoder_version']}: "
+          f"{', '.join(v['name'] for v in data['voices'])}")
+    return 0
+
+
 # ---------------------------------------------------------------- train
 
 
@@ -142,9 +240,25 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, adv_start=args.adv_start, device=args.device,
                       threads=args.threads, max_minutes=args.max_minutes, lr=args.lr,
                       valid_every=args.valid_every, log_every=args.log_every, init_from=args.init_from)
-    if not (Path(args.corpus) / "manifest.jsonl").is_file():
-        raise UserError(f"{args.corpus} holds no manifest.jsonl: build one with 'tts data build'")
+    _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
+    return 0
+
+
+def _require_corpus(corpus: str) -> None:
+    if not (Path(corpus) / "manifest.jsonl").is_file():
+        raise UserError(f"{corpus} holds no manifest.jsonl: build one with 'tts data build'")
+
+
+def _cmd_train_voice(args: argparse.Namespace) -> int:
+    from voice.train import VoiceTrainConfig, train_voice
+
+    _require_corpus(args.corpus)
+    cfg = VoiceTrainConfig(corpus=args.corpus, out_dir=args.out, export=args.export, steps=args.steps,
+                           batch_size=args.batch_size, lr=args.lr, device=args.device, threads=args.threads,
+                           max_minutes=args.max_minutes, valid_every=args.valid_every, log_every=args.log_every,
+                           max_seconds_per_speaker=args.seconds_per_speaker)
+    print(json.dumps(train_voice(cfg)))
     return 0
 
 
@@ -162,7 +276,33 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_voice(args: argparse.Namespace) -> int:
+    from benchmarks.voice_bench import format_report, run
+    from voice.encoder import load_encoder
+
+    _require_corpus(args.corpus)
+    encoder = load_encoder(args.encoder)
+    print(format_report(run(encoder, args.corpus, clips_per_speaker=args.clips_per_speaker)))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
+
+
+def _add_trainer_args(p: argparse.ArgumentParser, name: str, steps: int, batch_size: int, lr: float,
+                      valid_every: int, export: str | None = None) -> None:
+    """Options every trainer shares (same names, same meaning)."""
+    p.add_argument("--corpus", default="data/corpus")
+    p.add_argument("--out", default=f"runs/{name}", help="checkpoints and train.log")
+    p.add_argument("--export", default=export or f"assets/{name}.safetensors", help="where the best model is written")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
+    p.add_argument("--valid-every", type=int, default=valid_every)
+    p.add_argument("--log-every", type=int, default=25)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,23 +353,55 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--model", default=None)
     dec.set_defaults(func=_cmd_codec_decode)
 
+    voice = sub.add_parser("voice", help="enroll and manage voices").add_subparsers(dest="voice_command",
+                                                                                     required=True)
+
+    def voice_cmd(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = voice.add_parser(name, help=help_text)
+        p.add_argument("--store", default=None, help="voice store file (default: $TTS_HOME/voices.db or "
+                                                     "~/.local/share/tts/voices.db)")
+        p.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one)")
+        p.set_defaults(func=func)
+        return p
+
+    ve = voice_cmd("enroll", _cmd_voice_enroll, "enroll a voice from a 3-30 s clip of one speaker")
+    ve.add_argument("clip", help="wav, flac or ogg file")
+    ve.add_argument("--name", required=True)
+    ve.add_argument("--consent", required=True,
+                    help="the consent statement the speaker affirmed (stored with the voice)")
+    ve.add_argument("--keep-clip", action="store_true", help="also store the clip (to re-embed it later)")
+    voice_cmd("list", _cmd_voice_list, "list built-in and enrolled voices").add_argument("--json", action="store_true")
+    voice_cmd("show", _cmd_voice_show, "show one voice's metadata").add_argument("name")
+    voice_cmd("delete", _cmd_voice_delete, "delete an enrolled voice").add_argument("name")
+    vx = voice_cmd("export", _cmd_voice_export, "write a voice to a portable file")
+    vx.add_argument("name")
+    vx.add_argument("file")
+    vi = voice_cmd("import", _cmd_voice_import, "add a voice from an exported file")
+    vi.add_argument("file")
+    vi.add_argument("--name", default=None, help="store it under another name")
+    voice_cmd("reembed", _cmd_voice_reembed, "re-embed a voice from its kept clip").add_argument("name")
+    vp = voice_cmd("presets", _cmd_voice_presets, "rebuild the built-in voices from a corpus (developers)")
+    vp.add_argument("--corpus", default="data/corpus")
+    vp.add_argument("--out", default=None)
+    vs = sub.add_parser("voices", help="list voices (same as 'tts voice list')")
+    vs.add_argument("--store", default=None)
+    vs.add_argument("--encoder", default=None)
+    vs.add_argument("--json", action="store_true")
+    vs.set_defaults(func=_cmd_voice_list)
+
     train = sub.add_parser("train", help="train the models").add_subparsers(dest="train_command", required=True)
     tc = train.add_parser("codec", help="train the neural codec (resumes from OUT/last.pt)")
-    tc.add_argument("--corpus", default="data/corpus")
-    tc.add_argument("--out", default="runs/codec")
-    tc.add_argument("--export", default="assets/codec.safetensors", help="where the best model is written")
-    tc.add_argument("--steps", type=int, default=100_000)
-    tc.add_argument("--batch-size", type=int, default=8)
-    tc.add_argument("--lr", type=float, default=3e-4)
+    _add_trainer_args(tc, "codec", steps=100_000, batch_size=8, lr=3e-4, valid_every=500)
     tc.add_argument("--adv-start", type=int, default=20_000, help="step at which the discriminator joins")
-    tc.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
-    tc.add_argument("--threads", type=int, default=1)
-    tc.add_argument("--max-minutes", type=float, default=0.0, help="stop after this long (0: no limit)")
-    tc.add_argument("--valid-every", type=int, default=500)
-    tc.add_argument("--log-every", type=int, default=25)
     tc.add_argument("--init-from", default="",
                     help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
     tc.set_defaults(func=_cmd_train_codec)
+    tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
+    _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,
+                      export="assets/voice_encoder.safetensors")
+    tv.add_argument("--seconds-per-speaker", type=float, default=600.0,
+                    help="audio loaded per training speaker (bounds memory)")
+    tv.set_defaults(func=_cmd_train_voice)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     bc = bench.add_parser("codec", help="codec vs libopus: PESQ-WB, STOI, log-mel, CPU time")
@@ -237,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--model", default=None)
     bc.add_argument("--utterances", type=int, default=40)
     bc.set_defaults(func=_cmd_bench_codec)
+    bv = bench.add_parser("voice", help="speaker verification EER on held-out speakers, embedding time")
+    bv.add_argument("--corpus", default="data/corpus")
+    bv.add_argument("--encoder", default=None)
+    bv.add_argument("--clips-per-speaker", type=int, default=12)
+    bv.set_defaults(func=_cmd_bench_voice)
     return parser
 
 

@@ -1,0 +1,306 @@
+"""Speaker encoder, enrollment checks, the SQLite voice store (concurrency, kill-safety), CLI."""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
+from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, check_clip, enroll, reembed, resolve_voice
+from voice.store import VoiceExistsError, VoiceNotFoundError, VoiceStore, VoiceStoreError
+from voice.verification import equal_error_rate
+
+SR = 16_000
+ASSETS = Path(__file__).parent / "assets"
+CONSENT = "I am the speaker in this clip and I consent to cloning my voice."
+
+
+def speechlike(seconds: float, f0: float = 120.0, sr: int = SR, seed: int = 0, level: float = 0.3) -> np.ndarray:
+    """Harmonic bursts with pauses: enough 'speech' for the VAD, cheap to make."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8))
+    envelope = (np.sin(2 * np.pi * 2.5 * t) > -0.6).astype(np.float64)
+    x = x * envelope + 0.01 * rng.standard_normal(len(t))
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def to_bytes(x: np.ndarray, sr: int = SR, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SpeakerEncoder:
+    torch.manual_seed(0)
+    model = SpeakerEncoder(EncoderConfig(channels=32, pooled_channels=64, embedding_dim=16)).eval()
+    model.model_id = "test-encoder-v1"
+    return model
+
+
+# ---------------------------------------------------------------- encoder
+
+
+def test_embedding_is_unit_length_deterministic_and_windowed(encoder):
+    x = speechlike(8.0)
+    a, b = encoder.embed(x, SR), encoder.embed(x, SR)
+    assert a.shape == (16,) and abs(np.linalg.norm(a) - 1) < 1e-5
+    np.testing.assert_array_equal(a, b)
+    # A 44.1 kHz copy embeds like the 16 kHz original (resampled inside).
+    import soxr
+    c = encoder.embed(soxr.resample(x, SR, 44_100), 44_100)
+    assert float(a @ c) > 0.99
+    with pytest.raises(ValueError, match="too short"):
+        encoder.embed(np.zeros(SR // 4, dtype=np.float32) + 0.1, SR)
+
+
+def test_encoder_file_round_trip(encoder, tmp_path):
+    model_id = save_encoder(encoder, tmp_path / "e.safetensors")
+    loaded = load_encoder(tmp_path / "e.safetensors")
+    assert loaded.model_id == model_id and loaded.config == encoder.config
+    x = speechlike(4.0)
+    assert float(loaded.embed(x, SR) @ encoder.embed(x, SR)) > 0.999  # fp16 storage, fp32 compute
+    from tts.modelfile import ModelFileError
+    from codec.loaders import DEFAULT_CODEC
+    with pytest.raises(ModelFileError, match="not a voice-encoder model"):
+        load_encoder(DEFAULT_CODEC)
+
+
+def test_equal_error_rate():
+    target = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert equal_error_rate(np.array([0.9, 0.8, 0.7, 0.3, 0.2, 0.1]), target) == 0.0
+    assert equal_error_rate(np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]), target) == 1.0
+    assert equal_error_rate(np.array([0.9, 0.8, 0.2, 0.7, 0.1, 0.0]), target) == pytest.approx(1 / 3)
+    rng = np.random.default_rng(0)
+    random_eer = equal_error_rate(rng.random(20_000), rng.random(20_000) < 0.1)
+    assert 0.45 < random_eer < 0.55
+
+
+# ---------------------------------------------------------------- clip checks
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: b"", "empty"),
+    (lambda: b"RIFF....WAVEfmt not really audio", "cannot decode"),
+    (lambda: to_bytes(np.zeros(5 * SR, np.float32)), "silent"),
+    (lambda: to_bytes(np.clip(speechlike(5.0, level=1.0) * 4, -1, 1)), "distorted"),
+    (lambda: to_bytes(speechlike(2.0)), "s of speech"),
+    (lambda: to_bytes(speechlike(40.0)), "trim it"),
+])
+def test_clip_checks_name_the_problem(make, message):
+    with pytest.raises(EnrollmentError, match=message) as err:
+        check_clip(make())
+    assert "accepted" in str(err.value) or "gain" in str(err.value)
+
+
+def test_clip_size_bound_and_accepted_formats():
+    with pytest.raises(EnrollmentError, match="MB"):
+        check_clip(to_bytes(speechlike(5.0)), ClipLimits(max_bytes=1000))
+    stereo = np.stack([speechlike(6.0, sr=44_100), speechlike(6.0, sr=44_100)], axis=1)
+    for fmt in ("WAV", "FLAC", "OGG"):
+        audio, speech = check_clip(to_bytes(stereo, 44_100, fmt))
+        assert audio.sample_rate == SR and audio.samples.ndim == 1 and 3.0 <= speech <= 6.1
+
+
+# ---------------------------------------------------------------- store
+
+
+def test_store_round_trip_and_errors(encoder, tmp_path):
+    clip = to_bytes(speechlike(6.0))
+    with VoiceStore(tmp_path / "v.db") as store:
+        rec = enroll(store, encoder, clip, "Alice", CONSENT, keep_clip=True)
+        got = store.get("Alice")
+        np.testing.assert_array_equal(got.embedding, rec.embedding)
+        assert got.consent == CONSENT and got.encoder_version == "test-encoder-v1" and got.has_clip
+        assert len(got.clip_sha256) == 64 and 3.0 <= got.clip_seconds <= 6.1
+        assert store.clip("Alice") == (clip, "original")
+        with pytest.raises(VoiceExistsError, match="already exists"):
+            enroll(store, encoder, clip, "Alice", CONSENT)
+        for consent in ("", "   ", None):
+            with pytest.raises(VoiceStoreError, match="consent statement is required"):
+                enroll(store, encoder, clip, "Bob", consent)
+        for bad in ("", " lead", "a/b", "x" * 65, "semi;colon"):
+            with pytest.raises(VoiceStoreError, match="invalid voice name"):
+                enroll(store, encoder, clip, bad, CONSENT)
+        enroll(store, encoder, to_bytes(speechlike(6.0, f0=200)), "Bob", CONSENT)
+        assert [v.name for v in store.list()] == ["Alice", "Bob"] and not store.get("Bob").has_clip
+        store.delete("Bob")
+        with pytest.raises(VoiceNotFoundError, match="no enrolled voice named 'Bob'"):
+            store.get("Bob")
+        with pytest.raises(VoiceNotFoundError):
+            store.delete("Bob")
+    with VoiceStore(tmp_path / "v.db") as store:  # durable across connections
+        assert [v.name for v in store.list()] == ["Alice"]
+
+
+def test_stale_voices_are_refused_and_reembedded(encoder, tmp_path):
+    with VoiceStore(tmp_path / "v.db") as store:
+        enroll(store, encoder, to_bytes(speechlike(6.0)), "kept", CONSENT, keep_clip=True)
+        enroll(store, encoder, to_bytes(speechlike(6.0)), "dropped", CONSENT)
+        assert resolve_voice(store, "kept", "test-encoder-v1").name == "kept"
+        with pytest.raises(StaleVoiceError, match="tts voice reembed kept"):
+            resolve_voice(store, "kept", "test-encoder-v2")
+        with pytest.raises(StaleVoiceError, match="enroll it again"):
+            resolve_voice(store, "dropped", "test-encoder-v2")
+        with pytest.raises(VoiceNotFoundError, match="unknown voice 'nobody'"):
+            resolve_voice(store, "nobody", "test-encoder-v1")
+        newer = SpeakerEncoder(encoder.config).eval()
+        newer.model_id = "test-encoder-v2"
+        assert reembed(store, newer, "kept").encoder_version == "test-encoder-v2"
+        assert resolve_voice(store, "kept", "test-encoder-v2").name == "kept"
+        with pytest.raises(EnrollmentError, match="without keeping its clip"):
+            reembed(store, newer, "dropped")
+
+
+def test_export_import_round_trip(encoder, tmp_path):
+    with VoiceStore(tmp_path / "a.db") as a, VoiceStore(tmp_path / "b.db") as b:
+        enroll(a, encoder, to_bytes(speechlike(6.0)), "Carol", CONSENT, keep_clip=True)
+        a.export("Carol", tmp_path / "carol.voice.json")
+        got = b.import_file(tmp_path / "carol.voice.json")
+        src = a.get("Carol")
+        np.testing.assert_array_equal(got.embedding, src.embedding)
+        assert (got.consent, got.clip_sha256, got.encoder_version) == (src.consent, src.clip_sha256,
+                                                                        src.encoder_version)
+        assert b.clip("Carol") == a.clip("Carol")
+        with pytest.raises(VoiceExistsError):
+            b.import_file(tmp_path / "carol.voice.json")
+        assert b.import_file(tmp_path / "carol.voice.json", name="Carol 2").name == "Carol 2"
+        data = json.loads((tmp_path / "carol.voice.json").read_text())
+        for damage, message in [({"format": "x"}, "not a voice export"), ({"version": 9}, "export version"),
+                                ({"embedding": [0.5, float("nan")]}, "finite unit-length"),
+                                ({"consent": ""}, "consent"), ({"embedding": "abc"}, "damaged|finite")]:
+            (tmp_path / "bad.json").write_text(json.dumps({**data, **damage, "name": "Dave"}))
+            with pytest.raises(VoiceStoreError, match=message):
+                b.import_file(tmp_path / "bad.json")
+        (tmp_path / "junk.json").write_bytes(b"\xff\xfe junk")
+        with pytest.raises(VoiceStoreError, match="cannot read"):
+            b.import_file(tmp_path / "junk.json")
+        assert [v.name for v in b.list()] == ["Carol", "Carol 2"]
+
+
+def _enroll_many(db: str, prefix: str, n: int) -> None:
+    with VoiceStore(db) as store:
+        for i in range(n):
+            emb = np.random.default_rng(i).standard_normal(16).astype(np.float32)
+            store.add(f"{prefix}-{i}", emb / np.linalg.norm(emb), "v1", CONSENT, 5.0, "0" * 64)
+
+
+def test_concurrent_enrollment_loses_nothing(tmp_path):
+    db = str(tmp_path / "v.db")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_enroll_many, args=(db, f"p{k}", 25)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with VoiceStore(db) as store:
+        names = {v.name for v in store.list()}
+    assert names == {f"p{k}-{i}" for k in range(4) for i in range(25)}
+
+
+KILL_CHILD = """
+import sys, numpy as np
+from voice.store import VoiceStore
+store = VoiceStore(sys.argv[1])
+blob = bytes(2_000_000)   # a large kept clip makes each write slow enough to be cut
+for i in range(10_000):
+    emb = np.ones(16, np.float32) / 4.0
+    store.add(f"v{i}", emb, "v1", "consent given", 5.0, "0" * 64, clip=blob, clip_format="wav")
+    print(f"v{i}", flush=True)
+"""
+
+
+def test_killed_enrollment_leaves_the_store_consistent(tmp_path):
+    db = tmp_path / "v.db"
+    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(db)], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).parent.parent)
+    committed = []
+    deadline = time.time() + 60
+    while len(committed) < 5 and time.time() < deadline:
+        committed.append(child.stdout.readline().strip())
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    committed += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
+    assert len(committed) >= 5
+    with VoiceStore(db) as store:
+        assert store.integrity_ok()
+        voices = store.list()
+        names = [v.name for v in voices]
+        assert set(committed) <= set(names)            # nothing reported as enrolled was lost
+        assert len(names) <= len(committed) + 1         # at most the one commit that raced the kill
+        for v in voices:                                # and every row is whole
+            assert v.embedding.shape == (16,) and store.clip(v.name) == (bytes(2_000_000), "wav")
+        store.add("after-kill", np.ones(16, np.float32) / 4.0, "v1", "consent given", 5.0, "0" * 64)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_voice_cli_end_to_end(encoder, tmp_path, capsys):
+    from tts.cli import main
+
+    enc_file = tmp_path / "enc.safetensors"
+    save_encoder(encoder, enc_file)
+    (tmp_path / "clip.wav").write_bytes(to_bytes(speechlike(6.0)))
+    common = ["--store", str(tmp_path / "v.db"), "--encoder", str(enc_file)]
+    assert main(["voice", "enroll", str(tmp_path / "clip.wav"), "--name", "Eve", "--consent", CONSENT,
+                 *common]) == 0
+    assert main(["voice", "list", "--json", *common]) == 0
+    listed = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert [v["name"] for v in listed if not v["preset"]] == ["Eve"] and not listed[-1]["stale"]
+    assert main(["voice", "show", "Eve", *common]) == 0
+    assert json.loads(capsys.readouterr().out)["consent"] == CONSENT
+    assert main(["voice", "export", "Eve", str(tmp_path / "eve.json"), *common]) == 0
+    assert main(["voice", "delete", "Eve", *common]) == 0
+    assert main(["voice", "import", str(tmp_path / "eve.json"), *common]) == 0
+    capsys.readouterr()
+    for argv, message in [
+        (["voice", "enroll", str(tmp_path / "clip.wav"), "--name", "Fay", "--consent", " "], "consent"),
+        (["voice", "enroll", str(tmp_path / "missing.wav"), "--name", "Fay", "--consent", CONSENT], "not found"),
+        (["voice", "enroll", str(tmp_path / "clip.wav"), "--name", "Eve", "--consent", CONSENT], "already exists"),
+        (["voice", "show", "Nobody"], "unknown voice"),
+        (["voice", "delete", "Nobody"], "no enrolled voice"),
+    ]:
+        assert main([*argv, *common]) == 2
+        assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- trainer
+
+
+def test_voice_training_runs_resumes_and_exports(tmp_path):
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+    from voice.train import VoiceTrainConfig, train_voice
+
+    corpus = tmp_path / "corpus"
+    utts = []
+    for s in range(6):
+        for i in range(4):
+            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(6.0, f0=90 + 30 * s, seed=i))
+            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "text", f"spk{s}", 6.0, "train"))
+    write_manifest(corpus / "manifest.jsonl", utts)
+    cfg = VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "run"), export=str(tmp_path / "e.safetensors"),
+                           steps=3, batch_size=4, min_seconds=1.0, max_seconds=1.5, valid_every=3, log_every=1,
+                           dev_every=3, warmup_steps=1,
+                           encoder=dict(channels=16, pooled_channels=32, embedding_dim=8))
+    assert train_voice(cfg)["step"] == 3
+    assert load_encoder(tmp_path / "e.safetensors").config.embedding_dim == 8
+    cfg.steps = 5
+    result = train_voice(cfg)
+    assert result["step"] == 5 and 0.0 <= result["best"]["eer"] <= 1.0
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert any("dev_eer_10s" in m for m in logged)

@@ -1,0 +1,254 @@
+"""`tts train voice`: train the speaker encoder with an additive-angular-margin softmax.
+
+Training speakers are split once: most feed the classification loss, a few
+(every `dev_every`-th) never do and serve for model selection by verification
+EER, so the figure that picks the shipped model comes from voices the loss never
+saw. The held-out ("unseen") speakers of the corpus are left to the benchmark.
+Every crop is augmented (gain, coloured noise, reverberation, band limits,
+random 2-4-s length) so real, imperfect clips embed like clean ones.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tts.corpus.manifest import read_manifest
+from voice.encoder import EncoderConfig, SpeakerEncoder, save_encoder
+from voice.verification import cut_clips, speaker_streams, verify
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VoiceTrainConfig:
+    corpus: str = "data/corpus"
+    out_dir: str = "runs/voice"
+    export: str = "assets/voice_encoder.safetensors"
+    steps: int = 4000
+    batch_size: int = 48
+    min_seconds: float = 2.0
+    max_seconds: float = 4.0
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    margin: float = 0.2
+    scale: float = 30.0
+    margin_warmup_steps: int = 800
+    dev_every: int = 10              # every n-th training speaker is a development speaker
+    max_seconds_per_speaker: float = 1200.0
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 25
+    valid_every: int = 250
+    ckpt_minutes: float = 5.0
+    max_minutes: float = 0.0
+    encoder: dict = field(default_factory=dict)  # EncoderConfig overrides for a new run
+
+
+class AAMSoftmax(nn.Module):
+    """Additive angular margin softmax (ArcFace): cos(theta + m) for the true class, scaled."""
+
+    def __init__(self, dim: int, n_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
+
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        cos = emb @ F.normalize(self.weight, dim=-1).T
+        theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
+        target = torch.cos(theta + margin)
+        onehot = F.one_hot(labels, cos.shape[1]).bool()
+        logits = scale * torch.where(onehot, target, cos)
+        accuracy = (cos.argmax(-1) == labels).float().mean()
+        return F.cross_entropy(logits, labels), accuracy
+
+
+class Augmenter:
+    """Waveform augmentations of a batch [B, T], each drawn per example."""
+
+    def __init__(self, sample_rate: int, generator: torch.Generator) -> None:
+        self.sr, self.g = sample_rate, generator
+
+    def _u(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand((), generator=self.g))
+
+    def _p(self, p: float) -> bool:
+        return float(torch.rand((), generator=self.g)) < p
+
+    def coloured_noise(self, n: int, alpha: float) -> torch.Tensor:
+        """Noise with a 1/f^alpha power spectrum (0 white, 1 pink, 2 brown)."""
+        spec = torch.fft.rfft(torch.randn(n, generator=self.g))
+        f = torch.arange(spec.shape[0]).clamp_min(1).float()
+        return torch.fft.irfft(spec / f ** (alpha / 2), n)
+
+    def reverb(self, x: torch.Tensor) -> torch.Tensor:
+        rt60 = self._u(0.15, 0.7)
+        n = int(min(0.6, rt60) * self.sr)
+        t = torch.arange(n) / self.sr
+        rir = torch.randn(n, generator=self.g) * torch.exp(-6.9 * t / rt60)
+        rir[0] = 1.0 / self._u(0.3, 1.0)  # direct path, louder than the tail
+        rir = rir / rir.norm()
+        size = x.shape[-1] + n
+        return torch.fft.irfft(torch.fft.rfft(x, size) * torch.fft.rfft(rir, size), size)[: x.shape[-1]]
+
+    def band_limit(self, x: torch.Tensor) -> torch.Tensor:
+        spec = torch.fft.rfft(x)
+        freqs = torch.fft.rfftfreq(x.shape[-1], 1 / self.sr)
+        keep = torch.ones_like(freqs)
+        if self._p(0.7):
+            keep = keep * torch.sigmoid((self._u(3000, 7000) - freqs) / 100)
+        if self._p(0.5):
+            keep = keep * torch.sigmoid((freqs - self._u(80, 400)) / 20)
+        return torch.fft.irfft(spec * keep, x.shape[-1])
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        out = []
+        for x in batch:
+            if self._p(0.3):
+                x = self.reverb(x)
+            if self._p(0.3):
+                x = self.band_limit(x)
+            if self._p(0.5):
+                noise = self.coloured_noise(x.shape[-1], self._u(0.0, 2.0))
+                snr_db = self._u(5.0, 30.0)
+                gain = x.pow(2).mean().sqrt() / (noise.pow(2).mean().sqrt() * 10 ** (snr_db / 20) + 1e-9)
+                x = x + gain * noise
+            x = x * 10 ** (self._u(-20.0, 6.0) / 20)
+            out.append(x.clamp(-1.0, 1.0))
+        return torch.stack(out)
+
+
+def split_speakers(speakers: list[str], dev_every: int) -> tuple[list[str], list[str]]:
+    """(loss speakers, development speakers): a fixed, deterministic split."""
+    ordered = sorted(speakers)
+    dev = ordered[dev_every - 1::dev_every] if dev_every > 0 else []
+    return [s for s in ordered if s not in set(dev)], dev
+
+
+def _lr_at(step: int, cfg: VoiceTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_voice(cfg: VoiceTrainConfig) -> dict:
+    """Train (or resume) and export the best encoder by development-speaker EER; returns the last metrics."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pt"
+    resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    enc_cfg = EncoderConfig.from_dict(resume["encoder_config"]) if resume else EncoderConfig(**cfg.encoder)
+    sr = enc_cfg.sample_rate
+
+    train_utts = read_manifest(cfg.corpus, ["train"])
+    loss_speakers, dev_speakers = split_speakers(sorted({u.speaker for u in train_utts}), cfg.dev_every)
+    if len(loss_speakers) < 2:
+        raise ValueError(f"{cfg.corpus} has {len(loss_speakers)} training speaker(s); need at least 2")
+    log.info("loading audio: %d loss speakers, %d development speakers", len(loss_speakers), len(dev_speakers))
+    streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in set(loss_speakers)], sr,
+                              cfg.max_seconds_per_speaker)
+    dev_streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in set(dev_speakers)], sr, 130.0)
+    dev_clips = cut_clips(dev_streams, 10.0, 12, sr) if dev_speakers else ([], [])
+    names = sorted(streams)
+    log.info("audio loaded: %.1f h", sum(len(x) for x in streams.values()) / sr / 3600)
+
+    device = torch.device(cfg.device)
+    model = SpeakerEncoder(enc_cfg).to(device)
+    head = AAMSoftmax(enc_cfg.embedding_dim, len(names)).to(device)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1] + [head.weight]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    step, best = 0, {"eer": float("inf"), "step": -1}
+    if resume:
+        if resume["speakers"] != names:
+            raise ValueError(f"{ckpt_path} was trained on other speakers; use another --out to start afresh")
+        model.load_state_dict(resume["model"])
+        head.load_state_dict(resume["head"])
+        opt.load_state_dict(resume["opt"])
+        step, best = resume["step"], resume["best"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    rng = random.Random(cfg.seed + step)
+    gen = torch.Generator().manual_seed(cfg.seed + step)
+    augment = Augmenter(sr, gen)
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_name("last.pt.part")
+        torch.save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "best": best, "speakers": names, "encoder_config": enc_cfg.to_dict(), "train_config": asdict(cfg)},
+                   tmp)
+        tmp.replace(ckpt_path)
+
+    def evaluate() -> dict:
+        model.eval()
+        try:
+            embed = lambda x, rate: model.cpu().embed(x, rate)  # noqa: E731
+            result = verify(embed, dev_clips[0], dev_clips[1], sr) if dev_clips[0] else None
+        finally:
+            model.to(device).train()
+        return {"dev_eer_10s": result.eer} if result else {}
+
+    started = last_ckpt = time.time()
+    first_step = step
+    log_file = open(out / "train.log", "a", encoding="utf-8")
+
+    def record(metrics: dict) -> None:
+        log.info("%s", metrics)
+        log_file.write(json.dumps(metrics) + "\n")
+        log_file.flush()
+
+    model.train()
+    while step < cfg.steps:
+        seconds = rng.uniform(cfg.min_seconds, cfg.max_seconds)
+        n = int(seconds * sr)
+        labels, crops = [], []
+        for _ in range(cfg.batch_size):
+            k = rng.randrange(len(names))
+            x = streams[names[k]]
+            start = rng.randint(0, max(0, len(x) - n))
+            crops.append(np.pad(x[start:start + n], (0, max(0, n - len(x)))))
+            labels.append(k)
+        wave = augment(torch.from_numpy(np.stack(crops))).to(device)
+        target = torch.tensor(labels, device=device)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        margin = cfg.margin * min(1.0, step / max(1, cfg.margin_warmup_steps))
+        loss, acc = head(model(wave), target, margin, cfg.scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(list(model.parameters()) + list(head.parameters()), 5.0)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0:
+            record({"step": step, "loss": round(loss.item(), 4), "acc": round(acc.item(), 3),
+                    "lr": round(_lr_at(step, cfg), 6),
+                    "sec_per_step": round((time.time() - started) / (step - first_step), 3)})
+        if step % cfg.valid_every == 0 or step == cfg.steps:
+            result = evaluate()
+            if result.get("dev_eer_10s", float("-inf")) <= best["eer"]:
+                best = {"eer": result.get("dev_eer_10s", float("nan")), "step": step}
+                model_id = save_encoder(model.cpu(), cfg.export, step, {"dev_eer_10s": best["eer"]})
+                model.to(device)
+                log.info("exported %s (step %d, dev EER %s, id %s)", cfg.export, step, best["eer"], model_id)
+            record({"step": step, **result, "best": best})
+        if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+            save_checkpoint()
+            last_ckpt = time.time()
+        if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
+            log.info("time limit reached at step %d", step)
+            break
+    save_checkpoint()
+    return {"step": step, "best": best}
