@@ -31,6 +31,7 @@ from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, ge
                           hinge_discriminator_loss, log_mel)
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
+from tts.distributed import is_main, setup_distributed
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +97,6 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
         layer.cluster_size.fill_(1.0)
 
 
-def _is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def _setup_distributed(cfg: TrainConfig) -> torch.device:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
-        if cfg.device.startswith("cuda"):
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(cfg.device)
-
-
 def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device) -> torch.Tensor:
     """Quantizer dropout: per example, all quantizers with prob `full_prob`, else uniform in 1..n_q."""
     draw = torch.randint(1, n_q + 1, (batch,), device=device)
@@ -132,7 +120,7 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[st
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a codec training; returns the last validation figures."""
     torch.set_num_threads(cfg.threads)
-    device = _setup_distributed(cfg)
+    device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
@@ -175,12 +163,12 @@ def train(cfg: TrainConfig) -> dict:
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=0)
-    log_file = open(out / "train.log", "a", encoding="utf-8") if _is_main() else None
+    log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
     started = last_ckpt = time.time()
     metrics: dict[str, float] = {}
 
     def save() -> None:
-        if not _is_main():
+        if not is_main():
             return
         state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "step": step, "best": best,
@@ -230,13 +218,13 @@ def train(cfg: TrainConfig) -> dict:
                 opt_d.step()
                 losses["disc"] = d_loss
             step += 1
-            if _is_main() and step % cfg.log_every == 0:
+            if is_main() and step % cfg.log_every == 0:
                 row = {"step": step, "sec_per_step": round(time.time() - t0, 3), "total": round(total.item(), 4),
                        "commit": round(q.commitment_loss.item(), 4),
                        **{k: round(v.item(), 4) for k, v in losses.items()}}
                 print(json.dumps(row), file=log_file, flush=True)
                 log.info("%s", row)
-            if _is_main() and step % cfg.valid_every == 0:
+            if is_main() and step % cfg.valid_every == 0:
                 metrics = validate_and_export()
                 save()
                 last_ckpt = time.time()
@@ -249,7 +237,7 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
             break
     save()
-    if _is_main():
+    if is_main():
         metrics = validate_and_export(final=True)
         save()
     if dist.is_initialized():

@@ -262,6 +262,38 @@ def _cmd_train_voice(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from backbone.tokenizer import train_tokenizer
+
+    _require_corpus(args.corpus)
+    print(json.dumps(train_tokenizer(args.corpus, args.out, args.vocab_size)))
+    return 0
+
+
+def _cmd_train_backbone(args: argparse.Namespace) -> int:
+    from backbone.train import BackboneTrainConfig, train_backbone
+
+    cache = Path(args.cache)
+    if not cache.is_file():
+        from backbone.data import build_token_cache
+        from backbone.tokenizer import TextTokenizer
+        from codec.loaders import load_codec
+        from voice.encoder import load_encoder
+
+        _require_corpus(args.corpus)
+        print(f"tokenising {args.corpus} into {cache} (once) ...", file=sys.stderr)
+        build_token_cache(args.corpus, cache, load_codec(), TextTokenizer(), load_encoder(), args.codebooks,
+                          max_hours_per_split=args.max_hours or None)
+    model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
+                                "ffn": args.ffn}.items() if v}
+    cfg = BackboneTrainConfig(cache=str(cache), out_dir=args.out, export=args.export, steps=args.steps,
+                              frames_per_batch=args.batch_frames, lr=args.lr, device=args.device,
+                              threads=args.threads, max_minutes=args.max_minutes, valid_every=args.valid_every,
+                              log_every=args.log_every, model=model)
+    print(json.dumps(train_backbone(cfg)))
+    return 0
+
+
 # ---------------------------------------------------------------- bench
 
 
@@ -289,14 +321,15 @@ def _cmd_bench_voice(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def _add_trainer_args(p: argparse.ArgumentParser, name: str, steps: int, batch_size: int, lr: float,
+def _add_trainer_args(p: argparse.ArgumentParser, name: str, steps: int, batch_size: int | None, lr: float,
                       valid_every: int, export: str | None = None) -> None:
     """Options every trainer shares (same names, same meaning)."""
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--out", default=f"runs/{name}", help="checkpoints and train.log")
     p.add_argument("--export", default=export or f"assets/{name}.safetensors", help="where the best model is written")
     p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--batch-size", type=int, default=batch_size)
+    if batch_size is not None:
+        p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=1)
@@ -402,6 +435,21 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seconds-per-speaker", type=float, default=600.0,
                     help="audio loaded per training speaker (bounds memory)")
     tv.set_defaults(func=_cmd_train_voice)
+
+    tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")
+    tt.add_argument("--corpus", default="data/corpus")
+    tt.add_argument("--out", default="assets/tokenizer.model")
+    tt.add_argument("--vocab-size", type=int, default=384)
+    tt.set_defaults(func=_cmd_train_tokenizer)
+    tb = train.add_parser("backbone", help="train the backbone (tokenises the corpus once; resumes from OUT/last.pt)")
+    _add_trainer_args(tb, "backbone", steps=50_000, batch_size=None, lr=1e-3, valid_every=500)
+    tb.add_argument("--cache", default="runs/backbone/tokens.npz", help="token cache (built from --corpus if missing)")
+    tb.add_argument("--batch-frames", type=int, default=2000, help="audio frames per batch")
+    tb.add_argument("--codebooks", type=int, default=4, help="codec quantizers modelled (when building the cache)")
+    tb.add_argument("--max-hours", type=float, default=0.0, help="hours per split put in the cache (0: all)")
+    for flag in ("--d-model", "--layers", "--heads", "--ffn"):
+        tb.add_argument(flag, type=int, default=0, help="model shape for a new run (0: default)")
+    tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     bc = bench.add_parser("codec", help="codec vs libopus: PESQ-WB, STOI, log-mel, CPU time")

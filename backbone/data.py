@@ -1,0 +1,174 @@
+"""The backbone's training data: a compact cache of codec tokens, text tokens and speaker embeddings.
+
+The corpus is tokenised once (`tts train backbone` builds the cache when it is
+missing): each utterance's first K codec codes (int16), its normalised text and
+sentencepiece ids, and per speaker several embeddings of different clips, so
+the model learns from the spread of embeddings a user's clip will have. The
+cache is a single .npz of a few tens of MB: it is what travels to a GPU machine
+instead of the audio. It records the codec, tokenizer and encoder ids, and a
+cache made with other models is refused.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from backbone.tokenizer import TextTokenizer
+from codec.model import CodecModel
+from tts.corpus.manifest import audio_path, read_manifest
+from tts.text import normalize_text
+from voice.encoder import SpeakerEncoder
+from voice.verification import cut_clips, speaker_streams
+
+log = logging.getLogger(__name__)
+EMBEDDINGS_PER_SPEAKER = 8
+
+
+class TokenCacheError(ValueError):
+    """The cache is missing, damaged or was made with other models."""
+
+
+@dataclass
+class TokenCache:
+    ids: list[str]
+    speakers: list[str]
+    splits: list[str]
+    texts: list[str]                      # normalised
+    text_ids: list[np.ndarray]            # int32
+    codes: list[np.ndarray]               # int16 [K, F]
+    speaker_names: list[str]
+    speaker_embeddings: np.ndarray        # [S, E, D] float32
+    meta: dict
+
+    def indices(self, split: str) -> list[int]:
+        return [i for i, s in enumerate(self.splits) if s == split]
+
+    def embedding(self, i: int, rng: random.Random) -> np.ndarray:
+        """A random one of the utterance's speaker embeddings."""
+        return self.speaker_embeddings[self._spk[self.speakers[i]], rng.randrange(self.speaker_embeddings.shape[1])]
+
+    def __post_init__(self) -> None:
+        self._spk = {name: i for i, name in enumerate(self.speaker_names)}
+
+
+def _flatten(arrays: list[np.ndarray], axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([a.shape[axis] for a in arrays], dtype=np.int64)
+    return np.concatenate(arrays, axis=axis), np.concatenate([[0], np.cumsum(lengths)])
+
+
+def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, tokenizer: TextTokenizer,
+                      encoder: SpeakerEncoder, n_codebooks: int, splits: tuple[str, ...] = ("train", "valid", "test",
+                      "unseen"), max_hours_per_split: float | None = None, seed: int = 0) -> dict:
+    """Tokenise a corpus (see module doc); writes `out` atomically and returns its metadata."""
+    rng = random.Random(seed)
+    utts = []
+    for split in splits:
+        part = read_manifest(corpus, [split])
+        rng.shuffle(part)
+        if max_hours_per_split is not None:
+            kept, total = [], 0.0
+            for u in part:
+                if total >= max_hours_per_split * 3600:
+                    break
+                kept.append(u)
+                total += u.duration
+            part = kept
+        utts += part
+    if not utts:
+        raise TokenCacheError(f"{corpus} has no utterances in {splits}")
+    texts, text_ids, codes = [], [], []
+    with torch.inference_mode():
+        for n, u in enumerate(utts):
+            x, sr = sf.read(str(audio_path(corpus, u)), dtype="float32")
+            if sr != codec.config.sample_rate:
+                raise TokenCacheError(f"{u.id}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
+            codes.append(codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16))
+            texts.append(normalize_text(u.text))
+            text_ids.append(np.asarray(tokenizer.encode(texts[-1], normalized=True), dtype=np.int32))
+            if (n + 1) % 500 == 0:
+                log.info("tokenised %d / %d utterances", n + 1, len(utts))
+    speaker_names = sorted({u.speaker for u in utts})
+    embeddings = speaker_embeddings(corpus, utts, encoder, speaker_names)
+    flat_codes, code_offsets = _flatten(codes)
+    flat_text, text_offsets = _flatten(text_ids)
+    meta = {"codec_id": codec.model_id, "tokenizer_id": tokenizer.id, "encoder_id": encoder.model_id,
+            "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate, "utterances": len(utts),
+            "hours": round(sum(c.shape[1] for c in codes) / codec.config.frame_rate / 3600, 2)}
+    _save(Path(out), dict(ids=np.array([u.id for u in utts]), speakers=np.array([u.speaker for u in utts]),
+                        splits=np.array([u.split for u in utts]), texts=np.array(texts), codes=flat_codes,
+                        code_offsets=code_offsets, text=flat_text, text_offsets=text_offsets,
+                        speaker_names=np.array(speaker_names), speaker_embeddings=embeddings,
+                        meta=np.array(repr(meta))))
+    return meta
+
+
+def speaker_embeddings(corpus: str | Path, utts: list, encoder: SpeakerEncoder,
+                       speaker_names: list[str]) -> np.ndarray:
+    """[S, E, D]: for each speaker, embeddings of E different 6-s clips of its audio."""
+    streams = speaker_streams(corpus, [u for u in utts if u.speaker in set(speaker_names)],
+                              encoder.config.sample_rate, max_seconds=EMBEDDINGS_PER_SPEAKER * 6.0)
+    out = np.zeros((len(speaker_names), EMBEDDINGS_PER_SPEAKER, encoder.config.embedding_dim), np.float32)
+    for s, name in enumerate(speaker_names):
+        clips, _ = cut_clips({name: streams[name]}, 6.0, EMBEDDINGS_PER_SPEAKER, encoder.config.sample_rate)
+        clips = clips or [streams[name]]
+        for e in range(EMBEDDINGS_PER_SPEAKER):
+            out[s, e] = encoder.embed(clips[e % len(clips)], encoder.config.sample_rate)
+    return out
+
+
+def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: SpeakerEncoder) -> dict:
+    """Recompute a cache's speaker embeddings with another encoder (the codes stay); rewrites it atomically."""
+    path = Path(path)
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    import ast
+    meta = ast.literal_eval(str(arrays["meta"]))
+    utts = [u for u in read_manifest(corpus) if u.id in set(arrays["ids"].tolist())]
+    arrays["speaker_embeddings"] = speaker_embeddings(corpus, utts, encoder, arrays["speaker_names"].tolist())
+    meta["encoder_id"] = encoder.model_id
+    arrays["meta"] = np.array(repr(meta))
+    _save(path, arrays)
+    return meta
+
+
+def _save(path: Path, arrays: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_token_cache(path: str | Path, expect: dict | None = None) -> TokenCache:
+    """Read a cache; `expect` ({"codec_id": ..., ...}) must match its metadata.
+
+    Raises:
+        TokenCacheError: missing, damaged, or made with other models.
+    """
+    import ast
+
+    path = Path(path)
+    if not path.is_file():
+        raise TokenCacheError(f"token cache not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = ast.literal_eval(str(z["meta"]))
+            co, to = z["code_offsets"], z["text_offsets"]
+            flat_codes, flat_text = z["codes"], z["text"]
+            cache = TokenCache(ids=z["ids"].tolist(), speakers=z["speakers"].tolist(), splits=z["splits"].tolist(),
+                               texts=z["texts"].tolist(),
+                               text_ids=[flat_text[to[i]:to[i + 1]] for i in range(len(to) - 1)],
+                               codes=[flat_codes[:, co[i]:co[i + 1]] for i in range(len(co) - 1)],
+                               speaker_names=z["speaker_names"].tolist(),
+                               speaker_embeddings=z["speaker_embeddings"], meta=meta)
+    except (OSError, KeyError, ValueError, SyntaxError) as exc:
+        raise TokenCacheError(f"cannot read token cache {path}: {exc}") from exc
+    for key, value in (expect or {}).items():
+        if meta.get(key) != value:
+            raise TokenCacheError(f"{path} was made with {key} {meta.get(key)!r}, not {value!r}: delete it to rebuild")
+    return cache

@@ -1,0 +1,269 @@
+"""Autoregressive generation: token frames as they are produced, for one request or many.
+
+`BatchGenerator` runs one transformer step for every active request at once.
+Requests join at any step (their prompt is prefilled alone, then their KV cache
+is left-padded to the batch's length and masked) and leave when they finish
+(their rows are dropped from the cache), so a server can batch the decoding
+steps of concurrent streams. Each request samples with its own seeded
+generator, so its output does not depend on what else is in the batch.
+
+Guards: invalid ids are masked (PAD/BOS never sampled, EOS only on stream 0
+and only after a minimum length), a length bound derived from the text ends any
+run-on, and repetition-aware sampling (VALL-E 2) re-draws a token from the full
+distribution when it already fills much of the recent window (anti-babbling).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from transformers import DynamicCache
+
+from backbone.model import Backbone
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_window: int = 10
+    repetition_threshold: float = 0.5     # re-draw a token that fills this share of the window
+    min_seconds_per_char: float = 0.02    # EOS not allowed before this
+    max_seconds_per_char: float = 0.2     # forced EOS after this (+ extra_seconds)
+    extra_seconds: float = 1.0
+
+    def validate(self) -> None:
+        if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1):
+            raise ValueError("sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+
+
+@dataclass
+class Request:
+    """One utterance to generate: token ids, speaker embedding [speaker_dim], seed, text length in chars."""
+
+    text_ids: list[int]
+    speaker: torch.Tensor
+    n_chars: int
+    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+
+def frame_bounds(n_chars: int, frame_rate: float, sampling: SamplingConfig) -> tuple[int, int]:
+    """(min, max) frames for a text of `n_chars` spoken characters."""
+    lo = int(n_chars * sampling.min_seconds_per_char * frame_rate)
+    hi = int(math.ceil((n_chars * sampling.max_seconds_per_char + sampling.extra_seconds) * frame_rate))
+    return lo, max(hi, lo + 1)
+
+
+@dataclass
+class _Row:
+    id: int
+    request: Request
+    generator: torch.Generator
+    min_frames: int
+    max_frames: int
+    position: int                       # position id of the next input
+    steps: list[list[int]] = field(default_factory=list)   # delayed tokens per step, [K] each
+    n_frames: int | None = None         # F, known once stream 0 emitted EOS
+    emitted: int = 0                    # frames handed out
+    cancelled: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.cancelled or self.n_frames is not None and len(self.steps) >= self.n_frames + len(self.steps[0])
+
+
+class BatchGenerator:
+    """Steps every active request together; `step()` returns the frames each completed."""
+
+    def __init__(self, model: Backbone) -> None:
+        self.model = model
+        self.cfg = model.config
+        self.rows: list[_Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None   # [B, cache length]: 1 real, 0 left padding
+        self._ids = itertools.count()
+
+    @property
+    def active(self) -> int:
+        return len(self.rows)
+
+    # ------------------------------------------------------------ join / leave
+
+    @torch.inference_mode()
+    def add(self, request: Request) -> int:
+        """Prefill a request's prompt and join it to the batch; returns its row id."""
+        request.sampling.validate()
+        cfg, device = self.cfg, self.model.heads.weight.device
+        text = torch.tensor([request.text_ids], dtype=torch.long, device=device)
+        prompt = self.model.embed_prompt(request.speaker.to(device).float()[None], text)
+        n = prompt.shape[1]
+        if n + frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)[1] + cfg.n_codebooks > cfg.max_positions:
+            raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
+        cache = DynamicCache()
+        out = self.model.transformer(inputs_embeds=prompt, past_key_values=cache, use_cache=True,
+                                     position_ids=torch.arange(n, device=device)[None])
+        lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
+        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi, n)
+        self._merge(out.past_key_values, torch.ones(1, n, dtype=torch.long, device=device))
+        self.rows.append(row)
+        self._sample(row, self.model.logits(out.last_hidden_state[:, -1:])[0, :, 0])
+        return row.id
+
+    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        old, new = self.mask.shape[1], mask.shape[1]
+        length = max(old, new)
+
+        def left_pad(t: torch.Tensor, to: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, to - t.shape[2], 0)) if t.shape[2] < to else t
+
+        for mine, theirs in zip(self.cache.layers, cache.layers):
+            mine.keys = torch.cat([left_pad(mine.keys, length), left_pad(theirs.keys, length)])
+            mine.values = torch.cat([left_pad(mine.values, length), left_pad(theirs.values, length)])
+        pad = lambda m: torch.nn.functional.pad(m, (length - m.shape[1], 0))  # noqa: E731
+        self.mask = torch.cat([pad(self.mask), pad(mask)])
+
+    def _drop_finished(self) -> None:
+        keep = [i for i, r in enumerate(self.rows) if not r.done]
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self.cache, self.mask = None, None
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.mask = self.mask[index]
+        # Trim left padding no row needs any more.
+        first = int(self.mask.argmax(dim=1).min())
+        if first > 0:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+    def cancel(self, row_id: int) -> None:
+        """Remove a request (client gone) before its next step."""
+        for row in self.rows:
+            if row.id == row_id:
+                row.cancelled = True
+        self._drop_finished()
+
+    # ------------------------------------------------------------ stepping
+
+    def _allowed(self, row: _Row, t: int, k: int) -> tuple[int | None, bool]:
+        """(forced token or None, may emit EOS) for stream k at step t."""
+        cfg = self.cfg
+        if t - k < 0:
+            return cfg.pad, False
+        if row.n_frames is not None and t - k >= row.n_frames:
+            return (cfg.eos if t - k == row.n_frames else cfg.pad), False
+        if k == 0 and t >= row.max_frames:
+            return cfg.eos, False
+        return None, k == 0 and t >= row.min_frames
+
+    def _sample(self, row: _Row, logits: torch.Tensor) -> None:
+        """Choose the K tokens of the row's next step from logits [K, V]."""
+        cfg, s = self.cfg, row.request.sampling
+        t = len(row.steps)
+        tokens = []
+        for k in range(cfg.n_codebooks):
+            forced, eos_ok = self._allowed(row, t, k)
+            if forced is not None:
+                tokens.append(forced)
+                continue
+            lk = logits[k].float().clone()
+            lk[cfg.card:] = float("-inf")
+            if eos_ok:
+                lk[cfg.eos] = logits[k, cfg.eos]
+            tokens.append(self._draw(lk, s, row.generator, [step[k] for step in row.steps[-s.repetition_window:]]))
+        if tokens[0] == cfg.eos and row.n_frames is None:
+            row.n_frames = t
+        row.steps.append(tokens)
+
+    @staticmethod
+    def _draw(logits: torch.Tensor, s: SamplingConfig, g: torch.Generator, recent: list[int]) -> int:
+        if s.temperature == 0:
+            return int(logits.argmax())
+        scaled = logits / s.temperature
+        if s.top_k:
+            kth = torch.topk(scaled, min(s.top_k, scaled.numel())).values[-1]
+            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        probs = torch.softmax(scaled, -1)
+        if s.top_p < 1:
+            sorted_p, order = probs.sort(descending=True)
+            cut = sorted_p.cumsum(-1) - sorted_p > s.top_p
+            probs = probs.scatter(0, order, sorted_p.masked_fill(cut, 0.0))
+        token = int(torch.multinomial(probs, 1, generator=g))
+        if recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
+            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g))  # re-draw, full distribution
+        return token
+
+    def _new_frames(self, row: _Row) -> list[torch.Tensor]:
+        """Frames whose K codes are all known and not yet handed out."""
+        k = self.cfg.n_codebooks
+        ready = len(row.steps) - (k - 1)
+        if row.n_frames is not None:
+            ready = min(ready, row.n_frames)
+        frames = []
+        while row.emitted < ready:
+            f = row.emitted
+            frames.append(torch.tensor([row.steps[f + i][i] for i in range(k)]))
+            row.emitted += 1
+        return frames
+
+    @torch.inference_mode()
+    def step(self) -> dict[int, tuple[list[torch.Tensor], bool]]:
+        """One transformer step for every active row: {row id: (new frames [K] each, finished)}."""
+        results = {}
+        for row in self.rows:   # frames completed by the prefill's first sample
+            frames = self._new_frames(row)
+            if frames:
+                results[row.id] = (frames, False)
+        live = [r for r in self.rows if not r.done]
+        if live:
+            device = self.mask.device
+            last = torch.tensor([r.steps[-1] for r in self.rows], device=device)[:, :, None]   # [B, K, 1]
+            self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype, device=device)], 1)
+            positions = torch.tensor([[r.position] for r in self.rows], device=device)
+            out = self.model.transformer(inputs_embeds=self.model.embed_audio(last), attention_mask=self.mask,
+                                         position_ids=positions, past_key_values=self.cache, use_cache=True)
+            logits = self.model.logits(out.last_hidden_state)[:, :, 0]   # [B, K, V]
+            for i, row in enumerate(self.rows):
+                row.position += 1
+                if not row.done:
+                    self._sample(row, logits[i])
+        for row in self.rows:
+            frames = self._new_frames(row)
+            prev = results.get(row.id, ([], False))[0]
+            results[row.id] = (prev + frames, row.done)
+        self._drop_finished()
+        return results
+
+
+def generate_frames(model: Backbone, request: Request) -> Iterator[torch.Tensor]:
+    """Yield one request's frames ([K] codes each) as they are produced."""
+    batch = BatchGenerator(model)
+    row = batch.add(request)
+    while batch.active:
+        frames, _ = batch.step().get(row, ([], False))
+        yield from frames
+
+
+def generate_batch(model: Backbone, requests: list[Request]) -> list[torch.Tensor]:
+    """Generate several requests together; returns codes [K, F] for each, in order."""
+    batch = BatchGenerator(model)
+    ids = [batch.add(r) for r in requests]
+    out: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
+    while batch.active:
+        for row, (frames, _) in batch.step().items():
+            out[row] += frames
+    k = model.config.n_codebooks
+    return [torch.stack(out[i], 1) if out[i] else torch.zeros(k, 0, dtype=torch.long) for i in ids]

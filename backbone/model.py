@@ -1,0 +1,172 @@
+"""The backbone: a Llama-style decoder (transformers' LlamaModel) over speaker, text and audio.
+
+One sequence per utterance:
+
+    [speaker] [text tokens ...] [BOS] [audio step 1] ... [audio step F + K - 1]
+
+The speaker embedding (from voice/) is projected to one prefix vector; text
+tokens have their own table; an audio step's input is the sum of its K
+delayed codebook embeddings (backbone/delay.py), and K linear heads predict
+the next step's K codes. The transformer itself is `transformers.LlamaModel`,
+so weights are a standard Llama state dict under `transformer.`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaModel
+
+from backbone.delay import delay, loss_mask
+from tts.modelfile import ASSETS, ModelFileError, read_model_file, save_model_file
+
+DEFAULT_BACKBONE = ASSETS / "backbone.safetensors"
+KIND = "backbone"
+
+
+@dataclass
+class BackboneConfig:
+    text_vocab: int = 384
+    n_codebooks: int = 4            # first K quantizers of the codec
+    card: int = 1024                # codes per codebook
+    frame_rate: float = 25.0
+    speaker_dim: int = 192
+    d_model: int = 384
+    n_layers: int = 6
+    n_heads: int = 6
+    ffn: int = 1024
+    max_positions: int = 2048
+    dropout: float = 0.0
+    codec_id: str = ""              # the codec whose tokens this model speaks
+    tokenizer_id: str = ""
+    encoder_id: str = ""            # the speaker encoder whose embeddings condition it
+
+    @property
+    def pad(self) -> int:
+        return self.card
+
+    @property
+    def bos(self) -> int:
+        return self.card + 1
+
+    @property
+    def eos(self) -> int:
+        return self.card + 2
+
+    @property
+    def audio_vocab(self) -> int:
+        return self.card + 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BackboneConfig":
+        known = {f.name for f in fields(cls)}
+        if set(data) - known:
+            raise ValueError(f"unknown backbone config keys {sorted(set(data) - known)}")
+        return cls(**data)
+
+    def llama(self) -> LlamaConfig:
+        return LlamaConfig(hidden_size=self.d_model, intermediate_size=self.ffn, num_hidden_layers=self.n_layers,
+                           num_attention_heads=self.n_heads, num_key_value_heads=self.n_heads,
+                           max_position_embeddings=self.max_positions, vocab_size=1, attention_dropout=self.dropout,
+                           rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=None,
+                           eos_token_id=None, pad_token_id=None)
+
+
+class Backbone(nn.Module):
+    def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        self.config = config
+        d, k = config.d_model, config.n_codebooks
+        self.speaker_proj = nn.Linear(config.speaker_dim, d)
+        self.text_emb = nn.Embedding(config.text_vocab, d)
+        self.audio_emb = nn.Embedding(k * config.audio_vocab, d)   # stream k uses rows k*V .. (k+1)*V - 1
+        self.transformer = LlamaModel(config.llama())
+        self.transformer.embed_tokens = None  # inputs are always embeddings
+        self.heads = nn.Linear(d, k * config.audio_vocab)
+        self.register_buffer("stream_offset", torch.arange(k) * config.audio_vocab, persistent=False)
+        self.model_id = "untrained"
+
+    # ------------------------------------------------------------ embeddings
+
+    def embed_audio(self, steps: torch.Tensor) -> torch.Tensor:
+        """steps [B, K, S] delayed tokens -> [B, S, d] (sum over the K streams)."""
+        return self.audio_emb(steps + self.stream_offset[None, :, None]).sum(1)
+
+    def embed_prompt(self, speaker: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
+        """speaker [B, speaker_dim], text_ids [B, T] -> [B, 1 + T + 1, d]: speaker, text, BOS."""
+        b = text_ids.shape[0]
+        bos = torch.full((b, self.config.n_codebooks, 1), self.config.bos, device=text_ids.device)
+        return torch.cat([self.speaker_proj(speaker)[:, None], self.text_emb(text_ids), self.embed_audio(bos)], 1)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, S, d] -> logits [B, K, S, audio_vocab]."""
+        b, s, _ = hidden.shape
+        return self.heads(hidden).view(b, s, self.config.n_codebooks, self.config.audio_vocab).transpose(1, 2)
+
+    # ------------------------------------------------------------ training
+
+    def forward(self, speaker: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor]) -> dict:
+        """Teacher-forced loss over a batch of utterances.
+
+        Args:
+            speaker: [B, speaker_dim] embeddings; text: B token-id tensors; codes: B tensors [K, F].
+        Returns:
+            {"loss", "accuracy", "per_codebook"}: cross-entropy over every code and EOS.
+        """
+        cfg, device = self.config, speaker.device
+        rows, targets, masks = [], [], []
+        for i in range(len(text)):
+            steps = delay(codes[i].to(device), cfg.pad, cfg.eos)                  # [K, S]
+            prompt = self.embed_prompt(speaker[i:i + 1], text[i].to(device)[None])[0]
+            audio_in = self.embed_audio(steps[None, :, :-1])[0]                  # step t input = step t-1 tokens
+            rows.append(torch.cat([prompt, audio_in]))
+            targets.append(steps)
+            masks.append(loss_mask(codes[i].shape[1], cfg.n_codebooks, device))
+        lengths = [r.shape[0] for r in rows]
+        longest = max(lengths)
+        x = torch.stack([F.pad(r, (0, 0, 0, longest - r.shape[0])) for r in rows])
+        attention = torch.tensor([[1] * n + [0] * (longest - n) for n in lengths], device=device)
+        hidden = self.transformer(inputs_embeds=x, attention_mask=attention).last_hidden_state
+        losses, correct, count = [], 0, 0
+        per_codebook = torch.zeros(cfg.n_codebooks, device=device)
+        for i, steps in enumerate(targets):
+            s = steps.shape[1]
+            start = lengths[i] - s                                               # position of BOS
+            logits = self.logits(hidden[i:i + 1, start:start + s])[0]            # [K, S, V]
+            m = masks[i]
+            ce = F.cross_entropy(logits[m], steps[m], reduction="none")
+            losses.append(ce)
+            correct += (logits[m].argmax(-1) == steps[m]).sum().item()
+            count += int(m.sum())
+            per_codebook += torch.stack([F.cross_entropy(logits[k][m[k]], steps[k][m[k]]).detach()
+                                         for k in range(cfg.n_codebooks)])
+        loss = torch.cat(losses).mean()
+        return {"loss": loss, "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets)}
+
+
+def save_backbone(model: Backbone, path: str | Path, step: int = 0, extra: dict | None = None) -> str:
+    return save_model_file(path, model.state_dict(), KIND, model.config.to_dict(), step, extra)
+
+
+def load_backbone(path: str | Path | None = None) -> Backbone:
+    """Load a backbone file (the shipped one by default), eval mode, float32.
+
+    Raises:
+        ModelFileError: missing, not a backbone, or weights that do not fit.
+    """
+    path = Path(path) if path is not None else DEFAULT_BACKBONE
+    config, state, meta = read_model_file(path, KIND)
+    try:
+        model = Backbone(BackboneConfig.from_dict(config))
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path} does not fit the backbone ({exc})") from exc
+    model.model_id = meta.get("model_id", "unknown")
+    model.train_step = int(meta.get("step", 0))
+    return model.eval()

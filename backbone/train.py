@@ -1,0 +1,198 @@
+"""`tts train backbone`: teacher-forced training on the token cache (CPU, CUDA, or DDP via torchrun).
+
+Batches are drawn by length (similar lengths together, bounded by frames per
+batch) so padding stays small. Validation loss on the corpus's validation
+utterances decides which weights are exported. Checkpoints hold the config,
+the optimiser and the step; re-running the same command resumes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from backbone.data import TokenCache, load_token_cache
+from backbone.model import Backbone, BackboneConfig, save_backbone
+from tts.distributed import any_rank, is_main, setup_distributed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackboneTrainConfig:
+    cache: str = "runs/backbone/tokens.npz"
+    out_dir: str = "runs/backbone"
+    export: str = "assets/backbone.safetensors"
+    steps: int = 50_000
+    frames_per_batch: int = 2000      # audio frames (25/s) per batch, summed over its utterances
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    speaker_dropout: float = 0.0      # share of examples with a zero speaker vector (unconditional)
+    device: str = "cpu"
+    threads: int = 1
+    seed: int = 0
+    log_every: int = 25
+    valid_every: int = 500
+    ckpt_minutes: float = 5.0
+    max_minutes: float = 0.0
+    model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
+
+
+def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, sort within large pools by length, cut into batches of at most `frames_per_batch` frames."""
+    order = indices[:]
+    rng.shuffle(order)
+    batches = []
+    pool = 50 * max(1, frames_per_batch // 100)
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: cache.codes[i].shape[1])
+        batch, longest = [], 0
+        for i in chunk:
+            n = cache.codes[i].shape[1] + len(cache.text_ids[i])
+            if batch and max(longest, n) * (len(batch) + 1) > frames_per_batch:
+                batches.append(batch)
+                batch, longest = [], 0
+            batch.append(i)
+            longest = max(longest, n)
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensors(cache: TokenCache, batch: list[int], rng: random.Random, device: torch.device, dropout: float):
+    speaker = torch.stack([torch.from_numpy(cache.embedding(i, rng)) for i in batch]).to(device)
+    if dropout:
+        keep = torch.tensor([rng.random() >= dropout for _ in batch], device=device)
+        speaker = speaker * keep[:, None]
+    text = [torch.from_numpy(cache.text_ids[i].astype("int64")) for i in batch]
+    codes = [torch.from_numpy(cache.codes[i].astype("int64")) for i in batch]
+    return speaker, text, codes
+
+
+def _lr_at(step: int, cfg: BackboneTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+@torch.no_grad()
+def validate(model: Backbone, cache: TokenCache, indices: list[int], device: torch.device,
+             frames_per_batch: int) -> dict:
+    model.eval()
+    rng = random.Random(0)
+    total, n = 0.0, 0
+    per_codebook = torch.zeros(model.config.n_codebooks)
+    for batch in length_batches(cache, indices, frames_per_batch, rng):
+        out = model(*_tensors(cache, batch, rng, device, 0.0))
+        total += out["loss"].item() * len(batch)
+        per_codebook += out["per_codebook"].cpu() * len(batch)
+        n += len(batch)
+    model.train()
+    return {"valid_loss": round(total / max(1, n), 4),
+            "valid_per_codebook": [round(v, 3) for v in (per_codebook / max(1, n)).tolist()]}
+
+
+def train_backbone(cfg: BackboneTrainConfig) -> dict:
+    """Train (or resume) and export the best weights by validation loss; returns the final state."""
+    torch.set_num_threads(cfg.threads)
+    device = setup_distributed(cfg.device)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "last.pt"
+    resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    cache = load_token_cache(cfg.cache)
+    meta = cache.meta
+    if resume:
+        model_cfg = BackboneConfig.from_dict(resume["model_config"])
+    else:
+        model_cfg = BackboneConfig(**{"n_codebooks": meta["n_codebooks"], "frame_rate": meta["frame_rate"],
+                                      "codec_id": meta["codec_id"], "tokenizer_id": meta["tokenizer_id"],
+                                      "encoder_id": meta["encoder_id"],
+                                      "speaker_dim": int(cache.speaker_embeddings.shape[-1]), **cfg.model})
+    for key in ("codec_id", "tokenizer_id", "n_codebooks"):
+        if getattr(model_cfg, key) != meta[key]:
+            raise ValueError(f"{cfg.cache} has {key} {meta[key]!r} but the run was started with "
+                             f"{getattr(model_cfg, key)!r}: rebuild the cache or start a new --out")
+    model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
+    torch.manual_seed(cfg.seed)
+    model = Backbone(model_cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    step, best = 0, {"valid_loss": float("inf"), "step": -1}
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        step, best = resume["step"], resume["best"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    if is_main():
+        log.info("backbone: %.2f M parameters, %d training utterances (%.1f h)",
+                 sum(p.numel() for p in model.parameters()) / 1e6, len(cache.indices("train")), meta["hours"])
+    net = DistributedDataParallel(model) if dist.is_initialized() else model
+    train_idx, valid_idx = cache.indices("train"), cache.indices("valid")
+    if not train_idx:
+        raise ValueError(f"{cfg.cache} has no training utterances")
+
+    def save_checkpoint() -> None:
+        tmp = ckpt_path.with_name("last.pt.part")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "model_config": model_cfg.to_dict(), "train_config": asdict(cfg)}, tmp)
+        tmp.replace(ckpt_path)
+
+    log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
+    started = last_ckpt = time.time()
+    first_step, epoch = step, step
+    model.train()
+    while step < cfg.steps:
+        rng = random.Random(cfg.seed * 1_000_003 + epoch)
+        epoch += 1
+        batches = length_batches(cache, train_idx, cfg.frames_per_batch, rng)
+        batches = batches[: len(batches) // world * world][rank::world]   # same count on every rank
+        for batch in batches:
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step, cfg)
+            result = net(*_tensors(cache, batch, rng, device, cfg.speaker_dropout))
+            opt.zero_grad(set_to_none=True)
+            result["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            metrics = {}
+            if step % cfg.log_every == 0:
+                metrics = {"step": step, "loss": round(result["loss"].item(), 4),
+                           "acc": round(result["accuracy"], 3), "lr": round(_lr_at(step, cfg), 6),
+                           "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
+            if (step % cfg.valid_every == 0 or step == cfg.steps) and is_main() and valid_idx:
+                metrics.update(validate(model, cache, valid_idx, device, cfg.frames_per_batch), step=step)
+                if metrics["valid_loss"] < best["valid_loss"]:
+                    best = {"valid_loss": metrics["valid_loss"], "step": step}
+                    model_id = save_backbone(model, cfg.export, step, best)
+                    log.info("exported %s (step %d, id %s)", cfg.export, step, model_id)
+            if metrics and log_file:
+                log.info("%s", metrics)
+                log_file.write(json.dumps(metrics) + "\n")
+                log_file.flush()
+            if is_main() and time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                save_checkpoint()
+                last_ckpt = time.time()
+            out_of_time = bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60
+            if step >= cfg.steps or any_rank(out_of_time):
+                break
+        if step >= cfg.steps or any_rank(bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60):
+            break
+    if is_main():
+        if not valid_idx:
+            save_backbone(model, cfg.export, step, {"valid_loss": None})
+        save_checkpoint()
+    return {"step": step, "best": best}

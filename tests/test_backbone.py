@@ -1,0 +1,178 @@
+"""Backbone: text front end, tokenizer, delay pattern, training, generation guards and batching."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from backbone.delay import delay, loss_mask, undelay
+from backbone.generate import BatchGenerator, Request, SamplingConfig, frame_bounds, generate_batch, generate_frames
+from backbone.model import Backbone, BackboneConfig, load_backbone, save_backbone
+from backbone.tokenizer import TextTokenizer
+from tts.text import normalize_text
+
+
+@pytest.mark.parametrize("written, spoken", [
+    ("Dr. Smith paid $12.50.", "doctor smith paid twelve dollars and fifty cents."),
+    ("It costs $1.5 million.", "it costs one point five million dollars."),
+    ("We met at 9:00 a.m. Then left.", "we met at nine a m. then left."),
+    ("Call at 7:05 or 10:30 PM.", "call at seven oh five or ten thirty p m."),
+    ("On 2024-03-05 it rained.", "on march fifth twenty twenty-four it rained."),
+    ("Born Jan. 5, 1950.", "born january fifth, nineteen fifty."),
+    ("He came 21st in the 1980s.", "he came twenty-first in the nineteen eighties."),
+    ("Pi is 3.14 and 45% agree.", "pi is three point one four and forty-five percent agree."),
+    ("We sold 1,234 units.", "we sold one thousand two hundred and thirty-four units."),
+    ("The FBI met NASA.", "the f b i met nasa."),
+    ("The CPUs are fast.", "the c p u s are fast."),
+    ("See https://example.com/docs now.", "see example dot com slash docs now."),
+    ("Mail john.doe@example.org today.", "mail john dot doe at example dot org today."),
+    ("Cats & dogs, etc.", "cats and dogs, et cetera."),
+    ("I said no. Then No. 5 came.", "i said no. then number five came."),
+    ("It was -5° outside.", "it was minus five degrees outside."),
+    ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
+])
+def test_front_end_speaks_written_forms(written, spoken):
+    assert normalize_text(written) == spoken
+
+
+def test_front_end_drops_unsupported_characters_with_a_warning(caplog):
+    assert normalize_text("hello 日本 world") == "hello world"
+    assert "dropped unsupported characters" in caplog.text and "日" in caplog.text
+
+
+def test_shipped_tokenizer_round_trip():
+    tok = TextTokenizer()
+    for text in ["Hello there, how are you?", "Dr. Smith paid $12.50 on March 3rd.", "x"]:
+        ids = tok.encode(text)
+        assert ids and all(0 <= i < tok.vocab_size for i in ids)
+        assert tok.decode(ids) == normalize_text(text)
+
+
+@pytest.mark.parametrize("k, frames", [(1, 5), (4, 1), (4, 30), (8, 3)])
+def test_delay_pattern_is_invertible(k, frames):
+    codes = torch.randint(0, 100, (k, frames))
+    delayed = delay(codes, pad=100, eos=101)
+    assert delayed.shape == (k, frames + k)
+    assert torch.equal(undelay(delayed), codes)
+    mask = loss_mask(frames, k)
+    assert int(mask.sum()) == k * (frames + 1)                        # every code and one EOS per stream
+    assert (delayed[mask] != 100).all() and (delayed[~mask] == 100).all()
+    assert all(delayed[j, frames + j] == 101 for j in range(k))
+
+
+TINY = dict(text_vocab=20, n_codebooks=3, card=12, d_model=48, n_layers=2, n_heads=2, ffn=96, speaker_dim=8,
+            frame_rate=25.0)
+
+
+def tiny_model(seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    return Backbone(BackboneConfig(**TINY))
+
+
+def test_tiny_model_overfits_and_reproduces_its_fixture(tmp_path):
+    """Teacher forcing learns two utterances; greedy generation then speaks them back, frame for frame."""
+    torch.manual_seed(0)
+    spk = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1)
+    text = [torch.tensor([1, 5, 7, 3]), torch.tensor([2, 9, 4, 4, 6])]
+    codes = [torch.randint(0, 12, (3, 10)), torch.randint(0, 12, (3, 7))]
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        out = model(spk, text, codes)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert out["accuracy"] == 1.0
+    save_backbone(model, tmp_path / "b.safetensors")
+    model = load_backbone(tmp_path / "b.safetensors")
+    greedy = SamplingConfig(temperature=0.0, min_seconds_per_char=0.0)
+    for i in range(2):
+        got = torch.stack(list(generate_frames(model, Request(text[i].tolist(), spk[i], n_chars=20,
+                                                              sampling=greedy))), 1)
+        assert torch.equal(got, codes[i])                              # stopped at its end-of-speech
+
+
+def test_generation_stops_at_the_length_bound():
+    model = tiny_model()
+    with torch.no_grad():  # make EOS impossible to choose: only the bound can end it
+        model.heads.bias.view(3, -1)[0, model.config.eos] = -1e4
+    sampling = SamplingConfig(max_seconds_per_char=0.1, extra_seconds=0.2)
+    lo, hi = frame_bounds(8, 25.0, sampling)
+    frames = list(generate_frames(model, Request([1, 2, 3], torch.zeros(8), n_chars=8, seed=3, sampling=sampling)))
+    assert len(frames) == hi == 25 * (0.8 + 0.2) and all(f.shape == (3,) for f in frames)
+    assert all(int(f.max()) < 12 for f in frames)                      # never PAD/BOS/EOS inside audio
+
+
+def test_eos_is_not_allowed_before_the_minimum_length():
+    model = tiny_model()
+    with torch.no_grad():  # EOS is the model's favourite: the minimum must still hold
+        model.heads.bias.view(3, -1)[0, model.config.eos] = 1e4
+    sampling = SamplingConfig(min_seconds_per_char=0.1)
+    frames = list(generate_frames(model, Request([1, 2], torch.zeros(8), n_chars=10, sampling=sampling)))
+    assert len(frames) == frame_bounds(10, 25.0, sampling)[0] == 25
+
+
+def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave():
+    model = tiny_model(1).eval()
+    reqs = [Request(list(range(1, 3 + 3 * i)), torch.randn(8), n_chars=6 + 4 * i, seed=10 + i) for i in range(4)]
+    alone = [torch.stack(list(generate_frames(model, r)), 1) for r in reqs]
+    together = generate_batch(model, reqs)
+    for a, b in zip(alone, together):
+        assert torch.equal(a, b)
+    # Join mid-flight: the last two requests enter after a few steps of the first two.
+    batch = BatchGenerator(model)
+    ids = [batch.add(r) for r in reqs[:2]]
+    out = {}
+    for n in range(200):
+        if n == 3:
+            ids += [batch.add(r) for r in reqs[2:]]
+        if not batch.active:
+            break
+        for row, (frames, _) in batch.step().items():
+            out.setdefault(row, []).extend(frames)
+    for row, expected in zip(ids, alone):
+        assert torch.equal(torch.stack(out[row], 1), expected)
+
+
+def test_cancel_frees_the_row_and_seeds_are_deterministic():
+    model = tiny_model(2).eval()
+    r = Request([1, 2, 3], torch.randn(8), n_chars=12, seed=5)
+    assert torch.equal(torch.stack(list(generate_frames(model, r)), 1), torch.stack(list(generate_frames(model, r)), 1))
+    batch = BatchGenerator(model)
+    a, b = batch.add(r), batch.add(Request([4, 5], torch.randn(8), n_chars=12, seed=6))
+    batch.step()
+    batch.cancel(a)
+    assert batch.active == 1 and all(row.id == b for row in batch.rows)
+    with pytest.raises(ValueError, match="too long"):
+        batch.add(Request([1] * 3000, torch.randn(8), n_chars=9000))
+
+
+def test_backbone_training_resumes_and_exports(tmp_path):
+    """A real (tiny) run on a synthetic token cache: checkpoint, resume, export, validation logged."""
+    from backbone.data import _save
+    from backbone.train import BackboneTrainConfig, train_backbone
+
+    rng = np.random.default_rng(0)
+    codes = [rng.integers(0, 12, (3, int(rng.integers(5, 15)))).astype(np.int16) for _ in range(12)]
+    text = [rng.integers(0, 20, int(rng.integers(3, 8))).astype(np.int32) for _ in range(12)]
+    meta = {"codec_id": "c", "tokenizer_id": "t", "encoder_id": "e", "n_codebooks": 3, "frame_rate": 25.0,
+            "utterances": 12, "hours": 0.0}
+    _save(tmp_path / "tokens.npz", dict(
+        ids=np.array([f"u{i}" for i in range(12)]), speakers=np.array([f"s{i % 3}" for i in range(12)]),
+        splits=np.array(["train"] * 10 + ["valid"] * 2), texts=np.array(["x"] * 12),
+        codes=np.concatenate(codes, 1), code_offsets=np.cumsum([0] + [c.shape[1] for c in codes]),
+        text=np.concatenate(text), text_offsets=np.cumsum([0] + [len(t) for t in text]),
+        speaker_names=np.array(["s0", "s1", "s2"]), speaker_embeddings=rng.standard_normal((3, 2, 8)).astype(np.float32),
+        meta=np.array(repr(meta))))
+    model = {k: v for k, v in TINY.items() if k not in ("n_codebooks", "speaker_dim", "frame_rate")}
+    cfg = BackboneTrainConfig(cache=str(tmp_path / "tokens.npz"), out_dir=str(tmp_path / "run"),
+                              export=str(tmp_path / "b.safetensors"), steps=4, frames_per_batch=60, valid_every=2,
+                              log_every=1, warmup_steps=1, model=model)
+    assert train_backbone(cfg)["step"] == 4
+    cfg.steps = 6
+    assert train_backbone(cfg)["step"] == 6
+    loaded = load_backbone(tmp_path / "b.safetensors")
+    assert loaded.config.codec_id == "c" and loaded.config.n_codebooks == 3
+    assert "valid_loss" in (tmp_path / "run" / "train.log").read_text()

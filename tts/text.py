@@ -1,0 +1,177 @@
+"""Text front end: written English to the spoken form the backbone is trained on.
+
+Numbers are spelled with num2words (a well-kept library: cardinals, ordinals,
+years, currency); the patterns around them (times, dates, URLs, e-mail
+addresses, acronyms, abbreviations, symbols) are a few regular expressions
+written here because no library covers them for TTS. The output is lower case
+letters, digits-free, with the punctuation that shapes prosody (, . ? ! ; : ' -).
+The same function normalises training transcripts and user text, so the model
+learns one reading of everything.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+
+from num2words import num2words
+
+log = logging.getLogger(__name__)
+
+KEEP_PUNCTUATION = ",.?!;:'-"
+MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december"]
+_MONTH_ABBR = {m[:3]: m for m in MONTHS} | {"sept": "september"}
+ABBREVIATIONS = {
+    "mr": "mister", "mrs": "missus", "ms": "miz", "dr": "doctor", "prof": "professor", "st": "saint",
+    "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera", "approx": "approximately",
+    "dept": "department", "est": "established", "ft": "feet", "mt": "mount", "gen": "general",
+    "capt": "captain", "lt": "lieutenant", "col": "colonel", "sgt": "sergeant", "rev": "reverend", "ave": "avenue",
+    "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
+}
+TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
+LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "u.s.": "u s"}
+SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "%": " percent ",
+           "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ", ">": " greater than "}
+CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
+              "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
+SCALES = {"thousand", "million", "billion", "trillion"}
+# Upper-case words read as words, not letter by letter.
+ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
+                 "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
+_LETTER_NAMES = {"w": "double u"}
+
+
+def _cardinal(n: str | int | float) -> str:
+    return num2words(n).replace(",", "")
+
+
+def _number_words(text: str) -> str:
+    """'1,234.56' -> 'one thousand two hundred thirty-four point five six'."""
+    text = text.replace(",", "")
+    if "." in text:
+        whole, frac = text.split(".", 1)
+        spoken = _cardinal(int(whole or "0")) + " point"
+        return spoken + "".join(" " + _cardinal(int(d)) for d in frac)
+    return _cardinal(int(text))
+
+
+def _year(n: int) -> str:
+    return num2words(n, to="year").replace(",", "")
+
+
+def _currency(match: re.Match) -> str:
+    symbol, amount, scale = match.group(1), match.group(2).replace(",", ""), (match.group(3) or "").lower()
+    one, many, sub_one, sub_many = CURRENCIES[symbol]
+    if scale:
+        return f"{_number_words(amount)} {scale} {many}"
+    whole, _, cents = amount.partition(".")
+    n = int(whole or "0")
+    parts = [f"{_cardinal(n)} {one if n == 1 else many}"] if n or not cents else []
+    if cents:
+        c = int((cents + "0")[:2])
+        if c:
+            parts.append(f"{_cardinal(c)} {sub_one if c == 1 else sub_many}")
+    return " and ".join(parts) or f"zero {many}"
+
+
+def _time(match: re.Match) -> str:
+    h, m, suffix = int(match.group(1)), int(match.group(2)), (match.group(3) or "").lower().replace(".", "")
+    if h > 24 or m > 59:
+        return match.group(0).replace(":", " ")
+    words = _cardinal(h)
+    if m == 0:
+        words += "" if suffix else " o'clock"
+    elif m < 10:
+        words += " oh " + _cardinal(m)
+    else:
+        words += " " + _cardinal(m)
+    return words + (" " + " ".join(suffix) if suffix else "")
+
+
+def _iso_date(match: re.Match) -> str:
+    y, m, d = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    if not (1 <= m <= 12 and 1 <= d <= 31):
+        return match.group(0).replace("-", " ")
+    return f"{MONTHS[m - 1]} {num2words(d, to='ordinal')} {_year(y)}"
+
+
+def _month_day(match: re.Match) -> str:
+    month = _MONTH_ABBR.get(match.group(1).lower()[:4].rstrip("."), None) or _MONTH_ABBR[match.group(1).lower()[:3]]
+    day = int(match.group(2))
+    return f"{month} {num2words(day, to='ordinal')}" if 1 <= day <= 31 else match.group(0)
+
+
+def _spoken_url(text: str) -> str:
+    text = re.sub(r"^(https?|ftp)://", "", text)
+    text = re.sub(r"^www\.", "w w w.", text)
+    text = text.rstrip("/")
+    for sym, word in ((".", " dot "), ("/", " slash "), ("-", " dash "), ("_", " underscore "), ("@", " at "),
+                      (":", " colon "), ("?", " question mark "), ("=", " equals "), ("&", " and ")):
+        text = text.replace(sym, word)
+    return f" {text} "
+
+
+def _acronym(match: re.Match) -> str:
+    word = match.group(0)
+    plural = word.endswith("s") and word[:-1].isupper()
+    core = word[:-1] if plural else word
+    if core in ACRONYM_WORDS:
+        return core.lower() + ("s" if plural else "")
+    letters = " ".join(_LETTER_NAMES.get(c, c) for c in core.lower())
+    return letters + (" s" if plural else "")
+
+
+def _abbreviation(match: re.Match) -> str:
+    """'Dr. Smith' -> 'doctor Smith'; 'etc.' keeps its period where it also ends the sentence."""
+    word, after = match.group(1), match.group(2) or ""
+    spoken = ABBREVIATIONS.get(word.lower())
+    if spoken is None:
+        return match.group(0)
+    ends_sentence = word.lower() not in TITLES and (after == "" or after[:1].isupper())
+    return spoken + ("." if ends_sentence else "")
+
+
+def _strip_accents(text: str) -> str:
+    """'Ünïcödé' -> 'Unicode': letters keep their base, combining marks go."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+
+
+def normalize_text(text: str) -> str:
+    """Written English -> lower-case spoken form (see module doc). Unsupported characters are dropped
+    with a warning naming them."""
+    text = _strip_accents(unicodedata.normalize("NFKC", text))
+    text = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"').replace("–", "-")
+    text = text.replace("—", ", ").replace("…", "...")
+    # URLs and e-mail addresses first: their dots and slashes are not sentence punctuation.
+    text = re.sub(r"\b(?:https?://|ftp://|www\.)[^\s]+[^\s.,;:!?)]", lambda m: _spoken_url(m.group(0)), text)
+    text = re.sub(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
+    text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
+    for written, spoken in LATIN.items():
+        text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
+    text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
+    text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
+    month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
+    text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
+    text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?", _currency, text)
+    text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
+    text = re.sub(r"(\d)\s?%", r"\1 percent", text)
+    text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _year(int(m.group(1))).replace("y", "ie") + "s"
+                  if _year(int(m.group(1))).endswith("y") else _year(int(m.group(1))) + "s", text)
+    text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
+    text = re.sub(r"-?\d[\d,]*(?:\.\d+)?", lambda m: ("minus " if m.group(0).startswith("-") else "")
+                  + _number_words(m.group(0).lstrip("-")) + " ", text)
+    text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
+    text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
+    for sym, word in SYMBOLS.items():
+        text = text.replace(sym, word)
+    text = text.lower().replace('"', "").replace("(", ", ").replace(")", ", ").replace("[", ", ").replace("]", ", ")
+    allowed = set("abcdefghijklmnopqrstuvwxyz " + KEEP_PUNCTUATION)
+    dropped = sorted({c for c in text if c not in allowed and not c.isspace()})
+    if dropped:
+        log.warning("dropped unsupported characters: %s", " ".join(repr(c) for c in dropped))
+    text = "".join(c if c in allowed else " " for c in text)
+    text = re.sub(r"\s+([,.?!;:])", r"\1", text)
+    text = re.sub(r"([,;:])[,;:\s]*", r"\1 ", text)
+    text = re.sub(r"\s+", " ", text).strip(" ,;:")
+    return text
