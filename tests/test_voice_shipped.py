@@ -1,0 +1,47 @@
+"""The shipped speaker encoder and preset voices (real weights, shipped fixtures)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tts.audio import read_audio
+from voice.encoder import DEFAULT_ENCODER, cosine, load_encoder
+from voice.enroll import resolve_voice
+from voice.presets import load_presets
+from voice.store import VoiceStore
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return load_encoder()
+
+
+def test_shipped_encoder_is_small_and_loads_offline(encoder):
+    assert DEFAULT_ENCODER.stat().st_size < 10 * 1024 * 1024
+    assert encoder.model_id != "untrained" and encoder.config.embedding_dim >= 128
+
+
+def test_one_speaker_embeds_closer_than_two(encoder):
+    """Held-out voices (never trained on): two clips of one speaker against a clip of another."""
+    emb = {}
+    for name in ("voice_a1", "voice_a2", "voice_b1"):
+        audio = read_audio(ASSETS / f"{name}.flac")
+        emb[name] = encoder.embed(audio.samples, audio.sample_rate)
+    same = cosine(emb["voice_a1"], emb["voice_a2"])
+    assert same > cosine(emb["voice_a1"], emb["voice_b1"]) + 0.1
+    assert same > cosine(emb["voice_a2"], emb["voice_b1"]) + 0.1
+
+
+def test_presets_match_the_shipped_encoder(encoder, tmp_path):
+    presets = load_presets()
+    assert len(presets) >= 4
+    with VoiceStore(tmp_path / "v.db") as store:
+        for name in presets:
+            voice = resolve_voice(store, name, encoder.model_id)  # raises if stale
+            assert voice.preset and abs(float((voice.embedding ** 2).sum()) - 1) < 1e-3
+    names = sorted(presets)
+    sims = [cosine(presets[a].embedding, presets[b].embedding) for a in names for b in names if a < b]
+    assert max(sims) < 0.95  # distinct voices
