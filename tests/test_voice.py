@@ -171,8 +171,8 @@ def test_export_import_round_trip(encoder, tmp_path):
         got = b.import_file(tmp_path / "carol.voice.json")
         src = a.get("Carol")
         np.testing.assert_array_equal(got.embedding, src.embedding)
-        assert (got.consent, got.clip_sha256, got.encoder_version) == (src.consent, src.clip_sha256,
-                                                                        src.encoder_version)
+        assert (got.consent, got.clip_sha256, got.encoder_version, got.created) == (
+            src.consent, src.clip_sha256, src.encoder_version, src.created)
         assert b.clip("Carol") == a.clip("Carol")
         with pytest.raises(VoiceExistsError):
             b.import_file(tmp_path / "carol.voice.json")

@@ -135,14 +135,15 @@ class VoiceStore:
     # ------------------------------------------------------------ writes
 
     def add(self, name: str, embedding: np.ndarray, encoder_version: str, consent: str, clip_seconds: float,
-            clip_sha256: str, clip: bytes | None = None, clip_format: str | None = None) -> VoiceRecord:
+            clip_sha256: str, clip: bytes | None = None, clip_format: str | None = None,
+            created: str | None = None) -> VoiceRecord:
         """Insert a voice in one transaction; the name must be free.
 
         Raises:
             VoiceStoreError / VoiceExistsError: bad name, no consent, bad embedding, name taken.
         """
         name, consent, emb = validate_name(name), validate_consent(consent), _check_embedding(embedding)
-        record = VoiceRecord(id=uuid.uuid4().hex, name=name, created=datetime.now(timezone.utc).isoformat(
+        record = VoiceRecord(id=uuid.uuid4().hex, name=name, created=created or datetime.now(timezone.utc).isoformat(
             timespec="seconds"), encoder_version=encoder_version, embedding=emb, clip_seconds=float(clip_seconds),
             clip_sha256=clip_sha256, consent=consent, has_clip=clip is not None)
         try:
@@ -232,7 +233,8 @@ class VoiceStore:
             clip_bytes = base64.b64decode(clip["base64"], validate=True) if clip else None
             return self.add(name or data["name"], np.asarray(data["embedding"], dtype=np.float32),
                             str(data["encoder_version"]), data.get("consent"), float(data["clip_seconds"]),
-                            str(data["clip_sha256"]), clip_bytes, clip["format"] if clip else None)
+                            str(data["clip_sha256"]), clip_bytes, clip["format"] if clip else None,
+                            created=str(data["created"]) if data.get("created") else None)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, VoiceStoreError):
                 raise
