@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from backbone.data import TokenCache, load_token_cache
 from backbone.model import Backbone, BackboneConfig, save_backbone
 from tts.distributed import any_rank, is_main, setup_distributed
+from tts.training import save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,7 @@ def _tensors(cache: TokenCache, batch: list[int], rng: random.Random, device: to
 
 
 def _lr_at(step: int, cfg: BackboneTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps, floor=0.1)
 
 
 @torch.no_grad()
@@ -144,11 +141,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     if not train_idx:
         raise ValueError(f"{cfg.cache} has no training utterances")
 
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_name("last.pt.part")
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "model_config": model_cfg.to_dict(), "train_config": asdict(cfg)}, tmp)
-        tmp.replace(ckpt_path)
+    def checkpoint() -> None:
+        save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "model_config": model_cfg.to_dict(), "train_config": asdict(cfg)}, ckpt_path)
 
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
     started = last_ckpt = time.time()
@@ -184,7 +179,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
             if is_main() and time.time() - last_ckpt > cfg.ckpt_minutes * 60:
-                save_checkpoint()
+                checkpoint()
                 last_ckpt = time.time()
             out_of_time = bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60
             if step >= cfg.steps or any_rank(out_of_time):
@@ -194,5 +189,5 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     if is_main():
         if not valid_idx:
             save_backbone(model, cfg.export, step, {"valid_loss": None})
-        save_checkpoint()
+        checkpoint()
     return {"step": step, "best": best}

@@ -32,6 +32,7 @@ from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, ge
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
+from tts.training import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +174,7 @@ def train(cfg: TrainConfig) -> dict:
         state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
                  "opt_d": opt_d.state_dict(), "step": step, "best": best,
                  "codec_config": json.dumps(codec_cfg.to_dict()), "train_config": json.dumps(asdict(cfg))}
-        torch.save(state, out / "last.pt.part")
-        (out / "last.pt.part").replace(ckpt_path)
+        save_checkpoint(state, ckpt_path)
 
     def validate_and_export(final: bool = False) -> dict[str, float]:
         """Validate; export the shipped model when 3 kbps quality is the best seen so far."""

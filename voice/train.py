@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tts.corpus.manifest import read_manifest
+from tts.training import save_checkpoint, warmup_cosine
 from voice.encoder import EncoderConfig, SpeakerEncoder, save_encoder
 from voice.verification import cut_clips, speaker_streams, verify
 
@@ -136,10 +136,7 @@ def split_speakers(speakers: list[str], dev_every: int) -> tuple[list[str], list
 
 
 def _lr_at(step: int, cfg: VoiceTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps)
 
 
 def train_voice(cfg: VoiceTrainConfig) -> dict:
@@ -185,12 +182,10 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed + step)
     augment = Augmenter(sr, gen)
 
-    def save_checkpoint() -> None:
-        tmp = ckpt_path.with_name("last.pt.part")
-        torch.save({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(), "step": step,
+    def checkpoint() -> None:
+        save_checkpoint({"model": model.state_dict(), "head": head.state_dict(), "opt": opt.state_dict(), "step": step,
                     "best": best, "speakers": names, "encoder_config": enc_cfg.to_dict(), "train_config": asdict(cfg)},
-                   tmp)
-        tmp.replace(ckpt_path)
+                   ckpt_path)
 
     def evaluate() -> dict:
         model.eval()
@@ -245,10 +240,10 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
                 log.info("exported %s (step %d, dev EER %s, id %s)", cfg.export, step, best["eer"], model_id)
             record({"step": step, **result, "best": best})
         if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
-            save_checkpoint()
+            checkpoint()
             last_ckpt = time.time()
         if cfg.max_minutes and time.time() - started > cfg.max_minutes * 60:
             log.info("time limit reached at step %d", step)
             break
-    save_checkpoint()
+    checkpoint()
     return {"step": step, "best": best}
