@@ -21,7 +21,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaModel
 
 from backbone.delay import delay, loss_mask
-from tts.modelfile import ASSETS, ModelFileError, read_model_file, save_model_file
+from tts.modelfile import ASSETS, load_model_file, save_model_file
 
 DEFAULT_BACKBONE = ASSETS / "backbone.safetensors"
 KIND = "backbone"
@@ -161,12 +161,6 @@ def load_backbone(path: str | Path | None = None) -> Backbone:
         ModelFileError: missing, not a backbone, or weights that do not fit.
     """
     path = Path(path) if path is not None else DEFAULT_BACKBONE
-    config, state, meta = read_model_file(path, KIND)
-    try:
-        model = Backbone(BackboneConfig.from_dict(config))
-        model.load_state_dict(state)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path} does not fit the backbone ({exc})") from exc
-    model.model_id = meta.get("model_id", "unknown")
+    model, meta = load_model_file(path, KIND, lambda config: Backbone(BackboneConfig.from_dict(config)))
     model.train_step = int(meta.get("step", 0))
-    return model.eval()
+    return model

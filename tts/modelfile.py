@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -69,3 +70,19 @@ def read_model_file(path: str | Path, kind: str) -> tuple[dict, dict[str, torch.
     except (OSError, json.JSONDecodeError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelFileError(f"cannot read {kind} model {path}: {exc}") from exc
     return config, state, meta
+
+
+def load_model_file(path: str | Path, kind: str, build: Callable[[dict], torch.nn.Module]
+                    ) -> tuple[torch.nn.Module, dict[str, str]]:
+    """Build a model from a `kind` file's config with `build`, load its weights strictly; eval mode.
+
+    Sets `model.model_id` from the file. Raises ModelFileError for a bad config or weights that do not fit.
+    """
+    config, state, meta = read_model_file(path, kind)
+    try:
+        model = build(config)
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{path} does not fit the {kind} model ({exc})") from exc
+    model.model_id = meta.get("model_id", "unknown")
+    return model.eval(), meta

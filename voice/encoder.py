@@ -18,7 +18,7 @@ from torch import nn
 
 from codec.losses import log_mel
 from tts.audio import SAMPLE_RATE, resample, trim_silence
-from tts.modelfile import ASSETS, ModelFileError, read_model_file, save_model_file
+from tts.modelfile import ASSETS, load_model_file, save_model_file
 
 DEFAULT_ENCODER = ASSETS / "voice_encoder.safetensors"
 KIND = "voice-encoder"
@@ -130,14 +130,7 @@ def load_encoder(path: str | Path | None = None) -> SpeakerEncoder:
         ModelFileError: missing file, another kind of model, or weights that do not fit.
     """
     path = Path(path) if path is not None else DEFAULT_ENCODER
-    config, state, meta = read_model_file(path, KIND)
-    try:
-        model = SpeakerEncoder(EncoderConfig.from_dict(config))
-        model.load_state_dict(state)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path} does not fit the speaker encoder ({exc})") from exc
-    model.model_id = meta.get("model_id", "unknown")
-    return model.eval()
+    return load_model_file(path, KIND, lambda config: SpeakerEncoder(EncoderConfig.from_dict(config)))[0]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
