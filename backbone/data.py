@@ -10,6 +10,7 @@ cache made with other models is refused.
 """
 from __future__ import annotations
 
+import ast
 import logging
 import random
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
 def speaker_embeddings(corpus: str | Path, utts: list, encoder: SpeakerEncoder,
                        speaker_names: list[str]) -> np.ndarray:
     """[S, E, D]: for each speaker, embeddings of E different 6-s clips of its audio."""
-    streams = speaker_streams(corpus, [u for u in utts if u.speaker in set(speaker_names)],
+    wanted = set(speaker_names)
+    streams = speaker_streams(corpus, [u for u in utts if u.speaker in wanted],
                               encoder.config.sample_rate, max_seconds=EMBEDDINGS_PER_SPEAKER * 6.0)
     out = np.zeros((len(speaker_names), EMBEDDINGS_PER_SPEAKER, encoder.config.embedding_dim), np.float32)
     for s, name in enumerate(speaker_names):
@@ -127,14 +129,19 @@ def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: Sp
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    import ast
-    meta = ast.literal_eval(str(arrays["meta"]))
-    utts = [u for u in read_manifest(corpus) if u.id in set(arrays["ids"].tolist())]
+    meta = _meta(arrays["meta"])
+    cached = set(arrays["ids"].tolist())
+    utts = [u for u in read_manifest(corpus) if u.id in cached]
     arrays["speaker_embeddings"] = speaker_embeddings(corpus, utts, encoder, arrays["speaker_names"].tolist())
     meta["encoder_id"] = encoder.model_id
     arrays["meta"] = np.array(repr(meta))
     _save(path, arrays)
     return meta
+
+
+def _meta(stored: np.ndarray) -> dict:
+    """The cache's metadata (stored as the repr of a dict of plain values)."""
+    return ast.literal_eval(str(stored))
 
 
 def _save(path: Path, arrays: dict) -> None:
@@ -150,14 +157,12 @@ def load_token_cache(path: str | Path, expect: dict | None = None) -> TokenCache
     Raises:
         TokenCacheError: missing, damaged, or made with other models.
     """
-    import ast
-
     path = Path(path)
     if not path.is_file():
         raise TokenCacheError(f"token cache not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            meta = ast.literal_eval(str(z["meta"]))
+            meta = _meta(z["meta"])
             co, to = z["code_offsets"], z["text_offsets"]
             flat_codes, flat_text = z["codes"], z["text"]
             cache = TokenCache(ids=z["ids"].tolist(), speakers=z["speakers"].tolist(), splits=z["splits"].tolist(),

@@ -102,12 +102,12 @@ class BatchGenerator:
         text = torch.tensor([request.text_ids], dtype=torch.long, device=device)
         prompt = self.model.embed_prompt(request.speaker.to(device).float()[None], text)
         n = prompt.shape[1]
-        if n + frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)[1] + cfg.n_codebooks > cfg.max_positions:
+        lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
+        if n + hi + cfg.n_codebooks > cfg.max_positions:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
         cache = DynamicCache()
         out = self.model.transformer(inputs_embeds=prompt, past_key_values=cache, use_cache=True,
                                      position_ids=torch.arange(n, device=device)[None])
-        lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
         row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi, n)
         self._merge(out.past_key_values, torch.ones(1, n, dtype=torch.long, device=device))
         self.rows.append(row)

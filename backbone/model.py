@@ -140,12 +140,12 @@ class Backbone(nn.Module):
             start = lengths[i] - s                                               # position of BOS
             logits = self.logits(hidden[i:i + 1, start:start + s])[0]            # [K, S, V]
             m = masks[i]
-            ce = F.cross_entropy(logits[m], steps[m], reduction="none")
+            picked = logits[m]                                                   # stream-major: stream 0 first
+            ce = F.cross_entropy(picked, steps[m], reduction="none")
             losses.append(ce)
-            correct += (logits[m].argmax(-1) == steps[m]).sum().item()
+            correct += (picked.argmax(-1) == steps[m]).sum().item()
             count += int(m.sum())
-            per_codebook += torch.stack([F.cross_entropy(logits[k][m[k]], steps[k][m[k]]).detach()
-                                         for k in range(cfg.n_codebooks)])
+            per_codebook += torch.stack([part.mean() for part in ce.detach().split(m.sum(1).tolist())])
         loss = torch.cat(losses).mean()
         return {"loss": loss, "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets)}
 

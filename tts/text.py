@@ -60,6 +60,12 @@ def _year(n: int) -> str:
     return num2words(n, to="year").replace(",", "")
 
 
+def _decade(year: int) -> str:
+    """1980 -> 'nineteen eighties'."""
+    spoken = _year(year)
+    return (spoken[:-1] + "ies") if spoken.endswith("y") else spoken + "s"
+
+
 def _currency(match: re.Match) -> str:
     symbol, amount, scale = match.group(1), match.group(2).replace(",", ""), (match.group(3) or "").lower()
     one, many, sub_one, sub_many = CURRENCIES[symbol]
@@ -156,8 +162,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?", _currency, text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
-    text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _year(int(m.group(1))).replace("y", "ie") + "s"
-                  if _year(int(m.group(1))).endswith("y") else _year(int(m.group(1))) + "s", text)
+    text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _decade(int(m.group(1))), text)
     text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
     text = re.sub(r"-?\d[\d,]*(?:\.\d+)?", lambda m: ("minus " if m.group(0).startswith("-") else "")
                   + _number_words(m.group(0).lstrip("-")) + " ", text)

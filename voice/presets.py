@@ -41,7 +41,8 @@ def build_presets(corpus: str | Path, encoder: SpeakerEncoder, out: str | Path =
     chosen = preset_speakers(corpus)
     if not chosen:
         raise ValueError(f"{corpus} has none of the preset speakers")
-    utts = [u for u in read_manifest(corpus, ["train"]) if u.speaker in set(chosen.values())]
+    wanted = set(chosen.values())
+    utts = [u for u in read_manifest(corpus, ["train"]) if u.speaker in wanted]
     streams = speaker_streams(corpus, utts, encoder.config.sample_rate, SECONDS_PER_PRESET)
     voices = []
     for name, sid in sorted(chosen.items()):

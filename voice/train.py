@@ -132,7 +132,8 @@ def split_speakers(speakers: list[str], dev_every: int) -> tuple[list[str], list
     """(loss speakers, development speakers): a fixed, deterministic split."""
     ordered = sorted(speakers)
     dev = ordered[dev_every - 1::dev_every] if dev_every > 0 else []
-    return [s for s in ordered if s not in set(dev)], dev
+    dev_set = set(dev)
+    return [s for s in ordered if s not in dev_set], dev
 
 
 def _lr_at(step: int, cfg: VoiceTrainConfig) -> float:
@@ -154,9 +155,10 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     if len(loss_speakers) < 2:
         raise ValueError(f"{cfg.corpus} has {len(loss_speakers)} training speaker(s); need at least 2")
     log.info("loading audio: %d loss speakers, %d development speakers", len(loss_speakers), len(dev_speakers))
-    streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in set(loss_speakers)], sr,
+    loss_set, dev_set = set(loss_speakers), set(dev_speakers)
+    streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in loss_set], sr,
                               cfg.max_seconds_per_speaker)
-    dev_streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in set(dev_speakers)], sr, 130.0)
+    dev_streams = speaker_streams(cfg.corpus, [u for u in train_utts if u.speaker in dev_set], sr, 130.0)
     dev_clips = cut_clips(dev_streams, 10.0, 12, sr) if dev_speakers else ([], [])
     names = sorted(streams)
     log.info("audio loaded: %.1f h", sum(len(x) for x in streams.values()) / sr / 3600)
