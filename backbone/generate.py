@@ -222,11 +222,6 @@ class BatchGenerator:
     @torch.inference_mode()
     def step(self) -> dict[int, tuple[list[torch.Tensor], bool]]:
         """One transformer step for every active row: {row id: (new frames [K] each, finished)}."""
-        results = {}
-        for row in self.rows:   # frames completed by the prefill's first sample
-            frames = self._new_frames(row)
-            if frames:
-                results[row.id] = (frames, False)
         live = [r for r in self.rows if not r.done]
         if live:
             device = self.mask.device
@@ -240,10 +235,8 @@ class BatchGenerator:
                 row.position += 1
                 if not row.done:
                     self._sample(row, logits[i])
-        for row in self.rows:
-            frames = self._new_frames(row)
-            prev = results.get(row.id, ([], False))[0]
-            results[row.id] = (prev + frames, row.done)
+        # Frames completed since the last call, including any the prefill's first sample completed.
+        results = {row.id: (self._new_frames(row), row.done) for row in self.rows}
         self._drop_finished()
         return results
 
