@@ -123,3 +123,15 @@ def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE
     fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
     sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
     tmp.replace(path)
+
+
+class StreamingResampler:
+    """Chunk-by-chunk resampling (soxr's streaming resampler) that joins without seams."""
+
+    def __init__(self, sr_in: int, sr_out: int) -> None:
+        self.sr_in, self.sr_out = sr_in, sr_out
+        self._stream = soxr.ResampleStream(sr_in, sr_out, 1, dtype="float32", quality="HQ") if sr_in != sr_out else None
+
+    def __call__(self, pcm: np.ndarray, last: bool = False) -> np.ndarray:
+        pcm = np.asarray(pcm, dtype=np.float32)
+        return pcm if self._stream is None else self._stream.resample_chunk(pcm, last=last)

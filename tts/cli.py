@@ -33,10 +33,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tts.corpus.text import TextSourceError
     from codec.bitstream import BitstreamError
     from tts.modelfile import ModelFileError
+    from tts.engine import ModelMismatchError, SynthesisError
+    from tts.say import NoAudioDeviceError
     from voice.enroll import EnrollmentError
     from voice.store import VoiceStoreError
 
-    return (UserError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
+    return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
             ManifestError, TextSourceError, FileNotFoundError, EnrollmentError, VoiceStoreError)
 
 
@@ -285,13 +287,64 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
         build_token_cache(args.corpus, cache, load_codec(), TextTokenizer(), load_encoder(), args.codebooks,
                           max_hours_per_split=args.max_hours or None)
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
-                                "ffn": args.ffn}.items() if v}
+                                "ffn": args.ffn, "dropout": args.dropout}.items() if v}
     cfg = BackboneTrainConfig(cache=str(cache), out_dir=args.out, export=args.export, steps=args.steps,
                               frames_per_batch=args.batch_frames, lr=args.lr, device=args.device,
                               threads=args.threads, max_minutes=args.max_minutes, valid_every=args.valid_every,
                               log_every=args.log_every, model=model)
     print(json.dumps(train_backbone(cfg)))
     return 0
+
+
+# ---------------------------------------------------------------- say
+
+
+def _cmd_say(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from backbone.generate import SamplingConfig
+    from tts.engine import Engine, SynthesisOptions
+    from tts.say import read_text_argument, say
+    from voice.store import VoiceStore
+
+    text = read_text_argument(args.text)
+    if not text.strip():
+        raise UserError("no text to speak: give it as an argument or on standard input")
+    if args.sample_rate is not None and not 8000 <= args.sample_rate <= 48000:
+        raise UserError(f"--sample-rate must be between 8000 and 48000 Hz; got {args.sample_rate}")
+    if not args.out and not args.play:
+        args.play = True
+    clip = _read_clip(args.clone) if args.clone else None
+    engine = Engine.load(backbone=args.backbone, store=VoiceStore(args.store) if args.store else None)
+    options = SynthesisOptions(seed=args.seed, sampling=SamplingConfig(temperature=args.temperature))
+    engine.segments(text, options)   # empty or unspeakable text fails before any model work
+    speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
+    bar = None
+
+    def on_segment(index: int, total: int) -> None:
+        nonlocal bar
+        if total > 1 and bar is None:
+            bar = tqdm(total=total, unit="segment", disable=not sys.stderr.isatty(), file=sys.stderr)
+        if bar is not None and index:
+            bar.update(1)
+
+    report = say(engine, text, speaker, options, out=args.out, play=args.play, sample_rate=args.sample_rate,
+                 on_segment=on_segment)
+    if bar is not None:
+        bar.update(bar.total - bar.n)
+        bar.close()
+    if args.out:
+        print(f"wrote {args.out} ({report.audio_seconds:.2f} s)", file=sys.stderr)
+    if args.verbose:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _read_clip(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read the clip {path}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------- bench
@@ -348,6 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--hours", type=float, default=0.05)
     demo.add_argument("--seed", type=int, default=1234)
     demo.set_defaults(func=_cmd_demo)
+
+    sp = sub.add_parser("say", help="speak text (argument or stdin) to a WAV file or the speakers")
+    sp.add_argument("text", nargs="?", help="text to speak; '-' or absent: read standard input")
+    who = sp.add_mutually_exclusive_group()
+    who.add_argument("--voice", default="slt", help="preset or enrolled voice (see 'tts voices'); default slt")
+    who.add_argument("--clone", metavar="CLIP", help="clone the voice of a 3-30 s clip (not stored)")
+    sp.add_argument("--out", help="write the audio here (.wav or .flac, 16-bit)")
+    sp.add_argument("--play", action="store_true", help="also play it (the default when there is no --out)")
+    sp.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same audio")
+    sp.add_argument("--temperature", type=float, default=0.8)
+    sp.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the codec's, 16000)")
+    sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
+    sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
+    sp.set_defaults(func=_cmd_say)
 
     data = sub.add_parser("data", help="training corpora").add_subparsers(dest="data_command", required=True)
     build = data.add_parser("build", help="synthesise the offline multi-speaker corpus (flite + espeak-ng)")
@@ -449,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--max-hours", type=float, default=0.0, help="hours per split put in the cache (0: all)")
     for flag in ("--d-model", "--layers", "--heads", "--ffn"):
         tb.add_argument(flag, type=int, default=0, help="model shape for a new run (0: default)")
+    tb.add_argument("--dropout", type=float, default=0.0, help="attention dropout for a new run")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)

@@ -138,6 +138,12 @@ def _abbreviation(match: re.Match) -> str:
     return spoken + ("." if ends_sentence else "")
 
 
+def is_abbreviation(word: str) -> bool:
+    """'Dr', 'etc', 'Jan', 'e.g', 'J': a written word after which a full stop need not end the sentence."""
+    word = word.lower().strip("\"'(")
+    return len(word) == 1 or word in ABBREVIATIONS or word in TITLES or word in _MONTH_ABBR or "." in word
+
+
 def _strip_accents(text: str) -> str:
     """'Ünïcödé' -> 'Unicode': letters keep their base, combining marks go."""
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))

@@ -45,6 +45,16 @@ class StreamingModule(nn.Module):
             if module._state is not None:
                 module._state = module._init_state(module._batch_size_of(module._state))
 
+    def capture_streaming(self) -> dict[str, Any]:
+        """The streaming state of every child, by module name (to park one session while another runs)."""
+        return {name: m._state for name, m in self.named_modules() if isinstance(m, StreamingModule)}
+
+    def restore_streaming(self, states: dict[str, Any]) -> None:
+        """Put back states taken by `capture_streaming`, so one model can serve several sessions in turn."""
+        for name, module in self.named_modules():
+            if isinstance(module, StreamingModule):
+                module._state = states[name]
+
     @staticmethod
     def _batch_size_of(state: Any) -> int:
         return getattr(state, "batch_size", 1)

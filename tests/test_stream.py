@@ -1,0 +1,251 @@
+"""Streaming: chunked decoder == offline decode, playout buffer depth control, long text, `tts say`."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from backbone.generate import Request, SamplingConfig, generate_frames
+from backbone.model import Backbone, BackboneConfig, save_backbone
+from backbone.tokenizer import TextTokenizer
+from codec.loaders import load_codec
+from tts.cli import main
+from tts.engine import Engine, SynthesisError, SynthesisOptions
+from tts.segment import TextAccumulator, segment_text
+from tts.stream.decoder import ChunkedDecoder
+from tts.stream.playout import BufferClosed, PlayoutBuffer, simulate_playout
+from tts.text import normalize_text
+from voice.encoder import load_encoder
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec()
+
+
+def test_streamed_chunks_equal_the_offline_decode(codec):
+    torch.manual_seed(0)
+    codes = torch.randint(0, codec.config.card, (4, 37))
+    decoder = ChunkedDecoder(codec, first_chunk_frames=1, max_chunk_frames=8)
+    chunks = []
+    for f in range(codes.shape[1]):
+        chunks += decoder.push([codes[:, f]])
+    chunks.append(decoder.flush())
+    hop = codec.hop_length
+    assert [c.size // hop for c in chunks] == [1, 2, 4, 8, 8, 8, 6]   # small first chunk, then larger ones
+    offline = codec.decode(codes[None])[0, 0].numpy()
+    np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-5)
+
+
+def test_interleaved_streams_on_one_codec_keep_their_own_state(codec):
+    torch.manual_seed(1)
+    a, b = torch.randint(0, 1024, (4, 12)), torch.randint(0, 1024, (4, 9))
+    da, db = ChunkedDecoder(codec, 2, 4), ChunkedDecoder(codec, 1, 2)
+    out_a, out_b = [], []
+    for f in range(12):
+        out_a += da.push([a[:, f]])
+        if f < 9:
+            out_b += db.push([b[:, f]])
+    out_a.append(da.flush())
+    out_b += [c for c in [db.flush()] if c is not None]
+    np.testing.assert_allclose(np.concatenate(out_a), codec.decode(a[None])[0, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(out_b), codec.decode(b[None])[0, 0].numpy(), atol=1e-5)
+
+
+# ---------------------------------------------------------------- playout buffer
+
+SR = 1000
+
+
+def producer_timeline(rate: float, total: float, chunk: float = 0.2, first_delay: float = 0.05,
+                      know_length: bool = True) -> list[tuple[float, int, float]]:
+    """A producer making `total` seconds of audio at `rate` x real time, in `chunk`-second pieces."""
+    timeline, made = [], 0.0
+    while made < total - 1e-9:
+        made += chunk
+        remaining = max(0.0, total - made) if know_length else 0.0
+        timeline.append((first_delay + made / rate, int(round(chunk * SR)), remaining))
+    return timeline
+
+
+def test_slow_producer_gets_a_late_start_and_no_underrun():
+    rate, total = 0.5, 4.0
+    stats = simulate_playout(producer_timeline(rate, total), SR)
+    assert stats.underruns == 0
+    # Running dry is avoided only by waiting about total * (1/rate - 1) = 4 s before playing.
+    assert 3.9 <= stats.start_delay <= 6.5
+    assert stats.played_seconds == pytest.approx(total)
+
+
+def test_a_buffer_blind_to_the_rate_would_stutter():
+    """The same slow producer without the length estimate: the fixed pre-roll runs dry (the control case)."""
+    stats = simulate_playout(producer_timeline(0.5, 4.0, know_length=False), SR)
+    assert stats.underruns > 0
+
+
+def test_fast_producer_starts_at_the_minimum_depth():
+    stats = simulate_playout(producer_timeline(5.0, 3.0, chunk=0.04, first_delay=0.03), SR, min_preroll=0.1)
+    assert stats.underruns == 0
+    assert stats.start_delay < 0.2 and stats.preroll_seconds >= 0.1
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.8, 1.1, 3.0])
+def test_no_underrun_at_the_chosen_depth_for_any_steady_rate(rate):
+    stats = simulate_playout(producer_timeline(rate, 5.0, chunk=0.16), SR)
+    assert stats.underruns == 0 and stats.played_seconds == pytest.approx(stats.produced_seconds)
+
+
+def test_a_stall_is_counted_and_playback_waits_for_depth_again():
+    timeline = producer_timeline(4.0, 1.0, chunk=0.1) + [(3.0, 500, 0.0)]   # 2 s gap mid-stream
+    stats = simulate_playout(timeline, SR)
+    assert stats.underruns == 1 and stats.underrun_seconds > 0
+
+
+def test_push_blocks_when_full_and_close_wakes_the_producer():
+    buffer = PlayoutBuffer(SR, min_preroll=0.1, max_buffered=0.5)
+    buffer.push(np.zeros(500))
+    with pytest.raises(TimeoutError):
+        buffer.push(np.zeros(10), timeout=0.05)
+    buffer.read(100)                                  # the reader frees room
+    buffer.push(np.zeros(10), timeout=0.05)
+    errors = []
+
+    def produce():
+        try:
+            buffer.push(np.zeros(1000))     # fits (room was left), then the buffer is over its limit
+            buffer.push(np.zeros(10))       # blocks until close()
+        except BufferClosed as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    buffer.close()
+    thread.join(2)
+    assert not thread.is_alive() and errors
+
+
+def test_read_returns_audio_in_order_across_chunk_joins():
+    buffer = PlayoutBuffer(SR, min_preroll=0.0)
+    buffer.push(np.arange(0, 7, dtype=np.float32))
+    buffer.push(np.arange(7, 10, dtype=np.float32))
+    buffer.finish()
+    out = np.concatenate([buffer.read(4), buffer.read(4), buffer.read(4)])
+    np.testing.assert_array_equal(out[:10], np.arange(10))
+    assert buffer.drained and buffer.stats.underruns == 0
+
+
+# ---------------------------------------------------------------- long text
+
+LONG = ("Dr. Smith arrived at 9:30 a.m. on Jan. 5, 2024, and paid $12.50 for coffee. " * 3
+        + "This sentence is much longer than the limit, so it has to be cut at its clauses, which are separated "
+          "by commas, semicolons; and colons: like these ones, until every piece fits.\n\n"
+        + "A new paragraph? Yes! " + "word " * 70)
+
+
+def test_long_text_is_split_in_order_within_the_limit():
+    segments = segment_text(LONG, max_chars=80)
+    assert all(0 < len(s.text) <= 80 for s in segments)
+    assert " ".join(s.text for s in segments).split() == normalize_text(LONG).split()
+    assert segments[0].text.startswith("doctor smith arrived at nine thirty a m")
+    assert segments[-1].pause_after == 0.0
+    assert any(s.pause_after == 0.6 for s in segments)          # the paragraph break
+    assert {s.pause_after for s in segments if s.text.endswith(".")} == {0.35, 0.6}   # sentence, paragraph end
+    assert {s.pause_after for s in segments if s.text.endswith(",")} <= {0.15}
+
+
+def test_text_arriving_in_pieces_gives_the_same_words():
+    acc = TextAccumulator(max_chars=80)
+    segments = []
+    for i in range(0, len(LONG), 7):
+        segments += acc.feed(LONG[i:i + 7])
+    segments += acc.flush()
+    words = lambda text: [w.strip(",.;:?!") for w in text.split()]  # noqa: E731 - a cut may drop a ';'
+    assert words(" ".join(s.text for s in segments)) == words(normalize_text(LONG))
+    assert all(len(s.text) <= 80 for s in segments)
+    assert not any(s.text in ("doctor", "doctor.") for s in segments)   # "Dr." did not end a sentence
+
+
+# ---------------------------------------------------------------- engine and CLI
+
+
+def random_backbone(codec) -> Backbone:
+    """An untrained backbone wired to the shipped codec, tokenizer and encoder: real shapes, random speech."""
+    torch.manual_seed(0)
+    tok = TextTokenizer()
+    config = BackboneConfig(text_vocab=tok.vocab_size, n_codebooks=4, card=codec.config.card, d_model=32,
+                            n_layers=1, n_heads=2, ffn=64, codec_id=codec.model_id, tokenizer_id=tok.id,
+                            encoder_id=load_encoder().model_id)
+    return Backbone(config).eval()
+
+
+@pytest.fixture(scope="module")
+def engine(codec):
+    return Engine(codec, random_backbone(codec), TextTokenizer())
+
+
+FAST = SamplingConfig(max_seconds_per_char=0.04, extra_seconds=0.2)
+
+
+def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, codec):
+    speaker = np.ones(192, np.float32) / np.sqrt(192)
+    options = SynthesisOptions(seed=3, sampling=FAST, max_chars_per_segment=30)
+    text = "One two three four five. Six seven eight nine ten eleven twelve."
+    streamed = np.concatenate(list(engine.synthesize(text, speaker, options)))
+    # Offline: the same requests generated in order, codes decoded in one go, pauses inserted.
+    pieces = []
+    for i, seg in enumerate(engine.segments(text, options)):
+        req = Request(engine.tokenizer.encode(seg.text, normalized=True), torch.from_numpy(speaker), len(seg.text),
+                      options.seed + i, FAST)
+        codes = torch.stack(list(generate_frames(engine.backbone, req)), 1)
+        pieces.append(codec.decode(codes[None])[0, 0].numpy())
+        pieces.append(np.zeros(int(seg.pause_after * codec.sample_rate), np.float32))
+    assert len(engine.segments(text, options)) >= 3
+    np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=1e-4)
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"), ("... --- !!!", "nothing that can be spoken")])
+def test_engine_refuses_text_it_cannot_speak(engine, text, message):
+    with pytest.raises(SynthesisError, match=message):
+        engine.segments(text)
+
+
+@pytest.fixture(scope="module")
+def backbone_file(codec, tmp_path_factory):
+    path = tmp_path_factory.mktemp("bb") / "random.safetensors"
+    save_backbone(random_backbone(codec), path)
+    return str(path)
+
+
+def test_say_writes_a_wav_at_the_asked_rate(backbone_file, tmp_path, capsys):
+    out = tmp_path / "hi.wav"
+    assert main(["-v", "say", "Hi there.", "--out", str(out), "--backbone", backbone_file, "--sample-rate", "24000",
+                 "--store", str(tmp_path / "v.db")]) == 0
+    audio, sr = sf.read(out)
+    assert sr == 24000 and audio.size > 0.1 * sr
+    err = capsys.readouterr().err
+    assert "time to first audio" in err and "underruns" in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["say", "hello", "--voice", "nobody"], "unknown voice 'nobody'"),
+    (["say", ""], "no text to speak"),
+    (["say", "!!! ???"], "nothing that can be spoken"),
+    (["say", "hello", "--clone", "/no/such/clip.wav"], "cannot read the clip"),
+    (["say", "hello", "--sample-rate", "100"], "--sample-rate must be"),
+])
+def test_say_errors_exit_non_zero_with_a_clear_message(argv, message, backbone_file, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "x.wav"), "--backbone", backbone_file,
+                 "--store", str(tmp_path / "v.db")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_say_with_a_clip_that_is_not_audio(backbone_file, tmp_path, capsys):
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"this is not audio at all")
+    assert main(["say", "hello", "--clone", str(clip), "--out", str(tmp_path / "x.wav"),
+                 "--backbone", backbone_file]) == 2
+    assert "error:" in capsys.readouterr().err

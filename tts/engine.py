@@ -1,0 +1,224 @@
+"""The engine: text and a voice in, PCM chunks out as they are generated.
+
+`Engine` holds the models (codec, backbone, tokenizer, speaker encoder) and
+checks they belong together. `SpeechStream` is one listener's synthesis: its
+segments waiting, its own chunked decoder, the pauses between segments. It
+does not step the backbone itself: `Engine.synthesize` steps a private
+`BatchGenerator` for one stream, while the gRPC server steps one shared
+generator for all its streams and feeds each stream its frames.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from backbone.generate import BatchGenerator, Request, SamplingConfig
+from backbone.model import Backbone, load_backbone
+from backbone.tokenizer import TextTokenizer
+from codec.loaders import load_codec
+from codec.model import CodecModel
+from tts.segment import Segment, TextAccumulator, segment_text
+from tts.stream.decoder import ChunkedDecoder
+from voice.encoder import SpeakerEncoder, load_encoder
+from voice.enroll import ClipLimits, check_clip, resolve_voice
+from voice.store import VoiceStore
+
+log = logging.getLogger(__name__)
+# Audio expected per spoken character, for the playout buffer's estimate of what is still to come.
+# Conservative on purpose: the corpus averages 0.058 s/char, its 95th percentile is 0.077.
+SECONDS_PER_CHAR = 0.07
+
+
+class SynthesisError(ValueError):
+    """Text that cannot be synthesised: empty, nothing speakable, or over the length limit."""
+
+
+class ModelMismatchError(ValueError):
+    """The backbone was trained with another codec, tokenizer or speaker encoder than the ones loaded."""
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_chars_per_segment: int = 160
+    max_text_chars: int = 100_000
+    first_chunk_frames: int = 1
+    max_chunk_frames: int = 8
+
+
+class SpeechStream:
+    """One listener's synthesis state (see module doc). PCM is float32 at the codec's sample rate."""
+
+    def __init__(self, engine: "Engine", speaker: np.ndarray, options: SynthesisOptions) -> None:
+        self.engine = engine
+        self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
+        self.options = options
+        self.segments: collections.deque[Segment] = collections.deque()
+        self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames)
+        self.accumulator = TextAccumulator(options.max_chars_per_segment)
+        self.current: Segment | None = None
+        self.frames_in_segment = 0
+        self.segments_started = 0
+        self.samples_out = 0
+
+    # text in
+    def add_text(self, text: str) -> None:
+        """Whole text, checked and segmented at once."""
+        self.segments.extend(self.engine.segments(text, self.options))
+
+    def feed(self, piece: str) -> None:
+        """Text arriving in pieces: complete segments are queued as soon as they are known."""
+        self.segments.extend(self.accumulator.feed(piece))
+
+    def flush_text(self) -> None:
+        self.segments.extend(self.accumulator.flush())
+
+    # generation
+    def next_request(self) -> Request | None:
+        """The backbone request for the next segment, or None when none is waiting."""
+        if not self.segments:
+            return None
+        self.current = self.segments.popleft()
+        self.frames_in_segment = 0
+        seed = self.options.seed + self.segments_started
+        self.segments_started += 1
+        return Request(self.engine.tokenizer.encode(self.current.text, normalized=True), self.speaker,
+                       len(self.current.text), seed, self.options.sampling)
+
+    def on_frames(self, frames: list[torch.Tensor]) -> list[np.ndarray]:
+        self.frames_in_segment += len(frames)
+        return self._count(self.decoder.push(frames))
+
+    def end_segment(self) -> list[np.ndarray]:
+        """The current segment is generated: the decoder's remainder and the pause that follows."""
+        tail = self.decoder.flush()
+        self.decoder.reset()   # each segment decodes like its own utterance; the pause separates them
+        chunks = [tail] if tail is not None else []
+        if self.current is not None and self.current.pause_after > 0:
+            chunks.append(np.zeros(int(self.current.pause_after * self.engine.sample_rate), dtype=np.float32))
+        self.current = None
+        return self._count(chunks)
+
+    def remaining_seconds(self) -> float:
+        """Estimate of the audio still to come: the rest of the current segment and the queued ones."""
+        estimate = lambda s: len(s.text) * SECONDS_PER_CHAR + s.pause_after  # noqa: E731
+        queued = sum(estimate(s) for s in self.segments)
+        if self.current is None:
+            return queued
+        done = self.frames_in_segment / self.engine.codec.frame_rate
+        return queued + max(self.current.pause_after, estimate(self.current) - done)
+
+    def _count(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        self.samples_out += sum(c.size for c in chunks)
+        return chunks
+
+
+class Engine:
+    """The models of one synthesis setup, checked to belong together."""
+
+    def __init__(self, codec: CodecModel, backbone: Backbone, tokenizer: TextTokenizer,
+                 encoder: SpeakerEncoder | None = None, store: VoiceStore | None = None,
+                 check_ids: bool = True) -> None:
+        self.codec, self.backbone, self.tokenizer = codec, backbone, tokenizer
+        self._encoder = encoder
+        self.store = store
+        cfg = backbone.config
+        if check_ids:
+            for what, wanted, loaded in (("codec", cfg.codec_id, codec.model_id),
+                                         ("tokenizer", cfg.tokenizer_id, tokenizer.id)):
+                if wanted != loaded:
+                    raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
+                                             f"but {what} {loaded} is loaded")
+        if cfg.n_codebooks > codec.config.n_q:
+            raise ModelMismatchError(f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")
+
+    @classmethod
+    def load(cls, backbone: str | Path | None = None, codec: str | Path | None = None,
+             encoder: str | Path | None = None, tokenizer: str | Path | None = None,
+             store: VoiceStore | None = None) -> "Engine":
+        """The shipped models by default (the speaker encoder is loaded only when a clip is cloned)."""
+        torch.set_num_threads(1)   # fastest on the CPUs we measured; see the README
+        engine = cls(load_codec(codec), load_backbone(backbone), TextTokenizer(tokenizer), None, store)
+        engine._encoder_path = encoder
+        return engine
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def encoder(self) -> SpeakerEncoder:
+        if self._encoder is None:
+            self._encoder = load_encoder(getattr(self, "_encoder_path", None))
+        return self._encoder
+
+    @property
+    def encoder_id(self) -> str:
+        return self.backbone.config.encoder_id or self.encoder.model_id
+
+    # ------------------------------------------------------------ voices
+
+    def voice_embedding(self, name: str) -> np.ndarray:
+        """Embedding of a preset or enrolled voice.
+
+        Raises:
+            VoiceNotFoundError, StaleVoiceError: see voice.enroll.resolve_voice.
+        """
+        if self.store is None:
+            self.store = VoiceStore()
+        return resolve_voice(self.store, name, self.encoder_id).embedding
+
+    def clone_embedding(self, clip: bytes, limits: ClipLimits = ClipLimits()) -> np.ndarray:
+        """Embedding of a reference clip, checked as enrollment checks it (nothing is stored).
+
+        Raises:
+            EnrollmentError: the clip is unusable.
+        """
+        audio, _ = check_clip(clip, limits)
+        wanted = self.backbone.config.encoder_id
+        if wanted and wanted != self.encoder.model_id:
+            raise ModelMismatchError(f"the backbone was trained with speaker encoder {wanted}, "
+                                     f"but encoder {self.encoder.model_id} is loaded")
+        return self.encoder.embed(audio.samples, audio.sample_rate)
+
+    # ------------------------------------------------------------ text
+
+    def segments(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> list[Segment]:
+        if not text or not text.strip():
+            raise SynthesisError("the text is empty")
+        if len(text) > options.max_text_chars:
+            raise SynthesisError(f"the text has {len(text)} characters; the limit is {options.max_text_chars}")
+        segments = segment_text(text, options.max_chars_per_segment)
+        if not segments:
+            raise SynthesisError("the text has nothing that can be spoken (no letters or digits)")
+        return segments
+
+    # ------------------------------------------------------------ synthesis
+
+    def stream(self, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions()) -> SpeechStream:
+        return SpeechStream(self, speaker, options)
+
+    def synthesize(self, text: str, speaker: np.ndarray,
+                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
+        """PCM chunks of one stream as they are produced (float32, codec sample rate)."""
+        stream = self.stream(speaker, options)
+        stream.add_text(text)
+        yield from run_stream(self.backbone, stream)
+
+
+def run_stream(backbone: Backbone, stream: SpeechStream) -> Iterator[np.ndarray]:
+    """Generate a stream's queued segments one after another with a private generator."""
+    while (request := stream.next_request()) is not None:
+        generator = BatchGenerator(backbone)
+        row = generator.add(request)
+        while generator.active:
+            frames, _ = generator.step().get(row, ([], False))
+            yield from stream.on_frames(frames)
+        yield from stream.end_segment()

@@ -1,0 +1,135 @@
+"""`tts say`: synthesise text to a WAV file and/or the speakers, measuring what a listener feels.
+
+Chunks go through the playout buffer on their way to the sound card (the
+callback pulls 20 ms blocks), and are written to the file as they come, so
+memory stays bounded for any length of text. Every chunk's arrival time is
+recorded; for file output the same timeline is replayed through the buffer
+with a virtual clock, so `--verbose` reports the underruns a listener would
+have had either way.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+
+from tts.audio import StreamingResampler
+from tts.engine import Engine, SynthesisOptions, run_stream
+from tts.stream.playout import PlayoutBuffer, PlayoutStats, simulate_playout
+
+BLOCK_SECONDS = 0.02
+
+
+class NoAudioDeviceError(RuntimeError):
+    """No sound output is available here."""
+
+
+@dataclass
+class SayReport:
+    time_to_first_audio: float   # seconds from the call to the first PCM chunk
+    synthesis_seconds: float
+    audio_seconds: float
+    segments: int
+    playout: PlayoutStats
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.synthesis_seconds / max(self.audio_seconds, 1e-9)
+
+    def summary(self) -> str:
+        p = self.playout
+        start = f"{p.start_delay * 1000:.0f} ms" if p.start_delay is not None else "n/a"
+        return (f"time to first audio {self.time_to_first_audio * 1000:.0f} ms, real-time factor "
+                f"{self.real_time_factor:.3f} ({self.audio_seconds:.2f} s of audio in {self.synthesis_seconds:.2f} s, "
+                f"{self.segments} segment(s)), playback start {start}, underruns {p.underruns}")
+
+
+def open_player(buffer: PlayoutBuffer):
+    """A started sounddevice output stream fed by `buffer`.
+
+    Raises:
+        NoAudioDeviceError: sounddevice/PortAudio is missing or there is no output device.
+    """
+    try:
+        import sounddevice as sd
+
+        def callback(outdata, frames, _time, _status) -> None:
+            outdata[:, 0] = buffer.read(frames)
+
+        stream = sd.OutputStream(samplerate=buffer.sample_rate, channels=1, dtype="float32", callback=callback,
+                                 blocksize=int(BLOCK_SECONDS * buffer.sample_rate))
+        stream.start()
+        return stream
+    except Exception as exc:  # noqa: BLE001 - any PortAudio failure means "no speakers here"
+        raise NoAudioDeviceError(f"no audio output device ({exc}); write a file with --out FILE.wav") from exc
+
+
+def say(engine: Engine, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
+        out: str | Path | None = None, play: bool = False, sample_rate: int | None = None,
+        on_segment: Callable[[int, int], None] | None = None) -> SayReport:
+    """Speak `text` into `out` (WAV/FLAC, 16-bit) and/or the speakers; returns the measurements."""
+    rate = sample_rate or engine.sample_rate
+    stream = engine.stream(speaker, options)
+    stream.add_text(text)
+    n_segments = len(stream.segments)
+    resample = StreamingResampler(engine.sample_rate, rate)
+    buffer = PlayoutBuffer(rate)
+    player = open_player(buffer) if play else None
+    writer = sf.SoundFile(str(out), "w", samplerate=rate, channels=1, subtype="PCM_16") if out else None
+    timeline: list[tuple[float, int, float]] = []
+    t0 = time.perf_counter()
+    buffer.start()
+    first = None
+    produced = 0
+    try:
+        started = -1
+        for chunk in run_stream(engine.backbone, stream):
+            if on_segment and stream.segments_started - 1 != started:
+                started = stream.segments_started - 1
+                on_segment(started, n_segments)
+            pcm = resample(chunk)
+            if first is None:
+                first = time.perf_counter() - t0
+            produced += pcm.size
+            timeline.append((time.perf_counter() - t0, pcm.size, stream.remaining_seconds()))
+            if writer is not None:
+                writer.write(pcm)
+            if player is not None:
+                buffer.push(pcm)
+                buffer.expect(stream.remaining_seconds())
+        tail = resample(np.zeros(0, np.float32), last=True)
+        produced += tail.size
+        if writer is not None:
+            writer.write(tail)
+        if player is not None:
+            buffer.push(tail)
+        elapsed = time.perf_counter() - t0
+        buffer.finish()
+        if player is not None:
+            while not buffer.drained:
+                time.sleep(BLOCK_SECONDS)
+            time.sleep(0.1)   # the device's own buffer
+            stats = buffer.stats
+        else:
+            stats = simulate_playout(timeline, rate, BLOCK_SECONDS)
+    finally:
+        if writer is not None:
+            writer.close()
+        if player is not None:
+            player.stop()
+            player.close()
+    return SayReport(first if first is not None else elapsed, elapsed, produced / rate, n_segments, stats)
+
+
+def read_text_argument(text: str | None) -> str:
+    """The text to speak: the argument, or standard input when it is '-' or absent and stdin is piped."""
+    if text is not None and text != "-":
+        return text
+    if text is None and sys.stdin.isatty():
+        return ""
+    return sys.stdin.read()

@@ -1,0 +1,1 @@
+"""Streaming: token frames to PCM chunks (decoder), and PCM chunks to a player that never stutters (playout)."""

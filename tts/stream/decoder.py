@@ -1,0 +1,74 @@
+"""The chunked streaming decoder: codec frames in as the backbone yields them, PCM chunks out.
+
+The codec's causal decoder carries its own state between calls, so decoding
+frame by frame gives exactly the samples of one offline decode of the whole
+sequence: chunk joins need no crossfade and cannot click. The first chunk is
+one frame (40 ms at 25 Hz) for the lowest latency; later chunks double up to
+`max_chunk_frames`, because each decoder call has a fixed cost.
+
+One codec model serves any number of decoders: each keeps its streaming state
+in its own object and lends it to the model only for the duration of a call.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from codec.model import CodecModel
+
+
+class ChunkedDecoder:
+    """Decodes one stream's frames ([K] codes each) into float32 PCM chunks at the codec's sample rate."""
+
+    def __init__(self, codec: CodecModel, first_chunk_frames: int = 1, max_chunk_frames: int = 8) -> None:
+        if not 1 <= first_chunk_frames <= max_chunk_frames:
+            raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
+        self.codec = codec
+        self.first_chunk_frames = first_chunk_frames
+        self.max_chunk_frames = max_chunk_frames
+        self._pending: list[torch.Tensor] = []
+        self._state: dict | None = None
+        self._next_chunk = first_chunk_frames
+        self.frames_decoded = 0
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def push(self, frames: Iterable[torch.Tensor]) -> list[np.ndarray]:
+        """Add frames; returns the chunks that are now complete (possibly none)."""
+        self._pending.extend(frames)
+        chunks = []
+        while len(self._pending) >= self._next_chunk:
+            chunk, self._pending = self._pending[:self._next_chunk], self._pending[self._next_chunk:]
+            chunks.append(self._decode(chunk))
+            self._next_chunk = min(2 * self._next_chunk, self.max_chunk_frames)
+        return chunks
+
+    def flush(self) -> np.ndarray | None:
+        """Decode whatever is pending (end of an utterance); None when nothing is."""
+        if not self._pending:
+            return None
+        chunk, self._pending = self._pending, []
+        return self._decode(chunk)
+
+    def reset(self) -> None:
+        """Forget the history: the next frame starts a new, unrelated utterance."""
+        self._pending, self._state, self._next_chunk = [], None, self.first_chunk_frames
+
+    @torch.inference_mode()
+    def _decode(self, frames: list[torch.Tensor]) -> np.ndarray:
+        codes = torch.stack(frames, 1)[None].to(next(self.codec.parameters()).device)   # [1, K, n]
+        if self._state is None:
+            self.codec.start_streaming(1)
+        else:
+            self.codec.restore_streaming(self._state)
+        try:
+            audio = self.codec.decode(codes)
+        finally:
+            self._state = self.codec.capture_streaming()
+            self.codec.stop_streaming()
+        self.frames_decoded += len(frames)
+        return audio[0, 0].float().cpu().numpy()
