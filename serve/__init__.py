@@ -1,1 +1,1 @@
-"""gRPC service (grpc.aio) built from proto/."""
+"""gRPC service: contract in proto/, generated stubs in serve/generated/ (built, never edited)."""

@@ -304,12 +304,10 @@ def _cmd_say(args: argparse.Namespace) -> int:
 
     from backbone.generate import SamplingConfig
     from tts.engine import Engine, SynthesisOptions
-    from tts.say import read_text_argument, say
+    from tts.say import say
     from voice.store import VoiceStore
 
-    text = read_text_argument(args.text)
-    if not text.strip():
-        raise UserError("no text to speak: give it as an argument or on standard input")
+    text = _say_text(args.text)
     if args.sample_rate is not None and not 8000 <= args.sample_rate <= 48000:
         raise UserError(f"--sample-rate must be between 8000 and 48000 Hz; got {args.sample_rate}")
     if not args.out and not args.play:
@@ -340,11 +338,124 @@ def _cmd_say(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_text(argument: str | None) -> str:
+    from tts.say import read_text_argument
+
+    text = read_text_argument(argument)
+    if not text.strip():
+        raise UserError("no text to speak: give it as an argument or on standard input")
+    return text
+
+
 def _read_clip(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read the clip {path}: {exc.strerror or exc}") from exc
+
+
+# ---------------------------------------------------------------- serve / client
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from serve.server import ServerConfig, serve_forever
+    from tts.engine import Engine
+    from voice.store import VoiceStore
+
+    if args.max_streams < 1:
+        raise UserError("--max-streams must be at least 1")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UserError("TLS needs both --tls-cert and --tls-key")
+    logging.getLogger("tts.serve").setLevel(logging.INFO)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    store = VoiceStore(args.store)
+    engine = Engine.load(backbone=args.backbone, store=store)
+    config = ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TTS_TOKEN"),
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=args.max_streams)
+    asyncio.run(serve_forever(engine, store, config))
+    return 0
+
+
+def _client(args: argparse.Namespace):
+    from serve.client import TtsClient
+
+    return TtsClient(args.target, token=args.token or os.environ.get("TTS_TOKEN"), tls_ca=args.tls_ca)
+
+
+def _rpc_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """gRPC failures as one line: the status and the server's message."""
+    def run(args: argparse.Namespace) -> int:
+        import grpc
+
+        try:
+            return func(args)
+        except grpc.RpcError as exc:
+            raise UserError(f"{exc.code().name}: {exc.details()}") from None
+    return run
+
+
+def _cmd_client_say(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from serve.stubs import pb
+    from tts.say import deliver
+    from tts.stream.decoder import ChunkedDecoder
+
+    text = _say_text(args.text)
+    if not args.out and not args.play:
+        args.play = True
+    encoding = {"linear16": pb.LINEAR16, "float32": pb.FLOAT32, "codec": pb.CODEC}[args.encoding]
+    with _client(args) as client:
+        stream = client.stream(text, voice=args.voice, encoding=encoding, sample_rate=args.sample_rate or 0,
+                               seed=args.seed, codec_kbps=args.kbps)
+        first = next(stream)          # fails here, before any audio device opens, on a bad request
+        rate = first.format.sample_rate_hz
+        decoder = None
+        if encoding == pb.CODEC:
+            from codec.bitstream import unpack_frames
+            from codec.loaders import load_codec
+            import torch
+
+            codec = load_codec()
+            info = first.format.codec
+            if info.model_id != codec.model_id:
+                raise UserError(f"the server's codec is {info.model_id}, this machine has {codec.model_id}")
+            decoder = ChunkedDecoder(codec)
+
+        def pcm_chunks():
+            for chunk in [first, *stream]:
+                if decoder is None:
+                    yield client.pcm(chunk)
+                    continue
+                codes = unpack_frames(chunk.audio, info.n_q, info.bits_per_code)
+                yield from decoder.push(list(torch.from_numpy(codes).long()))
+            if decoder is not None and (tail := decoder.flush()) is not None:
+                yield tail
+
+        ttfa, elapsed, seconds, stats = deliver(pcm_chunks(), rate, args.out, args.play)
+    if args.out:
+        print(f"wrote {args.out} ({seconds:.2f} s)", file=sys.stderr)
+    if args.verbose:
+        print(f"time to first audio {ttfa * 1000:.0f} ms (after the first chunk arrived), {seconds:.2f} s of audio "
+              f"in {elapsed:.2f} s, underruns {stats.underruns}", file=sys.stderr)
+    return 0
+
+
+def _cmd_client_enroll(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        voice = client.enroll(args.name, _read_clip(args.clip), args.consent, args.keep_clip)
+    print(f"enrolled {voice.name} ({voice.clip_seconds:.1f} s of speech)")
+    return 0
+
+
+def _cmd_client_voices(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for voice in client.voices():
+            print(f"{voice.name}\t{'preset' if voice.preset else 'enrolled'}\t{voice.clip_seconds:.1f} s")
+    return 0
 
 
 # ---------------------------------------------------------------- bench
@@ -415,6 +526,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
     sp.set_defaults(func=_cmd_say)
+
+    sv = sub.add_parser("serve", help="run the gRPC server")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=50051)
+    sv.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (or set TTS_TOKEN)")
+    sv.add_argument("--tls-cert", default=None)
+    sv.add_argument("--tls-key", default=None)
+    sv.add_argument("--max-streams", type=int, default=16, help="concurrent synthesis streams")
+    sv.add_argument("--backbone", default=None)
+    sv.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
+    sv.set_defaults(func=_cmd_serve)
+
+    cl = sub.add_parser("client", help="talk to a running server").add_subparsers(dest="client_command",
+                                                                                 required=True)
+    for name, func, helptext in (("say", _cmd_client_say, "stream speech from the server to a file or the speakers"),
+                                 ("enroll", _cmd_client_enroll, "enroll a voice on the server"),
+                                 ("voices", _cmd_client_voices, "list the server's voices")):
+        c = cl.add_parser(name, help=helptext)
+        c.add_argument("--target", default="127.0.0.1:50051")
+        c.add_argument("--token", default=None)
+        c.add_argument("--tls-ca", default=None, help="CA certificate for a TLS server")
+        c.set_defaults(func=_rpc_errors(func))
+        if name == "say":
+            c.add_argument("text", nargs="?")
+            c.add_argument("--voice", default="")
+            c.add_argument("--out")
+            c.add_argument("--play", action="store_true")
+            c.add_argument("--seed", type=int, default=0)
+            c.add_argument("--sample-rate", type=int, default=None)
+            c.add_argument("--encoding", choices=["linear16", "float32", "codec"], default="linear16")
+            c.add_argument("--kbps", type=float, default=0.0, help="codec bitrate (codec encoding)")
+        elif name == "enroll":
+            c.add_argument("clip")
+            c.add_argument("--name", required=True)
+            c.add_argument("--consent", required=True)
+            c.add_argument("--keep-clip", action="store_true")
 
     data = sub.add_parser("data", help="training corpora").add_subparsers(dest="data_command", required=True)
     build = data.add_parser("build", help="synthesise the offline multi-speaker corpus (flite + espeak-ng)")

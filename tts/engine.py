@@ -92,12 +92,16 @@ class SpeechStream:
         return Request(self.engine.tokenizer.encode(self.current.text, normalized=True), self.speaker,
                        len(self.current.text), seed, self.options.sampling)
 
-    def on_frames(self, frames: list[torch.Tensor]) -> list[np.ndarray]:
+    def on_frames(self, frames: list[torch.Tensor], decode: bool = True) -> list[np.ndarray]:
+        """PCM chunks completed by these frames (none when the caller sends codes, `decode=False`)."""
         self.frames_in_segment += len(frames)
-        return self._count(self.decoder.push(frames))
+        return self._count(self.decoder.push(frames)) if decode else []
 
-    def end_segment(self) -> list[np.ndarray]:
+    def end_segment(self, decode: bool = True) -> list[np.ndarray]:
         """The current segment is generated: the decoder's remainder and the pause that follows."""
+        if not decode:
+            self.current = None
+            return []
         tail = self.decoder.flush()
         self.decoder.reset()   # each segment decodes like its own utterance; the pause separates them
         chunks = [tail] if tail is not None else []
@@ -165,15 +169,17 @@ class Engine:
 
     # ------------------------------------------------------------ voices
 
-    def voice_embedding(self, name: str) -> np.ndarray:
-        """Embedding of a preset or enrolled voice.
+    def voice_embedding(self, name: str, store: VoiceStore | None = None) -> np.ndarray:
+        """Embedding of a preset or a voice enrolled in `store` (default: the engine's, else the user's).
 
         Raises:
             VoiceNotFoundError, StaleVoiceError: see voice.enroll.resolve_voice.
         """
-        if self.store is None:
-            self.store = VoiceStore()
-        return resolve_voice(self.store, name, self.encoder_id).embedding
+        if store is None:
+            if self.store is None:
+                self.store = VoiceStore()
+            store = self.store
+        return resolve_voice(store, name, self.encoder_id).embedding
 
     def clone_embedding(self, clip: bytes, limits: ClipLimits = ClipLimits()) -> np.ndarray:
         """Embedding of a reference clip, checked as enrollment checks it (nothing is stored).

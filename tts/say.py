@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -69,6 +69,49 @@ def open_player(buffer: PlayoutBuffer):
         raise NoAudioDeviceError(f"no audio output device ({exc}); write a file with --out FILE.wav") from exc
 
 
+def deliver(chunks: Iterator[np.ndarray], sample_rate: int, out: str | Path | None = None, play: bool = False,
+            remaining: Callable[[], float] = lambda: 0.0) -> tuple[float, float, float, PlayoutStats]:
+    """Send PCM chunks (float32 at `sample_rate`) to a file and/or the speakers as they arrive.
+
+    `remaining()` is the producer's estimate of the seconds still to come (for
+    the pre-roll). Returns (time to first chunk, total time, audio seconds, playout stats).
+    """
+    buffer = PlayoutBuffer(sample_rate)
+    player = open_player(buffer) if play else None
+    writer = sf.SoundFile(str(out), "w", samplerate=sample_rate, channels=1, subtype="PCM_16") if out else None
+    timeline: list[tuple[float, int, float]] = []
+    t0 = time.perf_counter()
+    buffer.start()
+    first, produced = None, 0
+    try:
+        for pcm in chunks:
+            if first is None:
+                first = time.perf_counter() - t0
+            produced += pcm.size
+            timeline.append((time.perf_counter() - t0, pcm.size, remaining()))
+            if writer is not None:
+                writer.write(pcm)
+            if player is not None:
+                buffer.push(pcm)
+                buffer.expect(remaining())
+        elapsed = time.perf_counter() - t0
+        buffer.finish()
+        if player is not None:
+            while not buffer.drained:
+                time.sleep(BLOCK_SECONDS)
+            time.sleep(0.1)   # the device's own buffer
+            stats = buffer.stats
+        else:
+            stats = simulate_playout(timeline, sample_rate, BLOCK_SECONDS)
+    finally:
+        if writer is not None:
+            writer.close()
+        if player is not None:
+            player.stop()
+            player.close()
+    return (first if first is not None else elapsed), elapsed, produced / sample_rate, stats
+
+
 def say(engine: Engine, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
         out: str | Path | None = None, play: bool = False, sample_rate: int | None = None,
         on_segment: Callable[[int, int], None] | None = None) -> SayReport:
@@ -78,52 +121,18 @@ def say(engine: Engine, text: str, speaker: np.ndarray, options: SynthesisOption
     stream.add_text(text)
     n_segments = len(stream.segments)
     resample = StreamingResampler(engine.sample_rate, rate)
-    buffer = PlayoutBuffer(rate)
-    player = open_player(buffer) if play else None
-    writer = sf.SoundFile(str(out), "w", samplerate=rate, channels=1, subtype="PCM_16") if out else None
-    timeline: list[tuple[float, int, float]] = []
-    t0 = time.perf_counter()
-    buffer.start()
-    first = None
-    produced = 0
-    try:
+
+    def chunks() -> Iterator[np.ndarray]:
         started = -1
         for chunk in run_stream(engine.backbone, stream):
             if on_segment and stream.segments_started - 1 != started:
                 started = stream.segments_started - 1
                 on_segment(started, n_segments)
-            pcm = resample(chunk)
-            if first is None:
-                first = time.perf_counter() - t0
-            produced += pcm.size
-            timeline.append((time.perf_counter() - t0, pcm.size, stream.remaining_seconds()))
-            if writer is not None:
-                writer.write(pcm)
-            if player is not None:
-                buffer.push(pcm)
-                buffer.expect(stream.remaining_seconds())
-        tail = resample(np.zeros(0, np.float32), last=True)
-        produced += tail.size
-        if writer is not None:
-            writer.write(tail)
-        if player is not None:
-            buffer.push(tail)
-        elapsed = time.perf_counter() - t0
-        buffer.finish()
-        if player is not None:
-            while not buffer.drained:
-                time.sleep(BLOCK_SECONDS)
-            time.sleep(0.1)   # the device's own buffer
-            stats = buffer.stats
-        else:
-            stats = simulate_playout(timeline, rate, BLOCK_SECONDS)
-    finally:
-        if writer is not None:
-            writer.close()
-        if player is not None:
-            player.stop()
-            player.close()
-    return SayReport(first if first is not None else elapsed, elapsed, produced / rate, n_segments, stats)
+            yield resample(chunk)
+        yield resample(np.zeros(0, np.float32), last=True)
+
+    first, elapsed, seconds, stats = deliver(chunks(), rate, out, play, stream.remaining_seconds)
+    return SayReport(first, elapsed, seconds, n_segments, stats)
 
 
 def read_text_argument(text: str | None) -> str:

@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import sqlite3
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -110,21 +111,46 @@ def _check_embedding(embedding: np.ndarray) -> np.ndarray:
 
 
 class VoiceStore:
-    """Enrolled voices in one SQLite file; safe to use from several processes at once."""
+    """Enrolled voices in one SQLite file; safe to use from several processes and threads at once.
+
+    Each thread gets its own connection (sqlite3 connections must stay in the
+    thread that made them; WAL lets them read and write side by side).
+    """
 
     def __init__(self, path: str | Path | None = None, timeout_s: float = 30.0) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a committed voice survives power loss too
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise VoiceStoreError(f"cannot open the voice store {self.path}: {exc}") from exc
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(str(self.path), timeout=self.timeout_s, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # a committed voice survives power loss too
+            except sqlite3.Error as exc:
+                raise VoiceStoreError(f"cannot open the voice store {self.path}: {exc}") from exc
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
     def close(self) -> None:
-        self._db.close()
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
 
     def __enter__(self) -> "VoiceStore":
         return self

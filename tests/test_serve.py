@@ -1,0 +1,247 @@
+"""gRPC service end to end on a loopback port: every RPC, every error status, cancellation, deadlines, auth."""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from backbone.tokenizer import TextTokenizer
+from codec.bitstream import unpack_frames
+from codec.loaders import load_codec
+from serve.client import TtsClient
+from serve.server import BackgroundServer, ServerConfig
+from serve.stubs import pb
+from tts.engine import Engine
+from voice.store import VoiceStore
+from tests.test_stream import random_backbone
+
+CONSENT = "I, the speaker, agree that this recording may be used to synthesise my voice."
+
+
+@pytest.fixture(scope="module")
+def engine():
+    codec = load_codec()
+    return Engine(codec, random_backbone(codec), TextTokenizer())
+
+
+def start(engine, tmp_path, **config) -> BackgroundServer:
+    return BackgroundServer(engine, VoiceStore(tmp_path / "voices.db"), ServerConfig(port=0, **config))
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    srv = start(engine, tmp_path_factory.mktemp("srv"), max_streams=8)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    with TtsClient(server.target, timeout=60) as c:
+        yield c
+
+
+def code_of(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        result = call()
+        if hasattr(result, "__next__"):
+            list(result)
+    return info.value.code(), info.value.details()
+
+
+def test_config_voices_health_and_reflection(server, client):
+    cfg = client.service_config()
+    assert cfg.native_sample_rate_hz == 16000 and pb.CODEC in cfg.encodings and cfg.max_streams == 8
+    assert list(cfg.codec_kbps) == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    names = {v.name for v in client.voices()}
+    assert {"slt", "rms", "kal"} <= names
+    assert client.get_voice("slt").preset
+    health = health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(service="tts.v1.TextToSpeech"))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+    answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert "tts.v1.TextToSpeech" in {s.name for s in answer.list_services_response.service}
+
+
+def test_unary_synthesis_returns_the_whole_utterance(client):
+    response = client.synthesize("Hello there.", voice="rms", seed=1)
+    assert response.format.encoding == pb.LINEAR16 and response.format.sample_rate_hz == 16000
+    assert len(response.audio) == pytest.approx(response.duration_seconds * 16000 * 2, abs=4)
+    assert response.duration_seconds > 0.2
+
+
+def test_stream_chunks_are_numbered_timed_and_resampled(client):
+    chunks = list(client.stream("Hello there. How are you?", voice="slt", encoding=pb.FLOAT32, sample_rate=24000))
+    assert [c.sequence_number for c in chunks] == list(range(len(chunks)))
+    assert chunks[0].format.sample_rate_hz == 24000 and chunks[0].format.encoding == pb.FLOAT32
+    assert chunks[-1].final and not any(c.final for c in chunks[:-1])
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start_seconds == pytest.approx(a.start_seconds + a.duration_seconds)
+        assert b.server_elapsed_seconds >= a.server_elapsed_seconds
+    total = sum(len(c.audio) for c in chunks) / 4
+    assert total / 24000 == pytest.approx(sum(c.duration_seconds for c in chunks), abs=1e-3)
+    assert {c.segment for c in chunks} == {0, 1}
+
+
+def test_codec_packets_decode_to_the_same_audio_as_pcm(client, engine):
+    pcm = client.synthesize("Good morning.", voice="slt", seed=5).audio
+    chunks = list(client.stream("Good morning.", voice="slt", seed=5, encoding=pb.CODEC, codec_kbps=1.0))
+    info = chunks[0].format.codec
+    assert info.n_q == 4 and info.kbps == pytest.approx(1.0) and info.model_id == engine.codec.model_id
+    codes = unpack_frames(b"".join(c.audio for c in chunks), info.n_q, info.bits_per_code)
+    decoded = engine.codec.decode(torch.from_numpy(codes).T[None])[0, 0].numpy()
+    reference = np.frombuffer(pcm, "<i2") / 32768.0
+    assert decoded.size == reference.size
+    np.testing.assert_allclose(decoded, reference, atol=2e-4)
+    low = list(client.stream("Good morning.", voice="slt", seed=5, encoding=pb.CODEC, codec_kbps=0.5))
+    assert low[0].format.codec.n_q == 2
+
+
+def test_text_streamed_in_pieces_comes_back_as_audio(client):
+    text = "The first sentence is here. And a second one follows it! Then a third?"
+    pieces = [text[i:i + 5] for i in range(0, len(text), 5)]
+    chunks = list(client.stream_text(iter(pieces), voice="kal"))
+    assert chunks[-1].final and max(c.segment for c in chunks) == 2
+    assert sum(c.duration_seconds for c in chunks) > 1.0
+
+
+def test_same_seed_same_audio_even_with_other_streams_running(server, client):
+    solo = [client.synthesize(f"Stream number {i}.", seed=i).audio for i in range(4)]
+    results = [None] * 4
+
+    def run(i):
+        with TtsClient(server.target, timeout=60) as c:
+            results[i] = b"".join(ch.audio for ch in c.stream(f"Stream number {i}.", seed=i))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    for i in range(4):
+        a, b = np.frombuffer(results[i], "<i2"), np.frombuffer(solo[i], "<i2")
+        assert a.size == b.size and np.abs(a.astype(int) - b).max() <= 2   # batched rows match solo runs
+
+
+@pytest.mark.parametrize("call, status, words", [
+    (lambda c: c.synthesize(""), grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    (lambda c: c.synthesize("x" * 6000), grpc.StatusCode.INVALID_ARGUMENT, "limit is 5000"),
+    (lambda c: c.synthesize("hello", voice="nobody"), grpc.StatusCode.NOT_FOUND, "unknown voice"),
+    (lambda c: c.synthesize("hello", sample_rate=4000), grpc.StatusCode.INVALID_ARGUMENT, "sample_rate_hz"),
+    (lambda c: c.synthesize("hello", encoding=9), grpc.StatusCode.INVALID_ARGUMENT, "unsupported encoding"),
+    (lambda c: c.synthesize("hello", temperature=-1), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
+    (lambda c: c.stream("!!!"), grpc.StatusCode.INVALID_ARGUMENT, "nothing that can be spoken"),
+    (lambda c: c.get_voice("ghost"), grpc.StatusCode.NOT_FOUND, "unknown voice"),
+    (lambda c: c.delete_voice("slt"), grpc.StatusCode.FAILED_PRECONDITION, "built in"),
+    (lambda c: c.enroll("Eve", b"not audio", CONSENT), grpc.StatusCode.INVALID_ARGUMENT, ""),
+    (lambda c: c.enroll("Eve", b"x", ""), grpc.StatusCode.INVALID_ARGUMENT, "consent"),
+])
+def test_bad_requests_get_the_right_status(client, call, status, words):
+    code, details = code_of(lambda: call(client))
+    assert code == status and words in details
+
+
+def test_bidirectional_stream_must_start_with_config(client):
+    requests = iter([pb.StreamingSynthesizeRequest(text="hello")])
+    code, details = code_of(lambda: client.stub.StreamingSynthesize(requests, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "config" in details
+
+
+def test_enroll_get_synthesize_delete(client):
+    clip = open("tests/assets/voice_a1.flac", "rb").read()
+    voice = client.enroll("Ada", clip, CONSENT)
+    assert voice.name == "Ada" and voice.clip_seconds > 3 and voice.consent == CONSENT
+    assert client.get_voice("Ada").name == "Ada"
+    code, _ = code_of(lambda: client.enroll("Ada", clip, CONSENT))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert client.synthesize("Hi.", voice="Ada").duration_seconds > 0
+    client.delete_voice("Ada")
+    assert code_of(lambda: client.get_voice("Ada"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_malformed_bytes_do_not_crash_the_server(client):
+    raw = client.channel.unary_unary("/tts.v1.TextToSpeech/Synthesize", request_serializer=lambda b: b,
+                                     response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError):
+        raw(b"\xff\xfe\x00garbage\x12\x99", timeout=10)
+    assert client.synthesize("Still here.").duration_seconds > 0
+
+
+LONG_TEXT = "This stream runs long enough to be interrupted. " * 20
+
+
+def test_too_many_streams_cancellation_frees_the_slot_and_deadlines(engine, tmp_path):
+    srv = start(engine, tmp_path, max_streams=1)
+    try:
+        with TtsClient(srv.target, timeout=60) as a, TtsClient(srv.target, timeout=60) as b:
+            stream = a.stream(LONG_TEXT)
+            next(stream)
+            code, details = code_of(lambda: b.synthesize("hello"))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "busy" in details
+            stream.close()                                   # the client goes away mid-stream
+            deadline = time.time() + 10
+            while srv.server.servicer.streams and time.time() < deadline:
+                time.sleep(0.02)
+            assert srv.server.servicer.streams == 0 and srv.server.servicer.scheduler.active_streams == 0
+            assert b.synthesize("hello").duration_seconds > 0   # the slot is free again
+            code, _ = code_of(lambda: list(TtsClient(srv.target, timeout=0.3).stream(LONG_TEXT)))
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+            deadline = time.time() + 10
+            while srv.server.servicer.scheduler.active_streams and time.time() < deadline:
+                time.sleep(0.02)
+            assert srv.server.servicer.scheduler.active_streams == 0   # the expired stream's work stopped
+    finally:
+        srv.stop()
+
+
+def test_token_auth(engine, tmp_path):
+    srv = start(engine, tmp_path, token="s3cret")
+    try:
+        for token, expected in ((None, "missing token"), ("wrong", "wrong token")):
+            with TtsClient(srv.target, token=token, timeout=10) as c:
+                code, details = code_of(c.voices)
+                assert code == grpc.StatusCode.UNAUTHENTICATED and expected in details
+                code, _ = code_of(lambda: c.stream("hello"))
+                assert code == grpc.StatusCode.UNAUTHENTICATED
+                health = health_pb2_grpc.HealthStub(c.channel).Check(health_pb2.HealthCheckRequest())
+                assert health.status == health_pb2.HealthCheckResponse.SERVING    # health needs no token
+        with TtsClient(srv.target, token="s3cret", timeout=30) as c:
+            assert c.voices() and c.synthesize("hello").duration_seconds > 0
+    finally:
+        srv.stop()
+
+
+def test_graceful_stop_finishes_running_streams(engine, tmp_path):
+    srv = start(engine, tmp_path)
+    got = []
+    with TtsClient(srv.target, timeout=60) as c:
+        stream = c.stream("One more sentence before we close. And another one.")
+        got.append(next(stream))
+        stopper = threading.Thread(target=srv.stop, kwargs={"grace": 30})
+        stopper.start()
+        got.extend(stream)
+        stopper.join(30)
+    assert got[-1].final
+
+
+def test_client_cli(server, tmp_path, capsys):
+    from tts.cli import main
+    import soundfile as sf
+
+    common = ["--target", server.target]
+    out = tmp_path / "c.wav"
+    assert main(["-v", "client", "say", "Hello from the client.", "--out", str(out), *common]) == 0
+    audio, sr = sf.read(out)
+    assert sr == 16000 and audio.size > 0
+    assert "underruns 0" in capsys.readouterr().err
+    out2 = tmp_path / "codec.wav"
+    assert main(["client", "say", "Hello from the client.", "--encoding", "codec", "--out", str(out2), *common]) == 0
+    assert sf.read(out2)[0].size == audio.size        # the same seed, decoded here from codec packets
+    assert main(["client", "voices", *common]) == 0
+    assert "slt\tpreset" in capsys.readouterr().out
+    assert main(["client", "say", "hello", "--voice", "nobody", "--out", str(out), *common]) == 2
+    assert "NOT_FOUND: unknown voice" in capsys.readouterr().err
