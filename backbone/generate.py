@@ -170,41 +170,50 @@ class BatchGenerator:
         return None, k == 0 and t >= row.min_frames
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:
-        """Choose the K tokens of the row's next step from logits [K, V]."""
+        """Choose the K tokens of the row's next step from logits [K, V]; free streams are drawn together."""
         cfg, s = self.cfg, row.request.sampling
         t = len(row.steps)
-        tokens = []
+        tokens: list[int | None] = []
+        free, rows = [], []
         for k in range(cfg.n_codebooks):
             forced, eos_ok = self._allowed(row, t, k)
-            if forced is not None:
-                tokens.append(forced)
-                continue
-            lk = logits[k].float().clone()
-            lk[cfg.card:] = float("-inf")
-            if eos_ok:
-                lk[cfg.eos] = logits[k, cfg.eos]
-            tokens.append(self._draw(lk, s, row.generator, [step[k] for step in row.steps[-s.repetition_window:]]))
+            tokens.append(forced)
+            if forced is None:
+                lk = logits[k].float().clone()
+                lk[cfg.card:] = float("-inf")
+                if eos_ok:
+                    lk[cfg.eos] = logits[k, cfg.eos]
+                free.append(k)
+                rows.append(lk)
+        if free:
+            masked = torch.stack(rows)
+            drawn = self._draw(masked, s, row.generator)
+            for i, k in enumerate(free):
+                recent = [step[k] for step in row.steps[-s.repetition_window:]]
+                token = drawn[i]
+                if s.temperature and recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
+                    # re-draw from the full distribution (VALL-E 2's repetition-aware sampling)
+                    token = int(torch.multinomial(torch.softmax(masked[i], -1), 1, generator=row.generator))
+                tokens[k] = token
         if tokens[0] == cfg.eos and row.n_frames is None:
             row.n_frames = t
         row.steps.append(tokens)
 
     @staticmethod
-    def _draw(logits: torch.Tensor, s: SamplingConfig, g: torch.Generator, recent: list[int]) -> int:
+    def _draw(logits: torch.Tensor, s: SamplingConfig, g: torch.Generator) -> list[int]:
+        """One token per row of logits [m, V]: greedy, or temperature + top-k + top-p sampling."""
         if s.temperature == 0:
-            return int(logits.argmax())
+            return logits.argmax(-1).tolist()
         scaled = logits / s.temperature
         if s.top_k:
-            kth = torch.topk(scaled, min(s.top_k, scaled.numel())).values[-1]
+            kth = torch.topk(scaled, min(s.top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         probs = torch.softmax(scaled, -1)
         if s.top_p < 1:
-            sorted_p, order = probs.sort(descending=True)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
             cut = sorted_p.cumsum(-1) - sorted_p > s.top_p
-            probs = probs.scatter(0, order, sorted_p.masked_fill(cut, 0.0))
-        token = int(torch.multinomial(probs, 1, generator=g))
-        if recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
-            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=g))  # re-draw, full distribution
-        return token
+            probs = probs.scatter(-1, order, sorted_p.masked_fill(cut, 0.0))
+        return torch.multinomial(probs, 1, generator=g)[:, 0].tolist()
 
     def _new_frames(self, row: _Row) -> list[torch.Tensor]:
         """Frames whose K codes are all known and not yet handed out."""

@@ -42,6 +42,7 @@ class Emitted:
     elapsed: float            # seconds since the stream was submitted
     final: bool = False
     error: BaseException | None = None
+    remaining: float = 0.0    # estimate of the seconds still to come
 
 
 @dataclass
@@ -178,7 +179,7 @@ class StreamJob:
         with self._lock:
             self._queued_seconds += seconds
         seg = self.stream.segments_started - 1 if segment is None else segment
-        self._put(Emitted(audio, seconds, seg, self._elapsed()))
+        self._put(Emitted(audio, seconds, seg, self._elapsed(), remaining=self.stream.remaining_seconds()))
 
     def _put(self, item: Emitted) -> None:
         try:

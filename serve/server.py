@@ -191,7 +191,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             async for item in self._relay(job, context):
                 chunk = pb.AudioChunk(audio=item.audio, sequence_number=seq, start_seconds=position,
                                       duration_seconds=item.seconds, server_elapsed_seconds=item.elapsed,
-                                      segment=item.segment, final=item.final)
+                                      segment=item.segment, final=item.final,
+                                      remaining_seconds_estimate=item.remaining)
                 if seq == 0:
                     chunk.format.CopyFrom(self._format(out))
                 seq += 1

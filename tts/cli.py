@@ -425,8 +425,11 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
                 raise UserError(f"the server's codec is {info.model_id}, this machine has {codec.model_id}")
             decoder = ChunkedDecoder(codec)
 
+        remaining = [first.remaining_seconds_estimate]
+
         def pcm_chunks():
             for chunk in [first, *stream]:
+                remaining[0] = chunk.remaining_seconds_estimate
                 if decoder is None:
                     yield client.pcm(chunk)
                     continue
@@ -435,7 +438,7 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
             if decoder is not None and (tail := decoder.flush()) is not None:
                 yield tail
 
-        ttfa, elapsed, seconds, stats = deliver(pcm_chunks(), rate, args.out, args.play)
+        ttfa, elapsed, seconds, stats = deliver(pcm_chunks(), rate, args.out, args.play, lambda: remaining[0])
     if args.out:
         print(f"wrote {args.out} ({seconds:.2f} s)", file=sys.stderr)
     if args.verbose:
@@ -479,6 +482,28 @@ def _cmd_bench_voice(args: argparse.Namespace) -> int:
     _require_corpus(args.corpus)
     encoder = load_encoder(args.encoder)
     print(format_report(run(encoder, args.corpus, clips_per_speaker=args.clips_per_speaker)))
+    return 0
+
+
+def _cmd_bench_tts(args: argparse.Namespace) -> int:
+    from benchmarks.tts_bench import format_report, run
+    from tts.engine import Engine
+
+    print(format_report(run(Engine.load(backbone=args.backbone), args.voice, args.seeds)))
+    return 0
+
+
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from benchmarks.serve_bench import format_report, run
+    from tts.engine import Engine
+    from voice.store import VoiceStore
+
+    levels = [int(n) for n in args.streams.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = VoiceStore(Path(tmp) / "voices.db")
+        print(format_report(run(Engine.load(backbone=args.backbone), store, levels)))
     return 0
 
 
@@ -677,6 +702,15 @@ def build_parser() -> argparse.ArgumentParser:
     bv.add_argument("--encoder", default=None)
     bv.add_argument("--clips-per-speaker", type=int, default=12)
     bv.set_defaults(func=_cmd_bench_voice)
+    bt = bench.add_parser("tts", help="time to first audio, real-time factor, underruns, memory (one stream)")
+    bt.add_argument("--backbone", default=None)
+    bt.add_argument("--voice", default="slt")
+    bt.add_argument("--seeds", type=int, default=3)
+    bt.set_defaults(func=_cmd_bench_tts)
+    bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
+    bs.add_argument("--backbone", default=None)
+    bs.add_argument("--streams", default="1,2,4,8,12,16", help="comma-separated concurrency levels")
+    bs.set_defaults(func=_cmd_bench_serve)
     return parser
 
 

@@ -29,7 +29,7 @@ class ChunkedDecoder:
         self.first_chunk_frames = first_chunk_frames
         self.max_chunk_frames = max_chunk_frames
         self._pending: list[torch.Tensor] = []
-        self._state: dict | None = None
+        self._state: list | None = None
         self._next_chunk = first_chunk_frames
         self.frames_decoded = 0
 

@@ -1,0 +1,71 @@
+"""`tts bench serve`: N concurrent streaming clients over loopback against one server.
+
+The server runs in this process (its own event loop and scheduler thread);
+each client is a thread with its own channel, all starting together on
+different sentences. Per stream: time to first audio (request sent to first
+chunk received), real-time factor (last chunk's arrival / audio length) and
+the underruns a client player with the default playout buffer would have had
+(the arrival timeline replayed through it, with the server's estimate of
+the audio still to come). The largest N with no underrun is reported.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from benchmarks.tts_bench import SENTENCES
+from serve.client import TtsClient
+from serve.server import BackgroundServer, ServerConfig
+from tts.engine import Engine
+from tts.stream.playout import simulate_playout
+from voice.store import VoiceStore
+
+
+def one_stream(target: str, text: str, seed: int, barrier: threading.Barrier, out: list, index: int) -> None:
+    with TtsClient(target, timeout=300) as client:
+        barrier.wait()
+        t0 = time.perf_counter()
+        timeline, first, audio = [], None, 0.0
+        for chunk in client.stream(text, seed=seed):
+            now = time.perf_counter() - t0
+            first = now if first is None and chunk.duration_seconds else first
+            audio += chunk.duration_seconds
+            timeline.append((now, int(round(chunk.duration_seconds * 16000)), chunk.remaining_seconds_estimate))
+        elapsed = time.perf_counter() - t0
+    stats = simulate_playout(timeline, 16000)
+    out[index] = {"ttfa": first, "rtf": elapsed / max(audio, 1e-9), "underruns": stats.underruns, "audio": audio}
+
+
+def run_level(target: str, n: int) -> dict:
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+    threads = [threading.Thread(target=one_stream, args=(target, SENTENCES[1 + i % 4], i, barrier, results, i))
+               for i in range(n)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    ttfa = np.array([r["ttfa"] for r in results]) * 1000
+    return {"streams": n, "ttfa_ms_p50": float(np.percentile(ttfa, 50)), "ttfa_ms_p95": float(np.percentile(ttfa, 95)),
+            "rtf_max": max(r["rtf"] for r in results), "underruns": sum(r["underruns"] for r in results),
+            "streams_with_underrun": sum(1 for r in results if r["underruns"])}
+
+
+def run(engine: Engine, store: VoiceStore, levels: list[int]) -> dict:
+    server = BackgroundServer(engine, store, ServerConfig(port=0, max_streams=max(levels)))
+    try:
+        run_level(server.target, 1)   # warm-up
+        rows = [run_level(server.target, n) for n in levels]
+    finally:
+        server.stop()
+    clean = [r["streams"] for r in rows if r["underruns"] == 0]
+    return {"rows": rows, "largest_without_underrun": max(clean) if clean else 0}
+
+
+def format_report(result: dict) -> str:
+    lines = ["| streams | TTFA p50 ms | TTFA p95 ms | worst RTF | streams with underruns |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['streams']} | {r['ttfa_ms_p50']:.0f} | {r['ttfa_ms_p95']:.0f} | {r['rtf_max']:.3f} | "
+                     f"{r['streams_with_underrun']} |")
+    lines.append(f"largest N with no underrun: {result['largest_without_underrun']}")
+    return "\n".join(lines)
