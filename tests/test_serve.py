@@ -245,3 +245,62 @@ def test_client_cli(server, tmp_path, capsys):
     assert "slt\tpreset" in capsys.readouterr().out
     assert main(["client", "say", "hello", "--voice", "nobody", "--out", str(out), *common]) == 2
     assert "NOT_FOUND: unknown voice" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_reading_does_not_make_the_server_buffer_grow(engine):
+    """The scheduler stops starting segments for a stream whose audio is not taken (backpressure)."""
+    import asyncio
+
+    from serve.scheduler import OutputFormat, Scheduler, StreamJob
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    scheduler = Scheduler(engine, max_queued_seconds=1.0)
+    scheduler.start()
+    try:
+        stream = engine.stream(np.ones(192, np.float32) / np.sqrt(192))
+        stream.add_text("Short one. " * 40)
+        job = StreamJob(stream, OutputFormat(), loop)
+        job.end_input()
+        scheduler.submit(job)
+        deadline = time.time() + 20
+        while time.time() < deadline and not (job.row is None and job.audio_seconds > 1.0):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        produced = job.audio_seconds
+        time.sleep(1.0)
+        assert job.audio_seconds == produced                 # nothing more while nobody reads
+        assert job.stream.segments and produced < 1.0 + 8.0  # the limit plus at most one segment
+        while not job.queue.empty():                         # the reader comes back ...
+            job.taken(asyncio.run_coroutine_threadsafe(job.queue.get(), loop).result(5))
+        scheduler.wake()
+        deadline = time.time() + 20
+        while time.time() < deadline and job.audio_seconds == produced:
+            time.sleep(0.05)
+        assert job.audio_seconds > produced                  # ... and generation resumes
+        job.cancel()
+    finally:
+        scheduler.stop()
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_tls(engine, tmp_path):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    srv = BackgroundServer(engine, VoiceStore(tmp_path / "v.db"),
+                           ServerConfig(host="localhost", port=0, tls_cert=str(cert), tls_key=str(key)))
+    try:
+        with TtsClient(f"localhost:{srv.port}", tls_ca=str(cert), timeout=30) as c:
+            assert c.synthesize("Secure hello.").duration_seconds > 0
+        with TtsClient(f"localhost:{srv.port}", timeout=5) as plain:      # plaintext to a TLS port fails
+            assert code_of(plain.voices)[0] == grpc.StatusCode.UNAVAILABLE
+    finally:
+        srv.stop()

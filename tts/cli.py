@@ -99,14 +99,15 @@ def _cmd_data_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """The project's main job until synthesis exists: a small corpus, summarised and sampled."""
-    from tts.corpus.build import BuildConfig, build_corpus
+    """The main job: speak a sentence with the shipped models into a WAV file, and play it where possible."""
+    from tts.engine import Engine
+    from tts.say import say
 
-    stats = build_corpus(BuildConfig(out_dir=args.out, hours=args.hours, n_flite=12, n_espeak=12,
-                                     seed=args.seed))
-    print(f"built {stats['hours'] * 60:.1f} min of speech, {stats['utterances']} utterances, "
-          f"{stats['speakers']} speakers {stats['speakers_by_source']} in {stats['build_seconds']} s -> {args.out}")
-    return _cmd_data_sample(argparse.Namespace(corpus=args.out, n=5, seed=args.seed, play=True))
+    engine = Engine.load()
+    report = say(engine, args.text, engine.voice_embedding(args.voice), out=args.out)
+    print(f"wrote {args.out}: {report.audio_seconds:.2f} s of speech, voice {args.voice}; {report.summary()}")
+    play_or_report(Path(args.out))
+    return 0
 
 
 # ---------------------------------------------------------------- codec
@@ -532,10 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the main job: build a small corpus and play a sample of it")
-    demo.add_argument("--out", default="data/demo")
-    demo.add_argument("--hours", type=float, default=0.05)
-    demo.add_argument("--seed", type=int, default=1234)
+    demo = sub.add_parser("demo", help="the main job: speak a sentence with the shipped model (WAV, and play it)")
+    demo.add_argument("--text", default="Hello! This is a streaming text to speech engine, speaking on your CPU.")
+    demo.add_argument("--voice", default="slt")
+    demo.add_argument("--out", default="hello.wav")
     demo.set_defaults(func=_cmd_demo)
 
     sp = sub.add_parser("say", help="speak text (argument or stdin) to a WAV file or the speakers")
