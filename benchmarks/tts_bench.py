@@ -4,7 +4,9 @@ For sentences of different lengths (a few words to a short paragraph), each
 with several seeds: time to first audio (call to first PCM chunk), real-time
 factor (synthesis time / audio length), the underruns a real-time player with
 the default playout buffer would have had (the chunk timeline replayed through
-it), and the process's peak memory. One warm-up run first (lazy init).
+it), the process's peak memory, and the speaker similarity (cosine between the
+speaker encoder's embedding of the output and the voice asked for; the voice's
+own recordings score about 0.9, other speakers about 0.25, see `tts bench voice`). One warm-up run first (lazy init).
 """
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ import resource
 import time
 
 import numpy as np
+import soundfile as sf
 
+from benchmarks.intelligibility import Recognizer, wer
+from tts.corpus.manifest import audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions, run_stream
 from tts.stream.playout import simulate_playout
 
@@ -31,40 +36,66 @@ def measure(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> dict:
     stream = engine.stream(speaker, SynthesisOptions(seed=seed))
     stream.add_text(text)
     t0 = time.perf_counter()
-    first, samples, timeline = None, 0, []
+    first, pieces, timeline = None, [], []
     for chunk in run_stream(engine.backbone, stream):
         now = time.perf_counter() - t0
         first = now if first is None else first
-        samples += chunk.size
+        pieces.append(chunk)
         timeline.append((now, chunk.size, stream.remaining_seconds()))
     elapsed = time.perf_counter() - t0
-    audio = samples / engine.sample_rate
+    pcm = np.concatenate(pieces)
+    audio = pcm.size / engine.sample_rate
     stats = simulate_playout(timeline, engine.sample_rate)
-    return {"chars": len(text), "ttfa": first, "rtf": elapsed / audio, "audio": audio,
-            "underruns": stats.underruns, "start_delay": stats.start_delay}
+    similarity = float(np.dot(engine.encoder.embed(pcm, engine.sample_rate), speaker))
+    return {"pcm": pcm, "text": text, "chars": len(text), "ttfa": first, "rtf": elapsed / audio, "audio": audio,
+            "underruns": stats.underruns, "start_delay": stats.start_delay, "similarity": similarity}
 
 
-def run(engine: Engine, voice: str = "slt", seeds: int = 3) -> dict:
+def run(engine: Engine, voice: str = "slt", seeds: int = 3, corpus: str | None = None) -> dict:
     speaker = engine.voice_embedding(voice)
     measure(engine, SENTENCES[0], speaker, 0)   # warm-up
     rows = [measure(engine, text, speaker, seed) for text in SENTENCES for seed in range(seeds)]
+    intelligibility = _intelligibility(engine, rows, corpus)
     ttfa = np.array([r["ttfa"] for r in rows]) * 1000
     rtf = np.array([r["rtf"] for r in rows])
+    for r in rows:
+        r.pop("pcm", None)
     return {"runs": len(rows), "rows": rows, "backbone": getattr(engine.backbone, "model_id", "?"),
             "ttfa_ms_p50": float(np.percentile(ttfa, 50)), "ttfa_ms_p95": float(np.percentile(ttfa, 95)),
             "rtf_p50": float(np.percentile(rtf, 50)), "rtf_p95": float(np.percentile(rtf, 95)),
             "underruns": int(sum(r["underruns"] for r in rows)),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "similarity": float(np.mean([r["similarity"] for r in rows])),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **intelligibility}
+
+
+def _intelligibility(engine: Engine, rows: list[dict], corpus: str | None) -> dict:
+    """WER of our output, and of the corpus's own test audio as the recogniser's baseline."""
+    try:
+        recognizer = Recognizer()
+    except ImportError:
+        return {}
+    if engine.sample_rate != 16000:
+        return {}
+    result = {"wer": wer(recognizer, [(r.pop("pcm"), r["text"]) for r in rows])}
+    if corpus:
+        utts = read_manifest(corpus, ["test"])[:30]
+        pairs = [(sf.read(audio_path(corpus, u), dtype="float32")[0], u.text) for u in utts]
+        result["corpus_wer"] = wer(recognizer, pairs)
+    return result
 
 
 def format_report(result: dict) -> str:
     lines = [f"backbone {result['backbone']}, {result['runs']} runs (sentences x seeds), one thread",
-             "| chars | audio s | time to first audio ms | RTF | underruns | playback start ms |",
-             "|---|---|---|---|---|---|"]
+             "| chars | audio s | time to first audio ms | RTF | underruns | playback start ms | speaker cos |",
+             "|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         lines.append(f"| {r['chars']} | {r['audio']:.2f} | {r['ttfa'] * 1000:.0f} | {r['rtf']:.3f} | "
-                     f"{r['underruns']} | {r['start_delay'] * 1000:.0f} |")
+                     f"{r['underruns']} | {r['start_delay'] * 1000:.0f} | {r['similarity']:.2f} |")
     lines.append(f"time to first audio p50 {result['ttfa_ms_p50']:.0f} ms, p95 {result['ttfa_ms_p95']:.0f} ms; "
                  f"RTF p50 {result['rtf_p50']:.3f}, p95 {result['rtf_p95']:.3f}; underruns {result['underruns']}; "
-                 f"peak memory {result['peak_rss_mb']:.0f} MB")
+                 f"peak memory {result['peak_rss_mb']:.0f} MB; mean speaker cosine {result['similarity']:.2f}")
+    if "wer" in result:
+        baseline = (f" (the same recogniser on 30 corpus test utterances: {result['corpus_wer'] * 100:.0f} %)"
+                    if "corpus_wer" in result else "")
+        lines.append(f"word error rate of pocketsphinx on our output: {result['wer'] * 100:.0f} %{baseline}")
     return "\n".join(lines)

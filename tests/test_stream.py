@@ -249,3 +249,11 @@ def test_say_with_a_clip_that_is_not_audio(backbone_file, tmp_path, capsys):
     assert main(["say", "hello", "--clone", str(clip), "--out", str(tmp_path / "x.wav"),
                  "--backbone", backbone_file]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_word_error_rate_helpers():
+    from benchmarks.intelligibility import word_errors, words_of
+
+    assert words_of("Dr. Smith paid $5, didn't he?") == ["doctor", "smith", "paid", "five", "dollars", "didn't", "he"]
+    assert word_errors("a b c d".split(), "a x c".split()) == 2        # one substitution, one deletion
+    assert word_errors([], "a b".split()) == 2 and word_errors("a b".split(), "a b".split()) == 0

@@ -490,7 +490,8 @@ def _cmd_bench_tts(args: argparse.Namespace) -> int:
     from benchmarks.tts_bench import format_report, run
     from tts.engine import Engine
 
-    print(format_report(run(Engine.load(backbone=args.backbone), args.voice, args.seeds)))
+    corpus = args.corpus if (Path(args.corpus) / "manifest.jsonl").is_file() else None
+    print(format_report(run(Engine.load(backbone=args.backbone), args.voice, args.seeds, corpus)))
     return 0
 
 
@@ -707,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--backbone", default=None)
     bt.add_argument("--voice", default="slt")
     bt.add_argument("--seeds", type=int, default=3)
+    bt.add_argument("--corpus", default="data/corpus", help="for the recogniser's baseline WER (if present)")
     bt.set_defaults(func=_cmd_bench_tts)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
