@@ -13,7 +13,6 @@ underrun is reported.
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -21,22 +20,22 @@ from benchmarks.tts_bench import SENTENCES
 from serve.client import TtsClient
 from serve.server import BackgroundServer, ServerConfig
 from tts.engine import Engine
-from tts.stream.playout import simulate_playout
+from tts.say import deliver
 from voice.store import VoiceStore
 
 
 def one_stream(target: str, text: str, seed: int, barrier: threading.Barrier, out: list, index: int) -> None:
     with TtsClient(target, timeout=300) as client:
+        remaining = [0.0]
+
+        def chunks():
+            for chunk in client.stream(text, seed=seed):
+                remaining[0] = chunk.remaining_seconds_estimate
+                if chunk.audio:
+                    yield client.pcm(chunk)
+
         barrier.wait()
-        t0 = time.perf_counter()
-        timeline, first, audio = [], None, 0.0
-        for chunk in client.stream(text, seed=seed):
-            now = time.perf_counter() - t0
-            first = now if first is None and chunk.duration_seconds else first
-            audio += chunk.duration_seconds
-            timeline.append((now, int(round(chunk.duration_seconds * 16000)), chunk.remaining_seconds_estimate))
-        elapsed = time.perf_counter() - t0
-    stats = simulate_playout(timeline, 16000)
+        first, elapsed, audio, stats = deliver(chunks(), 16000, remaining=lambda: remaining[0])
     out[index] = {"ttfa": first, "rtf": elapsed / max(audio, 1e-9), "underruns": stats.underruns, "audio": audio,
                   "start": stats.start_delay or 0.0}
 

@@ -11,7 +11,6 @@ own recordings score about 0.9, other speakers about 0.25, see `tts bench voice`
 from __future__ import annotations
 
 import resource
-import time
 
 import numpy as np
 import soundfile as sf
@@ -19,7 +18,7 @@ import soundfile as sf
 from benchmarks.intelligibility import Recognizer, wer
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions, run_stream
-from tts.stream.playout import simulate_playout
+from tts.say import deliver
 
 SENTENCES = [
     "Hello there.",
@@ -35,17 +34,15 @@ SENTENCES = [
 def measure(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> dict:
     stream = engine.stream(speaker, SynthesisOptions(seed=seed))
     stream.add_text(text)
-    t0 = time.perf_counter()
-    first, pieces, timeline = None, [], []
-    for chunk in run_stream(engine.backbone, stream):
-        now = time.perf_counter() - t0
-        first = now if first is None else first
-        pieces.append(chunk)
-        timeline.append((now, chunk.size, stream.remaining_seconds()))
-    elapsed = time.perf_counter() - t0
+    pieces: list[np.ndarray] = []
+
+    def chunks():
+        for chunk in run_stream(engine.backbone, stream):
+            pieces.append(chunk)
+            yield chunk
+
+    first, elapsed, audio, stats = deliver(chunks(), engine.sample_rate, remaining=stream.remaining_seconds)
     pcm = np.concatenate(pieces)
-    audio = pcm.size / engine.sample_rate
-    stats = simulate_playout(timeline, engine.sample_rate)
     similarity = float(np.dot(engine.encoder.embed(pcm, engine.sample_rate), speaker))
     return {"pcm": pcm, "text": text, "chars": len(text), "ttfa": first, "rtf": elapsed / audio, "audio": audio,
             "underruns": stats.underruns, "start_delay": stats.start_delay, "similarity": similarity}
@@ -55,11 +52,10 @@ def run(engine: Engine, voice: str = "slt", seeds: int = 3, corpus: str | None =
     speaker = engine.voice_embedding(voice)
     measure(engine, SENTENCES[0], speaker, 0)   # warm-up
     rows = [measure(engine, text, speaker, seed) for text in SENTENCES for seed in range(seeds)]
-    intelligibility = _intelligibility(engine, rows, corpus)
+    audio = [(r.pop("pcm"), r["text"]) for r in rows]
+    intelligibility = _intelligibility(audio, engine.sample_rate, corpus)
     ttfa = np.array([r["ttfa"] for r in rows]) * 1000
     rtf = np.array([r["rtf"] for r in rows])
-    for r in rows:
-        r.pop("pcm", None)
     return {"runs": len(rows), "rows": rows, "backbone": getattr(engine.backbone, "model_id", "?"),
             "ttfa_ms_p50": float(np.percentile(ttfa, 50)), "ttfa_ms_p95": float(np.percentile(ttfa, 95)),
             "rtf_p50": float(np.percentile(rtf, 50)), "rtf_p95": float(np.percentile(rtf, 95)),
@@ -68,15 +64,15 @@ def run(engine: Engine, voice: str = "slt", seeds: int = 3, corpus: str | None =
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **intelligibility}
 
 
-def _intelligibility(engine: Engine, rows: list[dict], corpus: str | None) -> dict:
+def _intelligibility(audio: list[tuple[np.ndarray, str]], sample_rate: int, corpus: str | None) -> dict:
     """WER of our output, and of the corpus's own test audio as the recogniser's baseline."""
     try:
         recognizer = Recognizer()
     except ImportError:
         return {}
-    if engine.sample_rate != 16000:
+    if sample_rate != 16000:
         return {}
-    result = {"wer": wer(recognizer, [(r.pop("pcm"), r["text"]) for r in rows])}
+    result = {"wer": wer(recognizer, audio)}
     if corpus:
         utts = read_manifest(corpus, ["test"])[:30]
         pairs = [(sf.read(audio_path(corpus, u), dtype="float32")[0], u.text) for u in utts]

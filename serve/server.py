@@ -25,6 +25,7 @@ from serve.scheduler import Emitted, OutputFormat, Scheduler, StreamJob
 from serve.stubs import pb, rpc
 from tts.engine import Engine, ModelMismatchError, SynthesisError, SynthesisOptions
 from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, all_voices, enroll
+from voice.presets import load_presets
 from voice.store import VoiceExistsError, VoiceNotFoundError, VoiceStore, VoiceStoreError
 
 log = logging.getLogger("tts.serve")
@@ -250,20 +251,14 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                 if kind == "text":
                     total += len(request.text)
                     if total > 100 * self.config.max_text_chars:
-                        job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(
-                            grpc.StatusCode.INVALID_ARGUMENT, "too much text in one stream")))
-                        job.cancel()
-                        return
+                        return _fail(job, "too much text in one stream")
                     job.feed(request.text)
                 elif kind == "flush":
                     job.flush()
                 elif kind == "end_of_input":
                     break
                 elif kind == "config":
-                    job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(
-                        grpc.StatusCode.INVALID_ARGUMENT, "`config` may only be sent in the first request")))
-                    job.cancel()
-                    return
+                    return _fail(job, "`config` may only be sent in the first request")
         except (asyncio.CancelledError, grpc.RpcError):
             return
         job.end_input()
@@ -306,7 +301,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
 
     async def DeleteVoice(self, request, context):
         try:
-            if any(v.name == request.name for v in all_voices(self.store) if v.preset):
+            if request.name in load_presets():
                 raise _Reject(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name!r} is built in and cannot be deleted")
             self.store.delete(request.name)
             return pb.DeleteVoiceResponse()
@@ -339,6 +334,12 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             "ttfa_ms": round(job.first_audio * 1000, 1) if job.first_audio is not None else None,
             "rtf": round(elapsed / audio, 3) if audio else None, "encoding": job.output.kind,
             "cancelled": job.cancelled, "error": str(error) if error else None}))
+
+
+def _fail(job: StreamJob, message: str) -> None:
+    """End a stream with INVALID_ARGUMENT from the request reader (the scheduler drops the job)."""
+    job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(grpc.StatusCode.INVALID_ARGUMENT, message)))
+    job.cancel()
 
 
 def _voice(record) -> pb.Voice:

@@ -66,7 +66,6 @@ class SpeechStream:
         self.current: Segment | None = None
         self.frames_in_segment = 0
         self.segments_started = 0
-        self.samples_out = 0
 
     # text in
     def add_text(self, text: str) -> None:
@@ -95,7 +94,7 @@ class SpeechStream:
     def on_frames(self, frames: list[torch.Tensor], decode: bool = True) -> list[np.ndarray]:
         """PCM chunks completed by these frames (none when the caller sends codes, `decode=False`)."""
         self.frames_in_segment += len(frames)
-        return self._count(self.decoder.push(frames)) if decode else []
+        return self.decoder.push(frames) if decode else []
 
     def end_segment(self, decode: bool = True) -> list[np.ndarray]:
         """The current segment is generated: the decoder's remainder and the pause that follows."""
@@ -108,7 +107,7 @@ class SpeechStream:
         if self.current is not None and self.current.pause_after > 0:
             chunks.append(np.zeros(int(self.current.pause_after * self.engine.sample_rate), dtype=np.float32))
         self.current = None
-        return self._count(chunks)
+        return chunks
 
     def remaining_seconds(self) -> float:
         """Estimate of the audio still to come: the rest of the current segment and the queued ones."""
@@ -119,27 +118,24 @@ class SpeechStream:
         done = self.frames_in_segment / self.engine.codec.frame_rate
         return queued + max(self.current.pause_after, estimate(self.current) - done)
 
-    def _count(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        self.samples_out += sum(c.size for c in chunks)
-        return chunks
-
 
 class Engine:
     """The models of one synthesis setup, checked to belong together."""
 
     def __init__(self, codec: CodecModel, backbone: Backbone, tokenizer: TextTokenizer,
                  encoder: SpeakerEncoder | None = None, store: VoiceStore | None = None,
-                 check_ids: bool = True) -> None:
+                 encoder_path: str | Path | None = None) -> None:
+        """`encoder` or, loaded at the first clone, the encoder file `encoder_path` (default: the shipped one)."""
         self.codec, self.backbone, self.tokenizer = codec, backbone, tokenizer
         self._encoder = encoder
+        self._encoder_path = encoder_path
         self.store = store
         cfg = backbone.config
-        if check_ids:
-            for what, wanted, loaded in (("codec", cfg.codec_id, codec.model_id),
-                                         ("tokenizer", cfg.tokenizer_id, tokenizer.id)):
-                if wanted != loaded:
-                    raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
-                                             f"but {what} {loaded} is loaded")
+        for what, wanted, loaded in (("codec", cfg.codec_id, codec.model_id),
+                                     ("tokenizer", cfg.tokenizer_id, tokenizer.id)):
+            if wanted != loaded:
+                raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
+                                         f"but {what} {loaded} is loaded")
         if cfg.n_codebooks > codec.config.n_q:
             raise ModelMismatchError(f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")
 
@@ -149,9 +145,7 @@ class Engine:
              store: VoiceStore | None = None) -> "Engine":
         """The shipped models by default (the speaker encoder is loaded only when a clip is cloned)."""
         torch.set_num_threads(1)   # fastest on the CPUs we measured; see the README
-        engine = cls(load_codec(codec), load_backbone(backbone), TextTokenizer(tokenizer), None, store)
-        engine._encoder_path = encoder
-        return engine
+        return cls(load_codec(codec), load_backbone(backbone), TextTokenizer(tokenizer), None, store, encoder)
 
     @property
     def sample_rate(self) -> int:
@@ -160,7 +154,7 @@ class Engine:
     @property
     def encoder(self) -> SpeakerEncoder:
         if self._encoder is None:
-            self._encoder = load_encoder(getattr(self, "_encoder_path", None))
+            self._encoder = load_encoder(self._encoder_path)
         return self._encoder
 
     @property

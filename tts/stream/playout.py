@@ -211,9 +211,7 @@ def simulate_playout(arrivals: list[tuple[float, int, float]], sample_rate: int,
             _, n, remaining = pending.pop(0)
             buffer.push(np.zeros(n, dtype=np.float32))
             buffer.expect(remaining)
-            if not pending:
-                buffer.finish()
-        if not pending and not arrivals:
+        if not pending:
             buffer.finish()
         buffer.read(block)
         clock.now += block / sample_rate
