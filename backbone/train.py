@@ -21,13 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from backbone.data import TokenCache, load_token_cache
 from backbone.model import Backbone, BackboneConfig, save_backbone
 from tts.distributed import any_rank, is_main, setup_distributed
-from tts.training import save_checkpoint, warmup_cosine
+from tts.training import TrainerOptions, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class BackboneTrainConfig:
+class BackboneTrainConfig(TrainerOptions):
     cache: str = "runs/backbone/tokens.npz"
     out_dir: str = "runs/backbone"
     export: str = "assets/backbone.safetensors"
@@ -37,13 +37,7 @@ class BackboneTrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 500
     speaker_dropout: float = 0.0      # share of examples with a zero speaker vector (unconditional)
-    device: str = "cpu"
-    threads: int = 1
-    seed: int = 0
-    log_every: int = 25
     valid_every: int = 500
-    ckpt_minutes: float = 5.0
-    max_minutes: float = 0.0
     model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
 
 

@@ -32,13 +32,13 @@ from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, ge
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
-from tts.training import save_checkpoint
+from tts.training import TrainerOptions, save_checkpoint
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainerOptions):
     corpus: str = "data/corpus"
     out_dir: str = "runs/codec"
     export: str = "assets/codec.safetensors"
@@ -54,13 +54,7 @@ class TrainConfig:
     lambda_adv: float = 1.0
     lambda_fm: float = 2.0
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
-    device: str = "cpu"
-    threads: int = 1
-    seed: int = 0
-    log_every: int = 25
     valid_every: int = 500
-    ckpt_minutes: float = 5.0
-    max_minutes: float = 0.0          # stop (after a checkpoint) when this much time has passed; 0 = no limit
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
     init_from: str = ""               # a shipped codec file to start a new run from (ignored when resuming)
 

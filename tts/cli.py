@@ -239,13 +239,17 @@ def _cmd_voice_presets(args: argparse.Namespace) -> int:
 def _cmd_train_codec(args: argparse.Namespace) -> int:
     from codec.train import TrainConfig, train
 
-    cfg = TrainConfig(corpus=args.corpus, out_dir=args.out, export=args.export, steps=args.steps,
-                      batch_size=args.batch_size, adv_start=args.adv_start, device=args.device,
-                      threads=args.threads, max_minutes=args.max_minutes, lr=args.lr,
-                      valid_every=args.valid_every, log_every=args.log_every, init_from=args.init_from)
+    cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
+                      init_from=args.init_from, **_trainer_options(args))
     _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
     return 0
+
+
+def _trainer_options(args: argparse.Namespace) -> dict:
+    """The tts.training.TrainerOptions fields set by `_add_trainer_args`."""
+    return dict(out_dir=args.out, export=args.export, steps=args.steps, lr=args.lr, valid_every=args.valid_every,
+                device=args.device, threads=args.threads, max_minutes=args.max_minutes, log_every=args.log_every)
 
 
 def _require_corpus(corpus: str) -> None:
@@ -257,10 +261,8 @@ def _cmd_train_voice(args: argparse.Namespace) -> int:
     from voice.train import VoiceTrainConfig, train_voice
 
     _require_corpus(args.corpus)
-    cfg = VoiceTrainConfig(corpus=args.corpus, out_dir=args.out, export=args.export, steps=args.steps,
-                           batch_size=args.batch_size, lr=args.lr, device=args.device, threads=args.threads,
-                           max_minutes=args.max_minutes, valid_every=args.valid_every, log_every=args.log_every,
-                           max_seconds_per_speaker=args.seconds_per_speaker)
+    cfg = VoiceTrainConfig(corpus=args.corpus, batch_size=args.batch_size,
+                           max_seconds_per_speaker=args.seconds_per_speaker, **_trainer_options(args))
     print(json.dumps(train_voice(cfg)))
     return 0
 
@@ -289,10 +291,8 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                           max_hours_per_split=args.max_hours or None)
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
                                 "ffn": args.ffn, "dropout": args.dropout}.items() if v}
-    cfg = BackboneTrainConfig(cache=str(cache), out_dir=args.out, export=args.export, steps=args.steps,
-                              frames_per_batch=args.batch_frames, lr=args.lr, device=args.device,
-                              threads=args.threads, max_minutes=args.max_minutes, valid_every=args.valid_every,
-                              log_every=args.log_every, model=model)
+    cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model,
+                              **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
 

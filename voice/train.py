@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tts.corpus.manifest import read_manifest
-from tts.training import save_checkpoint, warmup_cosine
+from tts.training import TrainerOptions, save_checkpoint, warmup_cosine
 from voice.encoder import EncoderConfig, SpeakerEncoder, save_encoder
 from voice.verification import cut_clips, speaker_streams, verify
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class VoiceTrainConfig:
+class VoiceTrainConfig(TrainerOptions):
     corpus: str = "data/corpus"
     out_dir: str = "runs/voice"
     export: str = "assets/voice_encoder.safetensors"
@@ -46,13 +46,7 @@ class VoiceTrainConfig:
     margin_warmup_steps: int = 800
     dev_every: int = 10              # every n-th training speaker is a development speaker
     max_seconds_per_speaker: float = 1200.0
-    device: str = "cpu"
-    threads: int = 1
-    seed: int = 0
-    log_every: int = 25
     valid_every: int = 250
-    ckpt_minutes: float = 5.0
-    max_minutes: float = 0.0
     encoder: dict = field(default_factory=dict)  # EncoderConfig overrides for a new run
 
 
