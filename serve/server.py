@@ -186,20 +186,17 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                 job.cancel()
                 self.scheduler.wake()
 
-    def _chunks(self, job: StreamJob, out: OutputFormat, context) -> AsyncIterator[pb.AudioChunk]:
-        async def gen():
-            seq, position = 0, 0.0
-            async for item in self._relay(job, context):
-                chunk = pb.AudioChunk(audio=item.audio, sequence_number=seq, start_seconds=position,
-                                      duration_seconds=item.seconds, server_elapsed_seconds=item.elapsed,
-                                      segment=item.segment, final=item.final,
-                                      remaining_seconds_estimate=item.remaining)
-                if seq == 0:
-                    chunk.format.CopyFrom(self._format(out))
-                seq += 1
-                position += item.seconds
-                yield chunk
-        return gen()
+    async def _chunks(self, job: StreamJob, out: OutputFormat, context) -> AsyncIterator[pb.AudioChunk]:
+        seq, position = 0, 0.0
+        async for item in self._relay(job, context):
+            chunk = pb.AudioChunk(audio=item.audio, sequence_number=seq, start_seconds=position,
+                                  duration_seconds=item.seconds, server_elapsed_seconds=item.elapsed,
+                                  segment=item.segment, final=item.final, remaining_seconds_estimate=item.remaining)
+            if seq == 0:
+                chunk.format.CopyFrom(self._format(out))
+            seq += 1
+            position += item.seconds
+            yield chunk
 
     # ------------------------------------------------------------ RPCs
 
