@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from backbone.data import TokenCache, load_token_cache
-from backbone.model import Backbone, BackboneConfig, save_backbone
+from backbone.model import AlignmentGuide, Backbone, BackboneConfig, load_backbone, save_backbone
 from tts.distributed import any_rank, is_main, setup_distributed
 from tts.training import TrainerOptions, save_checkpoint, warmup_cosine
 
@@ -39,6 +39,25 @@ class BackboneTrainConfig(TrainerOptions):
     speaker_dropout: float = 0.0      # share of examples with a zero speaker vector (unconditional)
     valid_every: int = 500
     model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
+    init: str = ""                    # a new run starts from these weights (backbone file or checkpoint)
+    guide_weight: float = 0.0         # alignment guide (backbone.model.AlignmentGuide); 0 = off
+    guide_sigma: float = 0.2
+    guide_layers: tuple[int, ...] = (1, 2)
+    guide_heads: int = 2
+
+    def guide(self) -> AlignmentGuide | None:
+        if not self.guide_weight:
+            return None
+        return AlignmentGuide(self.guide_weight, self.guide_sigma, tuple(self.guide_layers), self.guide_heads)
+
+
+def initial_weights(path: str) -> tuple[dict, dict]:
+    """(state dict, model config dict) from a backbone file or a training checkpoint."""
+    if path.endswith(".pt"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state["model"], state["model_config"]
+    model = load_backbone(path)
+    return model.state_dict(), model.config.to_dict()
 
 
 def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int, rng: random.Random) -> list[list[int]]:
@@ -106,8 +125,12 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
     cache = load_token_cache(cfg.cache)
     meta = cache.meta
+    init_state = None
     if resume:
         model_cfg = BackboneConfig.from_dict(resume["model_config"])
+    elif cfg.init:
+        init_state, init_config = initial_weights(cfg.init)
+        model_cfg = BackboneConfig.from_dict(init_config)
     else:
         model_cfg = BackboneConfig(**{"n_codebooks": meta["n_codebooks"], "frame_rate": meta["frame_rate"],
                                       "codec_id": meta["codec_id"], "tokenizer_id": meta["tokenizer_id"],
@@ -120,6 +143,16 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
     torch.manual_seed(cfg.seed)
     model = Backbone(model_cfg).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        log.info("new run starts from the weights of %s", cfg.init)
+    guide = cfg.guide()
+    if guide is not None:
+        bad = [layer for layer in guide.layers if not 0 <= layer < model_cfg.n_layers]
+        if bad or not 0 < guide.heads <= model_cfg.n_heads:
+            raise ValueError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
+                             f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
+        model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step, best = 0, {"valid_loss": float("inf"), "step": -1}
     if resume:
@@ -151,7 +184,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         for batch in batches:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
-            result = net(*_tensors(cache, batch, rng, device, cfg.speaker_dropout))
+            result = net(*_tensors(cache, batch, rng, device, cfg.speaker_dropout), guide=guide)
             opt.zero_grad(set_to_none=True)
             result["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -160,7 +193,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             metrics = {}
             if step % cfg.log_every == 0:
                 metrics = {"step": step, "loss": round(result["loss"].item(), 4),
-                           "acc": round(result["accuracy"], 3), "lr": round(_lr_at(step, cfg), 6),
+                           "acc": round(result["accuracy"], 3), "align": round(result["alignment"].item(), 4),
+                           "lr": round(_lr_at(step, cfg), 6),
                            "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
             if (step % cfg.valid_every == 0 or step == cfg.steps) and is_main() and valid_idx:
                 metrics.update(validate(model, cache, valid_idx, device, cfg.frames_per_batch), step=step)

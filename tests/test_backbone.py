@@ -1,6 +1,7 @@
 """Backbone: text front end, tokenizer, delay pattern, training, generation guards and batching."""
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 
 from backbone.delay import delay, loss_mask, undelay
 from backbone.generate import BatchGenerator, Request, SamplingConfig, frame_bounds, generate_batch, generate_frames
-from backbone.model import Backbone, BackboneConfig, load_backbone, save_backbone
+from backbone.model import AlignmentGuide, Backbone, BackboneConfig, load_backbone, save_backbone
 from backbone.tokenizer import TextTokenizer
 from tts.text import normalize_text
 
@@ -149,23 +150,47 @@ def test_cancel_frees_the_row_and_seeds_are_deterministic():
         batch.add(Request([1] * 3000, torch.randn(8), n_chars=9000))
 
 
-def test_backbone_training_resumes_and_exports(tmp_path):
-    """A real (tiny) run on a synthetic token cache: checkpoint, resume, export, validation logged."""
+def test_alignment_guide_prefers_a_diagonal_over_other_alignments():
+    """The penalty is lowest for attention that walks the text in step with the audio."""
+    guide = AlignmentGuide(layers=(0,), heads=1, sigma=0.2)
+    n, s = 6, 12
+    length = 1 + n + s
+
+    def penalty(attend_to) -> float:
+        a = torch.zeros(1, 1, length, length)
+        for q in range(s):
+            a[0, 0, 1 + n + q, attend_to(q)] = 1.0
+        return float(guide.penalty((a,), [n], [s], [length]))
+
+    diagonal = penalty(lambda q: 1 + int(q / s * n))
+    backwards = penalty(lambda q: 1 + n - 1 - int(q / s * n))
+    stuck = penalty(lambda q: 1)
+    audio_only = penalty(lambda q: 1 + n + q)          # ignores the text altogether
+    assert diagonal < 0.1 < stuck < audio_only == 1.0 and backwards > stuck * 0.9
+
+
+def _tiny_cache(path) -> None:
     from backbone.data import _save
-    from backbone.train import BackboneTrainConfig, train_backbone
 
     rng = np.random.default_rng(0)
     codes = [rng.integers(0, 12, (3, int(rng.integers(5, 15)))).astype(np.int16) for _ in range(12)]
     text = [rng.integers(0, 20, int(rng.integers(3, 8))).astype(np.int32) for _ in range(12)]
     meta = {"codec_id": "c", "tokenizer_id": "t", "encoder_id": "e", "n_codebooks": 3, "frame_rate": 25.0,
             "utterances": 12, "hours": 0.0}
-    _save(tmp_path / "tokens.npz", dict(
+    _save(path, dict(
         ids=np.array([f"u{i}" for i in range(12)]), speakers=np.array([f"s{i % 3}" for i in range(12)]),
         splits=np.array(["train"] * 10 + ["valid"] * 2), texts=np.array(["x"] * 12),
         codes=np.concatenate(codes, 1), code_offsets=np.cumsum([0] + [c.shape[1] for c in codes]),
         text=np.concatenate(text), text_offsets=np.cumsum([0] + [len(t) for t in text]),
         speaker_names=np.array(["s0", "s1", "s2"]), speaker_embeddings=rng.standard_normal((3, 2, 8)).astype(np.float32),
         meta=np.array(repr(meta))))
+
+
+def test_backbone_training_resumes_and_exports(tmp_path):
+    """A real (tiny) run on a synthetic token cache: checkpoint, resume, export, validation logged."""
+    from backbone.train import BackboneTrainConfig, train_backbone
+
+    _tiny_cache(tmp_path / "tokens.npz")
     model = {k: v for k, v in TINY.items() if k not in ("n_codebooks", "speaker_dim", "frame_rate")}
     cfg = BackboneTrainConfig(cache=str(tmp_path / "tokens.npz"), out_dir=str(tmp_path / "run"),
                               export=str(tmp_path / "b.safetensors"), steps=4, frames_per_batch=60, valid_every=2,
@@ -176,3 +201,41 @@ def test_backbone_training_resumes_and_exports(tmp_path):
     loaded = load_backbone(tmp_path / "b.safetensors")
     assert loaded.config.codec_id == "c" and loaded.config.n_codebooks == 3
     assert "valid_loss" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_guided_run_starts_from_given_weights_and_lowers_the_alignment_penalty(tmp_path):
+    from backbone.train import BackboneTrainConfig, train_backbone
+
+    _tiny_cache(tmp_path / "tokens.npz")
+    model = {k: v for k, v in TINY.items() if k not in ("n_codebooks", "speaker_dim", "frame_rate")}
+    base = dict(cache=str(tmp_path / "tokens.npz"), frames_per_batch=60, valid_every=1000, log_every=1,
+                warmup_steps=1)
+    first = BackboneTrainConfig(out_dir=str(tmp_path / "a"), export=str(tmp_path / "a.safetensors"), steps=2,
+                                model=model, **base)
+    train_backbone(first)
+    guided = BackboneTrainConfig(out_dir=str(tmp_path / "b"), export=str(tmp_path / "b.safetensors"), steps=60,
+                                 lr=3e-3, init=str(tmp_path / "a" / "last.pt"), guide_weight=1.0,
+                                 guide_layers=(1,), guide_heads=1, **base)
+    train_backbone(guided)
+    log = [json.loads(line) for line in (tmp_path / "b" / "train.log").read_text().splitlines()]
+    assert log[0]["step"] == 1                                         # a new run, not a resume of run a
+    assert log[-1]["align"] < log[0]["align"] - 0.05
+    with pytest.raises(ValueError, match="do not fit"):
+        train_backbone(BackboneTrainConfig(out_dir=str(tmp_path / "c"), export=str(tmp_path / "c.safetensors"),
+                                           steps=1, guide_weight=1.0, guide_layers=(5,), model=model, **base))
+
+
+def test_backbone_bench_helpers():
+    from benchmarks.backbone_bench import pick, repeats_phrase, robustness_sentences
+    from tts.corpus.manifest import Utterance
+
+    assert repeats_phrase("the cat sat".split(), "the cat sat the cat sat".split())
+    assert not repeats_phrase("a b c a b c".split(), "a b c a b c".split())      # the text itself repeats
+    assert not repeats_phrase("one two three four".split(), "one two three four".split())
+    sentences = robustness_sentences(["Alpha beta, gamma.", "Delta epsilon zeta eta theta."], 5, max_words=9)
+    assert [len(s.split()) for s in sentences] == [1, 3, 5, 7, 9]
+    assert all(s[0].isupper() and s.endswith(".") and ",." not in s for s in sentences)
+    utts = [Utterance(id=f"{s}{i}", audio="x", text="t", speaker=s, duration=1.0, split="test")
+            for s in "abc" for i in range(3)]
+    chosen = pick(utts, 4, random.Random(0))
+    assert len(chosen) == 4 and len({u.speaker for u in chosen[:3]}) == 3    # every voice before any twice

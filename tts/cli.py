@@ -291,7 +291,9 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                           max_hours_per_split=args.max_hours or None)
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
                                 "ffn": args.ffn, "dropout": args.dropout}.items() if v}
-    cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model,
+    cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model, init=args.init,
+                              guide_weight=args.guide, guide_sigma=args.guide_sigma,
+                              guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
                               **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
@@ -495,6 +497,18 @@ def _cmd_bench_tts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_backbone(args: argparse.Namespace) -> int:
+    from benchmarks.backbone_bench import format_report, run
+    from tts.engine import Engine
+
+    _require_corpus(args.corpus)
+    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences)
+    print(format_report(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def _cmd_bench_serve(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -691,6 +705,12 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--d-model", "--layers", "--heads", "--ffn"):
         tb.add_argument(flag, type=int, default=0, help="model shape for a new run (0: default)")
     tb.add_argument("--dropout", type=float, default=0.0, help="attention dropout for a new run")
+    tb.add_argument("--init", default="", help="a new run starts from these weights (.safetensors or last.pt)")
+    tb.add_argument("--guide", type=float, default=0.0,
+                    help="weight of the alignment guide that teaches some heads a monotonic text alignment (0: off)")
+    tb.add_argument("--guide-sigma", type=float, default=0.2, help="width of the guide's diagonal band")
+    tb.add_argument("--guide-layers", type=int, nargs="+", default=[1, 2], help="layers with alignment heads")
+    tb.add_argument("--guide-heads", type=int, default=2, help="alignment heads per guided layer (the first ones)")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
@@ -710,6 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--seeds", type=int, default=3)
     bt.add_argument("--corpus", default="data/corpus", help="for the recogniser's baseline WER (if present)")
     bt.set_defaults(func=_cmd_bench_tts)
+    bb = bench.add_parser("backbone", help="held-out intelligibility (WER against real audio), voice similarity, "
+                          "robustness (run-on, truncation, repeats), steps/s at batch 1 and 8")
+    bb.add_argument("--backbone", default=None)
+    bb.add_argument("--corpus", default="data/corpus")
+    bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
+    bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
+    bb.add_argument("--json", default="", help="also write the figures to this file")
+    bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
     bs.add_argument("--streams", default="1,2,4,8,12,16", help="comma-separated concurrency levels")

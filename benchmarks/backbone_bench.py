@@ -1,0 +1,195 @@
+"""`tts bench backbone`: does the model say the text, in the voice, without running on, and how fast.
+
+On sentences and speakers held out of training (the corpus's `test` split:
+new sentences of training speakers; its `unseen` split: new speakers):
+
+- intelligibility: pocketsphinx's word error rate on our output against the
+  same recogniser on the corpus's real audio of the same sentences and voices
+  (the goal: within 1.5x of it);
+- voice: cosine between the speaker encoder's embedding of the output and of
+  a 10-s reference clip of the voice (other sentences of that speaker), against
+  the cosine between references of two different speakers; for unseen
+  speakers, how often the output is closer to its own reference than to any
+  other unseen speaker's;
+- robustness: sentences of 1 to 60 words made from held-out text, checked for
+  run-on and truncation (duration against the corpus's speaking rate) and for
+  repeated phrases (a word trigram the recogniser hears twice that the text
+  does not have twice);
+- speed: transformer steps per second at batch 1 and batch 8 on one thread.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from backbone.generate import BatchGenerator, Request
+from benchmarks.intelligibility import Recognizer, word_errors, words_of
+from tts.corpus.manifest import Utterance, audio_path, read_manifest
+from tts.engine import Engine, SynthesisOptions
+from voice.verification import speaker_streams
+
+REFERENCE_SECONDS = 10.0
+SANE_DURATION = (0.5, 2.0)     # output length against the corpus's speaking rate
+
+
+def pick(utts: list[Utterance], n: int, rng: random.Random) -> list[Utterance]:
+    """Up to n utterances, one speaker after another (round robin), so every voice is heard."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in sorted(utts, key=lambda u: u.id):
+        by_speaker.setdefault(u.speaker, []).append(u)
+    for group in by_speaker.values():
+        rng.shuffle(group)
+    speakers = sorted(by_speaker)
+    rng.shuffle(speakers)
+    chosen: list[Utterance] = []
+    while len(chosen) < n and any(by_speaker.values()):
+        for s in speakers:
+            if by_speaker[s] and len(chosen) < n:
+                chosen.append(by_speaker[s].pop())
+    return chosen
+
+
+def references(corpus: str, all_utts: list[Utterance], speakers: set[str], exclude: set[str],
+               engine: Engine) -> dict[str, np.ndarray]:
+    """Per speaker, the embedding of a 10-s clip of its other sentences (never the evaluated ones)."""
+    sr = engine.encoder.config.sample_rate
+    pool = [u for u in all_utts if u.speaker in speakers and u.id not in exclude]
+    streams = speaker_streams(corpus, pool, sr, max_seconds=REFERENCE_SECONDS)
+    return {s: engine.encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
+
+
+def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> np.ndarray:
+    pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed)))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+def _errors(recognizer: Recognizer, pcm: np.ndarray, text: str) -> tuple[int, int, list[str]]:
+    ref = words_of(text)
+    hyp = recognizer.transcribe(pcm).lower().split()
+    return word_errors(ref, hyp), len(ref), hyp
+
+
+def repeats_phrase(reference: list[str], heard: list[str]) -> bool:
+    """A word trigram heard at least twice that the text does not hold twice."""
+    def trigrams(words: list[str]) -> Counter:
+        return Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
+    ref = trigrams(reference)
+    return any(count >= 2 and ref[gram] < 2 for gram, count in trigrams(heard).items())
+
+
+def robustness_sentences(texts: list[str], count: int, max_words: int = 60) -> list[str]:
+    """`count` sentences of 1 .. max_words words, cut from a stream of held-out text."""
+    words = [w for t in texts for w in t.split()]
+    out, at = [], 0
+    for n in np.linspace(1, max_words, count).round().astype(int):
+        piece = " ".join(words[(at + j) % len(words)] for j in range(n)).rstrip(",;:.!?")
+        out.append(piece[0].upper() + piece[1:] + ".")
+        at += n
+    return out
+
+
+def step_speed(engine: Engine, speaker: np.ndarray, batch: int, steps: int = 60) -> dict:
+    """Transformer steps per second with `batch` requests in flight (sampling included, no codec)."""
+    text = "This sentence is long enough that no request ends while the steps are being timed. " * 3
+    ids = engine.tokenizer.encode(text)
+    generator = BatchGenerator(engine.backbone)
+    for i in range(batch):
+        generator.add(Request(ids, torch.from_numpy(speaker), len(text), seed=i))
+    for _ in range(5):
+        generator.step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        generator.step()
+    seconds = (time.perf_counter() - start) / steps
+    frame = 1.0 / engine.backbone.config.frame_rate
+    return {"batch": batch, "ms_per_step": seconds * 1000, "steps_per_s": 1 / seconds,
+            "realtime_streams": batch * frame / seconds}
+
+
+def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100, seed: int = 0) -> dict:
+    """All four figures (see module doc); needs the corpus's audio and pocketsphinx."""
+    rng = random.Random(seed)
+    recognizer = Recognizer()
+    if engine.sample_rate != 16000:
+        raise ValueError("the recogniser takes 16 kHz audio")
+    all_utts = read_manifest(corpus)
+    result: dict = {"backbone": getattr(engine.backbone, "model_id", "?"),
+                    "step": getattr(engine.backbone, "train_step", 0)}
+    for split in ("test", "unseen"):
+        chosen = pick([u for u in all_utts if u.split == split], utterances, rng)
+        refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine)
+        ours = [0, 0]
+        real = [0, 0]
+        similarity, identified = [], 0
+        for i, u in enumerate(chosen):
+            pcm = synthesize(engine, u.text, refs[u.speaker], seed + i)
+            e, n, _ = _errors(recognizer, pcm, u.text)
+            ours = [ours[0] + e, ours[1] + n]
+            truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
+            e, n, _ = _errors(recognizer, truth, u.text)
+            real = [real[0] + e, real[1] + n]
+            emb = engine.encoder.embed(pcm, engine.sample_rate) if len(pcm) else np.zeros_like(refs[u.speaker])
+            scores = {s: float(np.dot(emb, r)) for s, r in refs.items()}
+            similarity.append(scores[u.speaker])
+            identified += max(scores, key=scores.get) == u.speaker
+        names = sorted(refs)
+        cross = [float(np.dot(refs[a], refs[b])) for i, a in enumerate(names) for b in names[i + 1:]]
+        result[split] = {"utterances": len(chosen), "speakers": len(refs),
+                         "wer": ours[0] / max(1, ours[1]), "ground_truth_wer": real[0] / max(1, real[1]),
+                         "similarity": float(np.mean(similarity)),
+                         "between_speakers": float(np.mean(cross)) if cross else float("nan"),
+                         "identified": identified / max(1, len(chosen))}
+    result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed)
+    speaker = next(iter(refs.values()))
+    result["speed"] = [step_speed(engine, speaker, b) for b in (1, 8)]
+    return result
+
+
+def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
+                rng: random.Random, seed: int) -> dict:
+    held_out = [u for u in all_utts if u.split in ("test", "unseen")]
+    rate = float(np.median([u.duration / max(1, len(u.text)) for u in held_out]))   # seconds per character
+    texts = [u.text for u in sorted(held_out, key=lambda u: u.id)]
+    rng.shuffle(texts)
+    voices = pick([u for u in all_utts if u.split == "test"], 8, rng)
+    refs = references(corpus, all_utts, {u.speaker for u in voices}, set(), engine)
+    speakers = list(refs.values())
+    short = long = repeated = 0
+    ratios = []
+    for i, text in enumerate(robustness_sentences(texts, count)):
+        pcm = synthesize(engine, text, speakers[i % len(speakers)], seed + i)
+        ratio = len(pcm) / engine.sample_rate / (len(text) * rate + 0.3)
+        ratios.append(ratio)
+        short += ratio < SANE_DURATION[0]
+        long += ratio > SANE_DURATION[1]
+        _, _, heard = _errors(recognizer, pcm, text)
+        repeated += repeats_phrase(words_of(text), heard)
+    return {"sentences": count, "truncated": short, "run_on": long, "repeated_phrase": repeated,
+            "duration_ratio_p5": float(np.percentile(ratios, 5)), "duration_ratio_p95": float(np.percentile(ratios, 95)),
+            "seconds_per_char": rate}
+
+
+def format_report(result: dict) -> str:
+    lines = [f"backbone {result['backbone']} (step {result['step']}), held-out sentences and speakers",
+             "| split | utterances / speakers | WER ours | WER real audio | ratio | cos to own reference | "
+             "cos between speakers | closest to own reference |", "|---|---|---|---|---|---|---|---|"]
+    for split, label in (("test", "new sentences, training speakers"), ("unseen", "new speakers")):
+        r = result[split]
+        ratio = r["wer"] / max(1e-9, r["ground_truth_wer"])
+        lines.append(f"| {label} | {r['utterances']} / {r['speakers']} | {r['wer'] * 100:.0f} % | "
+                     f"{r['ground_truth_wer'] * 100:.0f} % | {ratio:.2f}x | {r['similarity']:.2f} | "
+                     f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} % |")
+    rb = result["robustness"]
+    lines.append(f"robustness, {rb['sentences']} sentences of 1-60 words: {rb['truncated']} truncated, "
+                 f"{rb['run_on']} run-on (duration outside {SANE_DURATION[0]}-{SANE_DURATION[1]}x of "
+                 f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
+                 f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
+    for s in result["speed"]:
+        lines.append(f"speed, batch {s['batch']}: {s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
+                     f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
+    return "\n".join(lines)
