@@ -22,6 +22,7 @@ from typing import Iterator
 import torch
 from transformers import DynamicCache
 
+from backbone.fast import KVCache
 from backbone.model import Backbone
 
 
@@ -66,7 +67,6 @@ class _Row:
     generator: torch.Generator
     min_frames: int
     max_frames: int
-    position: int                       # position id of the next input
     steps: list[list[int]] = field(default_factory=list)   # delayed tokens per step, [K] each
     n_frames: int | None = None         # F, known once stream 0 emitted EOS
     emitted: int = 0                    # frames handed out
@@ -78,14 +78,19 @@ class _Row:
 
 
 class BatchGenerator:
-    """Steps every active request together; `step()` returns the frames each completed."""
+    """Steps every active request together; `step()` returns the frames each completed.
 
-    def __init__(self, model: Backbone) -> None:
+    Prompts are prefilled by the model's transformer; decoding steps run on its
+    step model (backbone/fast.py; int8 when `quantized`) over this generator's
+    own preallocated KV cache, one cache row per request.
+    """
+
+    def __init__(self, model: Backbone, quantized: bool = False) -> None:
         self.model = model
         self.cfg = model.config
+        self.step_model = model.step_model(quantized)
         self.rows: list[_Row] = []
-        self.cache: DynamicCache | None = None
-        self.mask: torch.Tensor | None = None   # [B, cache length]: 1 real, 0 left padding
+        self.cache: KVCache = self.step_model.new_cache()
         self._ids = itertools.count()
 
     @property
@@ -98,56 +103,27 @@ class BatchGenerator:
     def add(self, request: Request) -> int:
         """Prefill a request's prompt and join it to the batch; returns its row id."""
         request.sampling.validate()
-        cfg, device = self.cfg, self.model.heads.weight.device
+        cfg, device = self.cfg, self.model.text_emb.weight.device
         text = torch.tensor([request.text_ids], dtype=torch.long, device=device)
         prompt = self.model.embed_prompt(request.speaker.to(device).float()[None], text)
         n = prompt.shape[1]
         lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
         if n + hi + cfg.n_codebooks > cfg.max_positions:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
-        cache = DynamicCache()
-        out = self.model.transformer(inputs_embeds=prompt, past_key_values=cache, use_cache=True,
+        out = self.model.transformer(inputs_embeds=prompt, past_key_values=DynamicCache(), use_cache=True,
                                      position_ids=torch.arange(n, device=device)[None])
-        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi, n)
-        self._merge(out.past_key_values, torch.ones(1, n, dtype=torch.long, device=device))
+        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi)
+        layers = out.past_key_values.layers
+        self.cache.add_row([layer.keys[0] for layer in layers], [layer.values[0] for layer in layers])
         self.rows.append(row)
         self._sample(row, self.model.logits(out.last_hidden_state[:, -1:])[0, :, 0])
         return row.id
 
-    def _merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
-        if self.cache is None:
-            self.cache, self.mask = cache, mask
-            return
-        old, new = self.mask.shape[1], mask.shape[1]
-        length = max(old, new)
-
-        def left_pad(t: torch.Tensor, to: int) -> torch.Tensor:
-            return torch.nn.functional.pad(t, (0, 0, to - t.shape[2], 0)) if t.shape[2] < to else t
-
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            mine.keys = torch.cat([left_pad(mine.keys, length), left_pad(theirs.keys, length)])
-            mine.values = torch.cat([left_pad(mine.values, length), left_pad(theirs.values, length)])
-        pad = lambda m: torch.nn.functional.pad(m, (length - m.shape[1], 0))  # noqa: E731
-        self.mask = torch.cat([pad(self.mask), pad(mask)])
-
     def _drop_finished(self) -> None:
         keep = [i for i, r in enumerate(self.rows) if not r.done]
-        if len(keep) == len(self.rows):
-            return
-        self.rows = [self.rows[i] for i in keep]
-        if not keep:
-            self.cache, self.mask = None, None
-            return
-        index = torch.tensor(keep, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[index], layer.values[index]
-        self.mask = self.mask[index]
-        # Trim left padding no row needs any more.
-        first = int(self.mask.argmax(dim=1).min())
-        if first > 0:
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-            self.mask = self.mask[:, first:]
+        if len(keep) < len(self.rows):
+            self.rows = [self.rows[i] for i in keep]
+            self.cache.keep(keep)
 
     def cancel(self, row_id: int) -> None:
         """Remove a request (client gone) before its next step."""
@@ -233,15 +209,10 @@ class BatchGenerator:
         """One transformer step for every active row: {row id: (new frames [K] each, finished)}."""
         live = [r for r in self.rows if not r.done]
         if live:
-            device = self.mask.device
+            device = self.cache.device
             last = torch.tensor([r.steps[-1] for r in self.rows], device=device)[:, :, None]   # [B, K, 1]
-            self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype, device=device)], 1)
-            positions = torch.tensor([[r.position] for r in self.rows], device=device)
-            out = self.model.transformer(inputs_embeds=self.model.embed_audio(last), attention_mask=self.mask,
-                                         position_ids=positions, past_key_values=self.cache, use_cache=True)
-            logits = self.model.logits(out.last_hidden_state)[:, :, 0]   # [B, K, V]
+            logits = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)          # [B, K, V]
             for i, row in enumerate(self.rows):
-                row.position += 1
                 if not row.done:
                     self._sample(row, logits[i])
         # Frames completed since the last call, including any the prefill's first sample completed.
@@ -250,9 +221,9 @@ class BatchGenerator:
         return results
 
 
-def generate_frames(model: Backbone, request: Request) -> Iterator[torch.Tensor]:
+def generate_frames(model: Backbone, request: Request, quantized: bool = False) -> Iterator[torch.Tensor]:
     """Yield one request's frames ([K] codes each) as they are produced."""
-    batch = BatchGenerator(model)
+    batch = BatchGenerator(model, quantized)
     row = batch.add(request)
     while batch.active:
         frames, _ = batch.step().get(row, ([], False))

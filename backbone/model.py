@@ -91,6 +91,23 @@ class Backbone(nn.Module):
         self.heads = nn.Linear(d, k * config.audio_vocab)
         self.register_buffer("stream_offset", torch.arange(k) * config.audio_vocab, persistent=False)
         self.model_id = "untrained"
+        self._step_models: dict[bool, object] = {}   # plain dict: not submodules, not in the state dict
+
+    def step_model(self, quantized: bool = False):
+        """The inference twin for decoding steps (backbone/fast.py), built once per loaded model.
+
+        It copies the weights: after further training call `train()`/`eval()`, which drops it.
+        """
+        if quantized not in self._step_models:
+            from backbone.fast import StepModel
+
+            step = StepModel(self)
+            self._step_models[quantized] = step.quantized() if quantized else step
+        return self._step_models[quantized]
+
+    def train(self, mode: bool = True) -> "Backbone":
+        self._step_models.clear()
+        return super().train(mode)
 
     # ------------------------------------------------------------ embeddings
 

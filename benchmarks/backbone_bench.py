@@ -93,11 +93,11 @@ def robustness_sentences(texts: list[str], count: int, max_words: int = 60) -> l
     return out
 
 
-def step_speed(engine: Engine, speaker: np.ndarray, batch: int, steps: int = 60) -> dict:
+def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, steps: int = 60) -> dict:
     """Transformer steps per second with `batch` requests in flight (sampling included, no codec)."""
     text = "This sentence is long enough that no request ends while the steps are being timed. " * 3
     ids = engine.tokenizer.encode(text)
-    generator = BatchGenerator(engine.backbone)
+    generator = BatchGenerator(engine.backbone, quantized=int8)
     for i in range(batch):
         generator.add(Request(ids, torch.from_numpy(speaker), len(text), seed=i))
     for _ in range(5):
@@ -107,7 +107,7 @@ def step_speed(engine: Engine, speaker: np.ndarray, batch: int, steps: int = 60)
         generator.step()
     seconds = (time.perf_counter() - start) / steps
     frame = 1.0 / engine.backbone.config.frame_rate
-    return {"batch": batch, "ms_per_step": seconds * 1000, "steps_per_s": 1 / seconds,
+    return {"batch": batch, "int8": int8, "ms_per_step": seconds * 1000, "steps_per_s": 1 / seconds,
             "realtime_streams": batch * frame / seconds}
 
 
@@ -146,7 +146,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "identified": identified / max(1, len(chosen))}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed)
     speaker = next(iter(refs.values()))
-    result["speed"] = [step_speed(engine, speaker, b) for b in (1, 8)]
+    result["speed"] = [step_speed(engine, speaker, b, int8) for int8 in (False, True) for b in (1, 8)]
     return result
 
 
@@ -190,6 +190,6 @@ def format_report(result: dict) -> str:
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
     for s in result["speed"]:
-        lines.append(f"speed, batch {s['batch']}: {s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
+        lines.append(f"speed, batch {s['batch']}, {'int8' if s['int8'] else 'float32'}: {s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
                      f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
     return "\n".join(lines)

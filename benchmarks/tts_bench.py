@@ -37,7 +37,7 @@ def measure(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> dict:
     pieces: list[np.ndarray] = []
 
     def chunks():
-        for chunk in run_stream(engine.backbone, stream):
+        for chunk in run_stream(engine, stream):
             pieces.append(chunk)
             yield chunk
 

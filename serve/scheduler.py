@@ -24,7 +24,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from backbone.generate import BatchGenerator
 from codec.bitstream import pack_frames
 from tts.audio import StreamingResampler
 from tts.engine import Engine, SpeechStream
@@ -193,7 +192,7 @@ class Scheduler:
 
     def __init__(self, engine: Engine, max_queued_seconds: float = 10.0, idle_wait: float = 0.05) -> None:
         self.engine = engine
-        self.generator = BatchGenerator(engine.backbone)
+        self.generator = engine.generator(shared=True)
         self.max_queued_seconds = max_queued_seconds
         self.idle_wait = idle_wait
         self.jobs: list[StreamJob] = []
@@ -239,7 +238,7 @@ class Scheduler:
                 log.exception("scheduler turn failed")
                 for job in list(self.jobs):
                     self._done(job, exc)
-                self.generator = BatchGenerator(self.engine.backbone)
+                self.generator = self.engine.generator(shared=True)
                 self.by_row.clear()
                 busy = False
             if not busy:

@@ -239,3 +239,25 @@ def test_backbone_bench_helpers():
             for s in "abc" for i in range(3)]
     chosen = pick(utts, 4, random.Random(0))
     assert len(chosen) == 4 and len({u.speaker for u in chosen[:3]}) == 3    # every voice before any twice
+
+
+def test_step_model_matches_the_transformer_and_int8_stays_close():
+    """The hand-written decoding step (fused weights, own KV cache) computes what LlamaModel computes."""
+    from backbone.fast import StepModel
+
+    model = tiny_model(3).eval()
+    prompt = model.embed_prompt(torch.randn(2, 8), torch.tensor([[1, 4, 2], [3, 3, 5]]))
+    steps = torch.randint(0, 12, (2, 3, 6))
+    full = model.transformer(inputs_embeds=torch.cat([prompt, model.embed_audio(steps)], 1)).last_hidden_state
+    expected = model.logits(full[:, prompt.shape[1]:])                        # [B, K, S, V]
+    for step_model, tolerance in ((StepModel(model), 1e-4), (StepModel(model).quantized(), 0.15)):
+        cache = step_model.new_cache()
+        prefill = model.transformer(inputs_embeds=prompt, use_cache=True).past_key_values
+        for b in range(2):
+            cache.add_row([layer.keys[b] for layer in prefill.layers], [layer.values[b] for layer in prefill.layers])
+        for t in range(6):
+            got = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+            scale = expected[:, :, t].abs().max()
+            assert (got - expected[:, :, t]).abs().max() < tolerance * scale
+    cache.keep([1])                                                           # a row leaves; the other goes on
+    assert cache.rows == 1 and int(cache.lengths[0]) == prompt.shape[1] + 6

@@ -124,7 +124,7 @@ def say(engine: Engine, text: str, speaker: np.ndarray, options: SynthesisOption
 
     def chunks() -> Iterator[np.ndarray]:
         started = -1
-        for chunk in run_stream(engine.backbone, stream):
+        for chunk in run_stream(engine, stream):
             if on_segment and stream.segments_started - 1 != started:
                 started = stream.segments_started - 1
                 on_segment(started, n_segments)
