@@ -39,7 +39,7 @@ class BackboneTrainConfig(TrainerOptions):
     speaker_dropout: float = 0.0      # share of examples with a zero speaker vector (unconditional)
     valid_every: int = 500
     model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
-    init: str = ""                    # a new run starts from these weights (backbone file or checkpoint)
+    init_from: str = ""               # a new run starts from these weights (backbone file or checkpoint)
     guide_weight: float = 0.0         # alignment guide (backbone.model.AlignmentGuide); 0 = off
     guide_sigma: float = 0.2
     guide_layers: tuple[int, ...] = (1, 2)
@@ -128,8 +128,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     init_state = None
     if resume:
         model_cfg = BackboneConfig.from_dict(resume["model_config"])
-    elif cfg.init:
-        init_state, init_config = initial_weights(cfg.init)
+    elif cfg.init_from:
+        init_state, init_config = initial_weights(cfg.init_from)
         model_cfg = BackboneConfig.from_dict(init_config)
     else:
         model_cfg = BackboneConfig(**{"n_codebooks": meta["n_codebooks"], "frame_rate": meta["frame_rate"],
@@ -145,7 +145,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     model = Backbone(model_cfg).to(device)
     if init_state is not None:
         model.load_state_dict(init_state)
-        log.info("new run starts from the weights of %s", cfg.init)
+        log.info("new run starts from the weights of %s", cfg.init_from)
     guide = cfg.guide()
     if guide is not None:
         bad = [layer for layer in guide.layers if not 0 <= layer < model_cfg.n_layers]

@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 pip install --quiet --no-deps -e . 2>/dev/null || true
 pip install --quiet num2words sentencepiece 2>/dev/null || true
 INIT_ARGS=()
-if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init "$INIT"); fi
+if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
 python -m tts -v train backbone --cache "$CACHE" --out runs/backbone \
     --export "$OUT/backbone.safetensors" --device cuda --batch-frames 16000 --lr 1e-3 \
     --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 "${INIT_ARGS[@]}" \

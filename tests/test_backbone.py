@@ -214,7 +214,7 @@ def test_guided_run_starts_from_given_weights_and_lowers_the_alignment_penalty(t
                                 model=model, **base)
     train_backbone(first)
     guided = BackboneTrainConfig(out_dir=str(tmp_path / "b"), export=str(tmp_path / "b.safetensors"), steps=60,
-                                 lr=3e-3, init=str(tmp_path / "a" / "last.pt"), guide_weight=1.0,
+                                 lr=3e-3, init_from=str(tmp_path / "a" / "last.pt"), guide_weight=1.0,
                                  guide_layers=(1,), guide_heads=1, **base)
     train_backbone(guided)
     log = [json.loads(line) for line in (tmp_path / "b" / "train.log").read_text().splitlines()]
