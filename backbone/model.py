@@ -101,8 +101,7 @@ class Backbone(nn.Module):
         if quantized not in self._step_models:
             from backbone.fast import StepModel
 
-            step = StepModel(self)
-            self._step_models[quantized] = step.quantized() if quantized else step
+            self._step_models[quantized] = self.step_model().quantized() if quantized else StepModel(self)
         return self._step_models[quantized]
 
     def train(self, mode: bool = True) -> "Backbone":

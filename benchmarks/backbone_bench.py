@@ -68,12 +68,12 @@ def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> np.
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
-def _embedding(engine: Engine, pcm: np.ndarray, like: np.ndarray) -> np.ndarray:
+def output_embedding(engine: Engine, pcm: np.ndarray) -> np.ndarray:
     """The output's speaker embedding; zeros (no similarity to anyone) when it is too short to embed."""
     try:
         return engine.encoder.embed(pcm, engine.sample_rate)
     except ValueError:
-        return np.zeros_like(like)
+        return np.zeros(engine.encoder.config.embedding_dim, np.float32)
 
 
 def _errors(recognizer: Recognizer, pcm: np.ndarray, text: str) -> tuple[int, int, list[str]]:
@@ -141,7 +141,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
             e, n, _ = _errors(recognizer, truth, u.text)
             real = [real[0] + e, real[1] + n]
-            emb = _embedding(engine, pcm, refs[u.speaker])
+            emb = output_embedding(engine, pcm)
             scores = {s: float(np.dot(emb, r)) for s, r in refs.items()}
             similarity.append(scores[u.speaker])
             identified += max(scores, key=scores.get) == u.speaker
