@@ -18,6 +18,7 @@ from tts.text import normalize_text
 @pytest.mark.parametrize("written, spoken", [
     ("Dr. Smith paid $12.50.", "doctor smith paid twelve dollars and fifty cents."),
     ("It costs $1.5 million.", "it costs one point five million dollars."),
+    ("Pay in $ or €, US$3 at most.", "pay in dollars or euros, u s three dollars at most."),
     ("We met at 9:00 a.m. Then left.", "we met at nine a m. then left."),
     ("Call at 7:05 or 10:30 PM.", "call at seven oh five or ten thirty p m."),
     ("On 2024-03-05 it rained.", "on march fifth twenty twenty-four it rained."),

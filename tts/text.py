@@ -165,7 +165,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
-    text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?", _currency, text)
+    text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?",
+                  lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _decade(int(m.group(1))), text)
@@ -176,6 +177,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
     for sym, word in SYMBOLS.items():
         text = text.replace(sym, word)
+    for sym, (_, many, _, _) in CURRENCIES.items():   # a sign with no amount: "paid in $" -> "dollars"
+        text = text.replace(sym, f" {many} ")
     text = text.lower().replace('"', "").replace("(", ", ").replace(")", ", ").replace("[", ", ").replace("]", ", ")
     allowed = set("abcdefghijklmnopqrstuvwxyz " + KEEP_PUNCTUATION)
     dropped = sorted({c for c in text if c not in allowed and not c.isspace()})

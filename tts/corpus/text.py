@@ -11,15 +11,11 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tts.text import is_abbreviation
+
 FORTUNE_DIRS = (Path("/usr/share/games/fortunes"),)
 MIN_WORDS, MAX_WORDS = 3, 30
 
-# Abbreviations whose period does not end a sentence.
-_ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e",
-    "inc", "ltd", "co", "mt", "no", "vol", "fig", "gen", "col", "capt", "sgt", "rev",
-    "u.s", "a.m", "p.m", "approx", "dept", "est", "ave",
-}
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _ATTRIBUTION = re.compile(r"\s(--|—)\s?[A-Z].*$")
 _ALLOWED = re.compile(r"^[A-Za-z0-9 .,;:!?'\"()\-$%&/#+@]+$")
@@ -68,8 +64,7 @@ def split_sentences(paragraph: str) -> list[str]:
     sentences: list[str] = []
     for piece in pieces:
         if sentences:
-            last_word = sentences[-1].rsplit(" ", 1)[-1].rstrip(".").lower().lstrip("(\"'")
-            if last_word in _ABBREVIATIONS or (len(last_word) == 1 and last_word.isalpha()):
+            if is_abbreviation(sentences[-1].rsplit(" ", 1)[-1].rstrip(".")):
                 sentences[-1] = f"{sentences[-1]} {piece}"
                 continue
         sentences.append(piece)
