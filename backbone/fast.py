@@ -104,6 +104,7 @@ class StepModel(nn.Module):
             self.final_norm = nn.Parameter(model.transformer.norm.weight.detach().clone())
             self.heads = copy.deepcopy(model.heads)
         self.n_codebooks, self.audio_vocab = cfg.n_codebooks, cfg.audio_vocab
+        self.align_layers, self.align_heads = set(cfg.align_layers), cfg.align_heads
         rotary = model.transformer.rotary_emb
         positions = torch.arange(cfg.max_positions, dtype=torch.float32)
         freqs = positions[:, None] * rotary.inv_freq.float()[None].cpu()
@@ -130,8 +131,12 @@ class StepModel(nn.Module):
         return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """x [B, d] for the B rows of `cache` (in order); appends each row's keys and values."""
+    def forward(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, d] for the B rows of `cache` (in order); appends each row's keys and values.
+
+        Returns the next-step logits [B, K, V] and, for a model with alignment heads, their mean
+        attention over each row's positions [B, L] (None otherwise).
+        """
         b, d = x.shape
         cache.reserve_step()
         positions = cache.lengths
@@ -139,19 +144,31 @@ class StepModel(nn.Module):
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]      # [B, 1, hd]
         span = int(positions.max()) + 1
         visible = (torch.arange(span, device=x.device)[None] <= positions[:, None])[:, None, None]  # [B,1,1,L]
+        alignment = torch.zeros(b, span, device=x.device) if self.align_layers else None
         for i in range(len(self.qkv)):
             h = self._norm(x, self.in_norm[i])
             q, k, v = self.qkv[i](h).view(b, 3, self.n_heads, self.head_dim).unbind(1)
             q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             cache.keys[i][rows, :, positions] = k
             cache.values[i][rows, :, positions] = v
+            if i in self.align_layers:
+                alignment = alignment + self._attention(q[:, :self.align_heads], cache.keys[i][:b, :self.align_heads,
+                                                                                              :span], visible)
             att = F.scaled_dot_product_attention(q[:, :, None], cache.keys[i][:b, :, :span],
                                                  cache.values[i][:b, :, :span], attn_mask=visible)
             x = x + self.out[i](att.reshape(b, d))
             gate, up = self.gate_up[i](self._norm(x, self.post_norm[i])).chunk(2, -1)
             x = x + self.down[i](F.silu(gate) * up)
         cache.lengths = positions + 1
-        return self.heads(self._norm(x, self.final_norm)).view(b, self.n_codebooks, self.audio_vocab)
+        logits = self.heads(self._norm(x, self.final_norm)).view(b, self.n_codebooks, self.audio_vocab)
+        if alignment is not None:
+            alignment = alignment / (len(self.align_layers) * self.align_heads)
+        return logits, alignment
+
+    def _attention(self, q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Attention weights of one query per row, summed over heads: q [B, h, hd], keys [B, h, L, hd] -> [B, L]."""
+        scores = torch.einsum("bhd,bhld->bhl", q, keys) / self.head_dim ** 0.5
+        return torch.softmax(scores.masked_fill(~visible[:, 0], float("-inf")), -1).sum(1)
 
 
 def _fused(linears: list[nn.Linear]) -> nn.Linear:

@@ -11,6 +11,9 @@ Guards: invalid ids are masked (PAD/BOS never sampled, EOS only on stream 0
 and only after a minimum length), a length bound derived from the text ends any
 run-on, and repetition-aware sampling (VALL-E 2) re-draws a token from the full
 distribution when it already fills much of the recent window (anti-babbling).
+A model trained with alignment heads also reports where in the text it reads;
+EOS then waits until it reads the end (no truncated sentences) and comes soon
+after (no babbling on after the last word).
 """
 from __future__ import annotations
 
@@ -36,6 +39,10 @@ class SamplingConfig:
     min_seconds_per_char: float = 0.02    # EOS not allowed before this
     max_seconds_per_char: float = 0.2     # forced EOS after this (+ extra_seconds)
     extra_seconds: float = 1.0
+    # With alignment heads (backbone.model.AlignmentGuide): EOS only once they read the last
+    # `end_margin_tokens` of the text (no truncation), and forced after `end_hold_seconds` there (no run-on).
+    end_margin_tokens: float = 2.0
+    end_hold_seconds: float = 1.0
 
     def validate(self) -> None:
         if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1):
@@ -67,10 +74,26 @@ class _Row:
     generator: torch.Generator
     min_frames: int
     max_frames: int
+    end_hold_steps: int
     steps: list[list[int]] = field(default_factory=list)   # delayed tokens per step, [K] each
     n_frames: int | None = None         # F, known once stream 0 emitted EOS
     emitted: int = 0                    # frames handed out
     cancelled: bool = False
+
+    aligned: bool = False               # the model has alignment heads: EOS follows the reading position
+    text_position: float = 0.0          # where they read, in text tokens (0 .. N-1; centroid of attention)
+    steps_at_end: int = 0               # decoding steps spent reading the text's end
+
+    def follow(self, attention: torch.Tensor, end_margin: float) -> None:
+        """Update the reading position from the alignment heads' attention over the row's positions [L]."""
+        n = len(self.request.text_ids)
+        on_text = attention[1:1 + n]                       # position 0 is the speaker
+        centroid = (on_text * torch.arange(n, dtype=on_text.dtype, device=on_text.device)).sum()
+        self.text_position = float(centroid / on_text.sum().clamp_min(1e-6))
+        self.steps_at_end += self.at_end(end_margin)
+
+    def at_end(self, end_margin: float) -> bool:
+        return self.text_position >= len(self.request.text_ids) - end_margin
 
     @property
     def done(self) -> bool:
@@ -112,7 +135,8 @@ class BatchGenerator:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
         out = self.model.transformer(inputs_embeds=prompt, past_key_values=DynamicCache(), use_cache=True,
                                      position_ids=torch.arange(n, device=device)[None])
-        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi)
+        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
+                   round(request.sampling.end_hold_seconds * cfg.frame_rate), aligned=cfg.align_heads > 0)
         layers = out.past_key_values.layers
         self.cache.add_row([layer.keys[0] for layer in layers], [layer.values[0] for layer in layers])
         self.rows.append(row)
@@ -141,9 +165,10 @@ class BatchGenerator:
             return cfg.pad, False
         if row.n_frames is not None and t - k >= row.n_frames:
             return (cfg.eos if t - k == row.n_frames else cfg.pad), False
-        if k == 0 and t >= row.max_frames:
+        if k == 0 and (t >= row.max_frames or row.steps_at_end > row.end_hold_steps):
             return cfg.eos, False
-        return None, k == 0 and t >= row.min_frames
+        end_ok = not row.aligned or row.at_end(row.request.sampling.end_margin_tokens)
+        return None, k == 0 and t >= row.min_frames and end_ok
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:
         """Choose the K tokens of the row's next step from logits [K, V]; free streams are drawn together."""
@@ -211,8 +236,10 @@ class BatchGenerator:
         if live:
             device = self.cache.device
             last = torch.tensor([r.steps[-1] for r in self.rows], device=device)[:, :, None]   # [B, K, 1]
-            logits = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)          # [B, K, V]
+            logits, attention = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)  # [B, K, V]
             for i, row in enumerate(self.rows):
+                if attention is not None:
+                    row.follow(attention[i], row.request.sampling.end_margin_tokens)
                 if not row.done:
                     self._sample(row, logits[i])
         # Frames completed since the last call, including any the prefill's first sample completed.

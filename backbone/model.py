@@ -43,6 +43,8 @@ class BackboneConfig:
     codec_id: str = ""              # the codec whose tokens this model speaks
     tokenizer_id: str = ""
     encoder_id: str = ""            # the speaker encoder whose embeddings condition it
+    align_layers: tuple[int, ...] = ()   # layers whose first `align_heads` heads were trained to align
+    align_heads: int = 0                 # (AlignmentGuide); inference reads them to place EOS
 
     @property
     def pad(self) -> int:
@@ -68,6 +70,8 @@ class BackboneConfig:
         known = {f.name for f in fields(cls)}
         if set(data) - known:
             raise ValueError(f"unknown backbone config keys {sorted(set(data) - known)}")
+        data = dict(data)
+        data["align_layers"] = tuple(data.get("align_layers", ()))
         return cls(**data)
 
     def llama(self) -> LlamaConfig:

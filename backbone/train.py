@@ -153,6 +153,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             raise ValueError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
                              f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
         model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
+        model_cfg.align_layers, model_cfg.align_heads = tuple(guide.layers), guide.heads  # saved: inference reads them
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step, best = 0, {"valid_loss": float("inf"), "step": -1}
     if resume:

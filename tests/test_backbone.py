@@ -257,8 +257,51 @@ def test_step_model_matches_the_transformer_and_int8_stays_close():
         for b in range(2):
             cache.add_row([layer.keys[b] for layer in prefill.layers], [layer.values[b] for layer in prefill.layers])
         for t in range(6):
-            got = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+            got, alignment = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+            assert alignment is None                                          # no alignment heads
             scale = expected[:, :, t].abs().max()
             assert (got - expected[:, :, t]).abs().max() < tolerance * scale
     cache.keep([1])                                                           # a row leaves; the other goes on
     assert cache.rows == 1 and int(cache.lengths[0]) == prompt.shape[1] + 6
+
+
+def aligned_tiny_model(seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    return Backbone(BackboneConfig(**TINY, align_layers=(1,), align_heads=1))
+
+
+def test_step_model_reports_the_alignment_heads_attention():
+    """What generation reads as the text position is the attention LlamaModel computes in those heads."""
+    from backbone.fast import StepModel
+
+    model = aligned_tiny_model(4).eval()
+    model.transformer.set_attn_implementation("eager")
+    prompt = model.embed_prompt(torch.randn(1, 8), torch.tensor([[1, 4, 2, 7]]))
+    steps = torch.randint(0, 12, (1, 3, 5))
+    out = model.transformer(inputs_embeds=torch.cat([prompt, model.embed_audio(steps)], 1), output_attentions=True)
+    step_model = StepModel(model)
+    cache = step_model.new_cache()
+    prefill = model.transformer(inputs_embeds=prompt, use_cache=True).past_key_values
+    cache.add_row([layer.keys[0] for layer in prefill.layers], [layer.values[0] for layer in prefill.layers])
+    n = prompt.shape[1]
+    for t in range(5):
+        _, alignment = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+        expected = out.attentions[1][0, 0, n + t, :n + t + 1]
+        assert alignment.shape == (1, n + t + 1) and torch.allclose(alignment[0], expected, atol=1e-5)
+
+
+def test_alignment_heads_hold_eos_until_the_text_is_read_and_force_it_after():
+    text, n_chars = [1, 2, 3, 4, 5], 10
+    eager = aligned_tiny_model()
+    with torch.no_grad():   # the model wants to stop at once
+        eager.heads.bias.view(3, -1)[0, eager.config.eos] = 1e4
+    never_at_end = SamplingConfig(end_margin_tokens=0.0, max_seconds_per_char=0.1, extra_seconds=0.0)
+    frames = list(generate_frames(eager, Request(text, torch.zeros(8), n_chars, sampling=never_at_end)))
+    assert len(frames) == frame_bounds(n_chars, 25.0, never_at_end)[1] == 25   # EOS waited for the bound
+
+    reluctant = aligned_tiny_model()
+    with torch.no_grad():   # the model never wants to stop
+        reluctant.heads.bias.view(3, -1)[0, reluctant.config.eos] = -1e4
+    always_at_end = SamplingConfig(end_margin_tokens=len(text) + 1, end_hold_seconds=0.4)
+    frames = list(generate_frames(reluctant, Request(text, torch.zeros(8), n_chars, sampling=always_at_end)))
+    assert len(frames) == 0.4 * 25 + 1        # forced once it had read the end for 0.4 s
