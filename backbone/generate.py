@@ -43,10 +43,13 @@ class SamplingConfig:
     # `end_margin_tokens` of the text (no truncation), and forced after `end_hold_seconds` there (no run-on).
     end_margin_tokens: float = 2.0
     end_hold_seconds: float = 1.0
+    # Classifier-free guidance for a model trained with unconditional examples (1 = off): logits
+    # u + w (c - u), u from the same audio with no text and no voice; sharper words and voice.
+    guidance: float = 1.0
 
     def validate(self) -> None:
-        if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1):
-            raise ValueError("sampling needs temperature >= 0, top_k >= 0 and 0 < top_p <= 1")
+        if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1 and self.guidance >= 0):
+            raise ValueError("sampling needs temperature >= 0, top_k >= 0, 0 < top_p <= 1 and guidance >= 0")
 
 
 @dataclass
@@ -81,6 +84,7 @@ class _Row:
     cancelled: bool = False
 
     aligned: bool = False               # the model has alignment heads: EOS follows the reading position
+    guided: bool = False                # classifier-free guidance: a second, unconditional cache row
     text_position: float = 0.0          # where they read, in text tokens (0 .. N-1; centroid of attention)
     steps_at_end: int = 0               # decoding steps spent reading the text's end
 
@@ -133,21 +137,41 @@ class BatchGenerator:
         lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
         if n + hi + cfg.n_codebooks > cfg.max_positions:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
-        out = self.model.transformer(inputs_embeds=prompt, past_key_values=DynamicCache(), use_cache=True,
-                                     position_ids=torch.arange(n, device=device)[None])
         row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
-                   round(request.sampling.end_hold_seconds * cfg.frame_rate), aligned=cfg.align_heads > 0)
-        layers = out.past_key_values.layers
-        self.cache.add_row([layer.keys[0] for layer in layers], [layer.values[0] for layer in layers])
+                   round(request.sampling.end_hold_seconds * cfg.frame_rate), aligned=cfg.align_heads > 0,
+                   guided=cfg.unconditional and request.sampling.guidance != 1.0)
+        logits = self._prefill(prompt)
+        if row.guided:   # its unconditional twin: no speaker, no text; its cache row follows the request's
+            unconditional = self.model.embed_prompt(torch.zeros_like(request.speaker, device=device).float()[None],
+                                                    text[:, :0])
+            logits = self._guide(logits, self._prefill(unconditional), request.sampling.guidance)
         self.rows.append(row)
-        self._sample(row, self.model.logits(out.last_hidden_state[:, -1:])[0, :, 0])
+        self._sample(row, logits)
         return row.id
 
+    def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
+        """Run a prompt [1, n, d] through the transformer into a new cache row; its next-step logits [K, V]."""
+        n = prompt.shape[1]
+        out = self.model.transformer(inputs_embeds=prompt, past_key_values=DynamicCache(), use_cache=True,
+                                     position_ids=torch.arange(n, device=prompt.device)[None])
+        layers = out.past_key_values.layers
+        self.cache.add_row([layer.keys[0] for layer in layers], [layer.values[0] for layer in layers])
+        return self.model.logits(out.last_hidden_state[:, -1:])[0, :, 0]
+
+    @staticmethod
+    def _guide(conditional: torch.Tensor, unconditional: torch.Tensor, weight: float) -> torch.Tensor:
+        """Classifier-free guidance: push the logits away from what the model says with no text or voice."""
+        return unconditional + weight * (conditional - unconditional)
+
+    def _cache_rows(self) -> list[int]:
+        """Index into `rows` of every cache row, in cache order (a guided row has two)."""
+        return [i for i, r in enumerate(self.rows) for _ in range(1 + r.guided)]
+
     def _drop_finished(self) -> None:
-        keep = [i for i, r in enumerate(self.rows) if not r.done]
-        if len(keep) < len(self.rows):
-            self.rows = [self.rows[i] for i in keep]
-            self.cache.keep(keep)
+        owners = self._cache_rows()
+        if any(r.done for r in self.rows):
+            self.cache.keep([c for c, i in enumerate(owners) if not self.rows[i].done])
+            self.rows = [r for r in self.rows if not r.done]
 
     def cancel(self, row_id: int) -> None:
         """Remove a request (client gone) before its next step."""
@@ -235,13 +259,19 @@ class BatchGenerator:
         live = [r for r in self.rows if not r.done]
         if live:
             device = self.cache.device
-            last = torch.tensor([r.steps[-1] for r in self.rows], device=device)[:, :, None]   # [B, K, 1]
-            logits, attention = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)  # [B, K, V]
-            for i, row in enumerate(self.rows):
+            owners = self._cache_rows()
+            last = torch.tensor([self.rows[i].steps[-1] for i in owners], device=device)[:, :, None]   # [C, K, 1]
+            logits, attention = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)      # [C, K, V]
+            c = 0
+            for row in self.rows:
                 if attention is not None:
-                    row.follow(attention[i], row.request.sampling.end_margin_tokens)
+                    row.follow(attention[c], row.request.sampling.end_margin_tokens)
+                row_logits = logits[c]
+                if row.guided:
+                    row_logits = self._guide(row_logits, logits[c + 1], row.request.sampling.guidance)
+                c += 1 + row.guided
                 if not row.done:
-                    self._sample(row, logits[i])
+                    self._sample(row, row_logits)
         # Frames completed since the last call, including any the prefill's first sample completed.
         results = {row.id: (self._new_frames(row), row.done) for row in self.rows}
         self._drop_finished()

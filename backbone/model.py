@@ -45,6 +45,7 @@ class BackboneConfig:
     encoder_id: str = ""            # the speaker encoder whose embeddings condition it
     align_layers: tuple[int, ...] = ()   # layers whose first `align_heads` heads were trained to align
     align_heads: int = 0                 # (AlignmentGuide); inference reads them to place EOS
+    unconditional: bool = False          # also trained without text and speaker: guidance is available
 
     @property
     def pad(self) -> int:
@@ -203,6 +204,8 @@ class AlignmentGuide:
         """attentions: per layer [B, H, L, L]; row layout [speaker, text (N), BOS + audio (S)] then padding."""
         total = []
         for i, (n, s) in enumerate(zip(text_lengths, audio_steps)):
+            if n == 0:
+                continue                                   # an unconditional example has nothing to align
             start = row_lengths[i] - s                     # BOS: the first audio query
             grid_s = torch.arange(s, device=attentions[0].device, dtype=torch.float32)[:, None] / s
             grid_n = (torch.arange(n, device=attentions[0].device, dtype=torch.float32)[None] + 0.5) / n
@@ -210,7 +213,7 @@ class AlignmentGuide:
             for layer in self.layers:
                 a = attentions[layer][i, :self.heads, start:start + s, 1:1 + n]              # [h, S, N]
                 total.append(((a * cost).sum(-1) + (1 - a.sum(-1))).mean())
-        return torch.stack(total).mean()
+        return torch.stack(total).mean() if total else torch.zeros((), device=attentions[0].device)
 
 
 def save_backbone(model: Backbone, path: str | Path, step: int = 0, extra: dict | None = None) -> str:

@@ -36,7 +36,7 @@ class BackboneTrainConfig(TrainerOptions):
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 500
-    speaker_dropout: float = 0.0      # share of examples with a zero speaker vector (unconditional)
+    uncond_dropout: float = 0.0       # share of examples with no text and a zero speaker (for guidance)
     valid_every: int = 500
     model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
     init_from: str = ""               # a new run starts from these weights (backbone file or checkpoint)
@@ -82,13 +82,15 @@ def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int,
     return batches
 
 
-def _tensors(cache: TokenCache, batch: list[int], rng: random.Random, device: torch.device, dropout: float):
+def _tensors(cache: TokenCache, batch: list[int], rng: random.Random, device: torch.device, uncond: float):
+    """Speaker [B, dim], text ids and codes of a batch; a share `uncond` of examples loses text and speaker."""
     speaker = torch.stack([torch.from_numpy(cache.embedding(i, rng)) for i in batch]).to(device)
-    if dropout:
-        keep = torch.tensor([rng.random() >= dropout for _ in batch], device=device)
-        speaker = speaker * keep[:, None]
     text = [torch.from_numpy(cache.text_ids[i].astype("int64")) for i in batch]
     codes = [torch.from_numpy(cache.codes[i].astype("int64")) for i in batch]
+    if uncond:
+        dropped = [rng.random() < uncond for _ in batch]
+        speaker = speaker * torch.tensor([not d for d in dropped], device=device)[:, None]
+        text = [t[:0] if d else t for t, d in zip(text, dropped)]
     return speaker, text, codes
 
 
@@ -161,6 +163,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         opt.load_state_dict(resume["opt"])
         step, best = resume["step"], resume["best"]
         log.info("resumed from %s at step %d", ckpt_path, step)
+    if cfg.uncond_dropout:
+        model_cfg.unconditional = True   # saved: generation may then use classifier-free guidance
     if is_main():
         log.info("backbone: %.2f M parameters, %d training utterances (%.1f h)",
                  sum(p.numel() for p in model.parameters()) / 1e6, len(cache.indices("train")), meta["hours"])
@@ -185,7 +189,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         for batch in batches:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
-            result = net(*_tensors(cache, batch, rng, device, cfg.speaker_dropout), guide=guide)
+            result = net(*_tensors(cache, batch, rng, device, cfg.uncond_dropout), guide=guide)
             opt.zero_grad(set_to_none=True)
             result["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

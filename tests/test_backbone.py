@@ -117,8 +117,10 @@ def test_eos_is_not_allowed_before_the_minimum_length():
 
 
 def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave():
-    model = tiny_model(1).eval()
-    reqs = [Request(list(range(1, 3 + 3 * i)), torch.randn(8), n_chars=6 + 4 * i, seed=10 + i) for i in range(4)]
+    torch.manual_seed(1)   # a model that allows guidance: guided requests (two cache rows) sit beside plain ones
+    model = Backbone(BackboneConfig(**TINY, unconditional=True)).eval()
+    reqs = [Request(list(range(1, 3 + 3 * i)), torch.randn(8), n_chars=6 + 4 * i, seed=10 + i,
+                    sampling=SamplingConfig(guidance=(1.0, 2.5)[i % 2])) for i in range(4)]
     alone = [torch.stack(list(generate_frames(model, r)), 1) for r in reqs]
     together = generate_batch(model, reqs)
     for a, b in zip(alone, together):
@@ -136,6 +138,21 @@ def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave():
             out.setdefault(row, []).extend(frames)
     for row, expected in zip(ids, alone):
         assert torch.equal(torch.stack(out[row], 1), expected)
+
+
+def test_guidance_weight_zero_is_the_unconditional_model_and_others_differ():
+    torch.manual_seed(7)
+    model = Backbone(BackboneConfig(**TINY, unconditional=True)).eval()
+    text, speaker = [3, 1, 4, 1, 5], torch.randn(8)
+
+    def frames(ids, spk, guidance, temperature=0.0):
+        sampling = SamplingConfig(temperature=temperature, guidance=guidance, max_seconds_per_char=0.05)
+        return torch.stack(list(generate_frames(model, Request(ids, spk, n_chars=20, sampling=sampling))), 1)
+
+    assert torch.equal(frames(text, speaker, 0.0), frames([], torch.zeros(8), 1.0))
+    assert not torch.equal(frames(text, speaker, 1.0, 1.0), frames(text, speaker, 30.0, 1.0))
+    with pytest.raises(ValueError, match="guidance"):
+        frames(text, speaker, -1.0)
 
 
 def test_cancel_frees_the_row_and_seeds_are_deterministic():
