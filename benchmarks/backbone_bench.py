@@ -27,7 +27,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from backbone.generate import BatchGenerator, Request
+from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions
@@ -63,8 +63,9 @@ def references(corpus: str, all_utts: list[Utterance], speakers: set[str], exclu
     return {s: engine.encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
 
 
-def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> np.ndarray:
-    pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed)))
+def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
+               sampling: SamplingConfig = SamplingConfig()) -> np.ndarray:
+    pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed, sampling=sampling)))
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
@@ -101,13 +102,14 @@ def robustness_sentences(texts: list[str], count: int, max_words: int = 60) -> l
     return out
 
 
-def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, steps: int = 60) -> dict:
+def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, steps: int = 60,
+               sampling: SamplingConfig = SamplingConfig()) -> dict:
     """Transformer steps per second with `batch` requests in flight (sampling included, no codec)."""
     text = "This sentence is long enough that no request ends while the steps are being timed. " * 3
     ids = engine.tokenizer.encode(text)
     generator = BatchGenerator(engine.backbone, quantized=int8)
     for i in range(batch):
-        generator.add(Request(ids, torch.from_numpy(speaker), len(text), seed=i))
+        generator.add(Request(ids, torch.from_numpy(speaker), len(text), seed=i, sampling=sampling))
     for _ in range(5):
         generator.step()
     start = time.perf_counter()
@@ -119,7 +121,8 @@ def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, step
             "realtime_streams": batch * frame / seconds}
 
 
-def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100, seed: int = 0) -> dict:
+def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100, seed: int = 0,
+        sampling: SamplingConfig = SamplingConfig()) -> dict:
     """All four figures (see module doc); needs the corpus's audio and pocketsphinx."""
     rng = random.Random(seed)
     recognizer = Recognizer()
@@ -127,7 +130,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         raise ValueError("the recogniser takes 16 kHz audio")
     all_utts = read_manifest(corpus)
     result: dict = {"backbone": getattr(engine.backbone, "model_id", "?"),
-                    "step": getattr(engine.backbone, "train_step", 0)}
+                    "step": getattr(engine.backbone, "train_step", 0),
+                    "guidance": sampling.guidance if engine.backbone.config.unconditional else 1.0}
     for split in ("test", "unseen"):
         chosen = pick([u for u in all_utts if u.split == split], utterances, rng)
         refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine)
@@ -135,7 +139,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         real = [0, 0]
         similarity, identified = [], 0
         for i, u in enumerate(chosen):
-            pcm = synthesize(engine, u.text, refs[u.speaker], seed + i)
+            pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
             e, n, _ = _errors(recognizer, pcm, u.text)
             ours = [ours[0] + e, ours[1] + n]
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
@@ -152,14 +156,14 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "similarity": float(np.mean(similarity)),
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
                          "identified": identified / max(1, len(chosen))}
-    result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed)
+    result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
     speaker = next(iter(refs.values()))
-    result["speed"] = [step_speed(engine, speaker, b, int8) for int8 in (False, True) for b in (1, 8)]
+    result["speed"] = [step_speed(engine, speaker, b, int8, sampling=sampling) for int8 in (False, True) for b in (1, 8)]
     return result
 
 
 def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
-                rng: random.Random, seed: int) -> dict:
+                rng: random.Random, seed: int, sampling: SamplingConfig) -> dict:
     held_out = [u for u in all_utts if u.split in ("test", "unseen")]
     rate = float(np.median([u.duration / max(1, len(u.text)) for u in held_out]))   # seconds per character
     texts = [u.text for u in sorted(held_out, key=lambda u: u.id)]
@@ -170,7 +174,7 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
     short = long = repeated = 0
     ratios = []
     for i, text in enumerate(robustness_sentences(texts, count)):
-        pcm = synthesize(engine, text, speakers[i % len(speakers)], seed + i)
+        pcm = synthesize(engine, text, speakers[i % len(speakers)], seed + i, sampling)
         ratio = len(pcm) / engine.sample_rate / (len(text) * rate + 0.3)
         ratios.append(ratio)
         short += ratio < SANE_DURATION[0]
@@ -183,7 +187,8 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
 
 
 def format_report(result: dict) -> str:
-    lines = [f"backbone {result['backbone']} (step {result['step']}), held-out sentences and speakers",
+    lines = [f"backbone {result['backbone']} (step {result['step']}, guidance {result.get('guidance', 1.0)}), "
+             "held-out sentences and speakers",
              "| split | utterances / speakers | WER ours | WER real audio | ratio | cos to own reference | "
              "cos between speakers | closest to own reference |", "|---|---|---|---|---|---|---|---|"]
     for split, label in (("test", "new sentences, training speakers"), ("unseen", "new speakers")):

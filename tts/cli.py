@@ -318,7 +318,12 @@ def _cmd_say(args: argparse.Namespace) -> int:
         args.play = True
     clip = _read_clip(args.clone) if args.clone else None
     engine = Engine.load(backbone=args.backbone, store=VoiceStore(args.store) if args.store else None)
-    options = SynthesisOptions(seed=args.seed, sampling=SamplingConfig(temperature=args.temperature))
+    given = {"temperature": args.temperature, "guidance": args.guidance}
+    options = SynthesisOptions(seed=args.seed, sampling=SamplingConfig(**{k: v for k, v in given.items() if v is not None}))
+    try:
+        options.sampling.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
     bar = None
@@ -503,7 +508,10 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
     from tts.engine import Engine
 
     _require_corpus(args.corpus)
-    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences)
+    from backbone.generate import SamplingConfig
+
+    sampling = SamplingConfig(**({"guidance": args.guidance} if args.guidance is not None else {}))
+    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences, sampling=sampling)
     print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -563,7 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="write the audio here (.wav or .flac, 16-bit)")
     sp.add_argument("--play", action="store_true", help="also play it (the default when there is no --out)")
     sp.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, same audio")
-    sp.add_argument("--temperature", type=float, default=0.8)
+    sp.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy; default 0.8)")
+    sp.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance weight (1 = off; used when the model was trained for it)")
     sp.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the codec's, 16000)")
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
@@ -740,6 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
     bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
     bb.add_argument("--json", default="", help="also write the figures to this file")
+    bb.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default: the engine's)")
     bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
