@@ -39,8 +39,10 @@ class SamplingConfig:
     min_seconds_per_char: float = 0.02    # EOS not allowed before this
     max_seconds_per_char: float = 0.2     # forced EOS after this (+ extra_seconds)
     extra_seconds: float = 1.0
-    # With alignment heads (backbone.model.AlignmentGuide): EOS only once they read the last
-    # `end_margin_tokens` of the text (no truncation), and forced after `end_hold_seconds` there (no run-on).
+    # With alignment heads (backbone.model.AlignmentGuide): EOS only once they have read `eos_min_read` of
+    # the text (no truncated sentences; their reading lags the speech a little, so not all of it), and forced
+    # after `end_hold_seconds` reading its last `end_margin_tokens` (no babbling on).
+    eos_min_read: float = 0.7
     end_margin_tokens: float = 2.0
     end_hold_seconds: float = 1.0
     # Classifier-free guidance for a model trained with unconditional examples (1 = off): logits
@@ -191,7 +193,8 @@ class BatchGenerator:
             return (cfg.eos if t - k == row.n_frames else cfg.pad), False
         if k == 0 and (t >= row.max_frames or row.steps_at_end > row.end_hold_steps):
             return cfg.eos, False
-        end_ok = not row.aligned or row.at_end(row.request.sampling.end_margin_tokens)
+        read_enough = row.text_position >= row.request.sampling.eos_min_read * (len(row.request.text_ids) - 1)
+        end_ok = not row.aligned or read_enough
         return None, k == 0 and t >= row.min_frames and end_ok
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:

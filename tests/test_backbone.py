@@ -312,7 +312,8 @@ def test_alignment_heads_hold_eos_until_the_text_is_read_and_force_it_after():
     eager = aligned_tiny_model()
     with torch.no_grad():   # the model wants to stop at once
         eager.heads.bias.view(3, -1)[0, eager.config.eos] = 1e4
-    never_at_end = SamplingConfig(end_margin_tokens=0.0, max_seconds_per_char=0.1, extra_seconds=0.0)
+    never_at_end = SamplingConfig(eos_min_read=1.01, end_margin_tokens=0.0, max_seconds_per_char=0.1,
+                                  extra_seconds=0.0)
     frames = list(generate_frames(eager, Request(text, torch.zeros(8), n_chars, sampling=never_at_end)))
     assert len(frames) == frame_bounds(n_chars, 25.0, never_at_end)[1] == 25   # EOS waited for the bound
 
