@@ -41,11 +41,14 @@ class TtsClient:
 
     @staticmethod
     def config(voice: str = "", encoding: int = pb.LINEAR16, sample_rate: int = 0, seed: int = 0,
-               codec_kbps: float = 0.0, temperature: float | None = None) -> pb.SynthesisConfig:
+               codec_kbps: float = 0.0, temperature: float | None = None,
+               guidance: float | None = None) -> pb.SynthesisConfig:
         cfg = pb.SynthesisConfig(voice=voice, seed=seed, audio=pb.AudioConfig(
             encoding=encoding, sample_rate_hz=sample_rate, codec_kbps=codec_kbps))
         if temperature is not None:
             cfg.temperature = temperature
+        if guidance is not None:
+            cfg.guidance = guidance
         return cfg
 
     def synthesize(self, text: str, **config) -> pb.SynthesizeResponse:

@@ -134,7 +134,11 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         temperature = config.temperature if config.HasField("temperature") else SamplingConfig.temperature
         if not 0 <= temperature <= 2:
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "temperature must be between 0 and 2")
-        return SynthesisOptions(seed=config.seed % (2 ** 63), sampling=SamplingConfig(temperature=temperature),
+        guidance = config.guidance if config.HasField("guidance") else SamplingConfig.guidance
+        if not 0 <= guidance <= 10:
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "guidance must be between 0 and 10")
+        return SynthesisOptions(seed=config.seed % (2 ** 63),
+                                sampling=SamplingConfig(temperature=temperature, guidance=guidance),
                                 max_text_chars=self.config.max_text_chars)
 
     def _format(self, out: OutputFormat) -> pb.AudioFormat:
