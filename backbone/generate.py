@@ -12,8 +12,8 @@ and only after a minimum length), a length bound derived from the text ends any
 run-on, and repetition-aware sampling (VALL-E 2) re-draws a token from the full
 distribution when it already fills much of the recent window (anti-babbling).
 A model trained with alignment heads also reports where in the text it reads;
-EOS then waits until it reads the end (no truncated sentences) and comes soon
-after (no babbling on after the last word).
+EOS then waits until most of the text is read (no truncated sentences) and is
+forced soon after the reading reaches its end (no babbling on after the last word).
 """
 from __future__ import annotations
 
@@ -90,16 +90,18 @@ class _Row:
     text_position: float = 0.0          # where they read, in text tokens (0 .. N-1; centroid of attention)
     steps_at_end: int = 0               # decoding steps spent reading the text's end
 
-    def follow(self, attention: torch.Tensor, end_margin: float) -> None:
+    def follow(self, attention: torch.Tensor) -> None:
         """Update the reading position from the alignment heads' attention over the row's positions [L]."""
         n = len(self.request.text_ids)
         on_text = attention[1:1 + n]                       # position 0 is the speaker
         centroid = (on_text * torch.arange(n, dtype=on_text.dtype, device=on_text.device)).sum()
         self.text_position = float(centroid / on_text.sum().clamp_min(1e-6))
-        self.steps_at_end += self.at_end(end_margin)
+        self.steps_at_end += self.text_position >= n - self.request.sampling.end_margin_tokens
 
-    def at_end(self, end_margin: float) -> bool:
-        return self.text_position >= len(self.request.text_ids) - end_margin
+    def may_end(self) -> bool:
+        """EOS is allowed as far as the reading goes: no alignment heads, or enough of the text read."""
+        last = len(self.request.text_ids) - 1
+        return not self.aligned or self.text_position >= self.request.sampling.eos_min_read * last
 
     @property
     def done(self) -> bool:
@@ -170,9 +172,8 @@ class BatchGenerator:
         return [i for i, r in enumerate(self.rows) for _ in range(1 + r.guided)]
 
     def _drop_finished(self) -> None:
-        owners = self._cache_rows()
         if any(r.done for r in self.rows):
-            self.cache.keep([c for c, i in enumerate(owners) if not self.rows[i].done])
+            self.cache.keep([c for c, i in enumerate(self._cache_rows()) if not self.rows[i].done])
             self.rows = [r for r in self.rows if not r.done]
 
     def cancel(self, row_id: int) -> None:
@@ -193,9 +194,7 @@ class BatchGenerator:
             return (cfg.eos if t - k == row.n_frames else cfg.pad), False
         if k == 0 and (t >= row.max_frames or row.steps_at_end > row.end_hold_steps):
             return cfg.eos, False
-        read_enough = row.text_position >= row.request.sampling.eos_min_read * (len(row.request.text_ids) - 1)
-        end_ok = not row.aligned or read_enough
-        return None, k == 0 and t >= row.min_frames and end_ok
+        return None, k == 0 and t >= row.min_frames and row.may_end()
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:
         """Choose the K tokens of the row's next step from logits [K, V]; free streams are drawn together."""
@@ -268,7 +267,7 @@ class BatchGenerator:
             c = 0
             for row in self.rows:
                 if attention is not None:
-                    row.follow(attention[c], row.request.sampling.end_margin_tokens)
+                    row.follow(attention[c])
                 row_logits = logits[c]
                 if row.guided:
                     row_logits = self._guide(row_logits, logits[c + 1], row.request.sampling.guidance)

@@ -252,6 +252,19 @@ def _trainer_options(args: argparse.Namespace) -> dict:
                 device=args.device, threads=args.threads, max_minutes=args.max_minutes, log_every=args.log_every)
 
 
+def _sampling_config(args: argparse.Namespace):
+    """backbone.generate.SamplingConfig from the sampling flags a command has (--temperature, --guidance), checked."""
+    from backbone.generate import SamplingConfig
+
+    given = {k: getattr(args, k, None) for k in ("temperature", "guidance")}
+    sampling = SamplingConfig(**{k: v for k, v in given.items() if v is not None})
+    try:
+        sampling.validate()
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return sampling
+
+
 def _require_corpus(corpus: str) -> None:
     if not (Path(corpus) / "manifest.jsonl").is_file():
         raise UserError(f"{corpus} holds no manifest.jsonl: build one with 'tts data build'")
@@ -306,7 +319,6 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
 def _cmd_say(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from backbone.generate import SamplingConfig
     from tts.engine import Engine, SynthesisOptions
     from tts.say import say
     from voice.store import VoiceStore
@@ -318,12 +330,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
         args.play = True
     clip = _read_clip(args.clone) if args.clone else None
     engine = Engine.load(backbone=args.backbone, store=VoiceStore(args.store) if args.store else None)
-    given = {"temperature": args.temperature, "guidance": args.guidance}
-    options = SynthesisOptions(seed=args.seed, sampling=SamplingConfig(**{k: v for k, v in given.items() if v is not None}))
-    try:
-        options.sampling.validate()
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
     engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
     bar = None
@@ -508,10 +515,8 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
     from tts.engine import Engine
 
     _require_corpus(args.corpus)
-    from backbone.generate import SamplingConfig
-
-    sampling = SamplingConfig(**({"guidance": args.guidance} if args.guidance is not None else {}))
-    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences, sampling=sampling)
+    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences,
+                 sampling=_sampling_config(args))
     print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
