@@ -98,7 +98,7 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
     embeddings = speaker_embeddings(corpus, utts, encoder, speaker_names)
     flat_codes, code_offsets = _flatten(codes)
     flat_text, text_offsets = _flatten(text_ids)
-    meta = {"codec_id": codec.model_id, "tokenizer_id": tokenizer.id, "encoder_id": encoder.model_id,
+    meta = {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer.id, "encoder_id": encoder.model_id,
             "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate, "utterances": len(utts),
             "hours": round(sum(c.shape[1] for c in codes) / codec.config.frame_rate / 3600, 2)}
     _save(Path(out), dict(ids=np.array([u.id for u in utts]), speakers=np.array([u.speaker for u in utts]),

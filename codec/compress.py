@@ -17,7 +17,7 @@ def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbp
     n_q = model.config.n_q_for_kbps(kbps)
     codes = model.encode(torch.from_numpy(audio)[None, None], n_q)[0].T.numpy()
     header = StreamHeader(model.sample_rate, model.hop_length, n_q, model.config.bits_per_code,
-                          len(audio), codes.shape[0], model.model_id)
+                          len(audio), codes.shape[0], model.tokens_id)
     return header, codes
 
 
@@ -49,8 +49,9 @@ def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path) -
     """Raises BitstreamError for foreign, truncated or corrupt input (nothing is written then)."""
     with open(stream_in, "rb") as f:
         header, codes = read_stream(f)
-    if header.model_id != model.model_id:
-        # Different weights decode the same codes into different audio: refuse rather than play noise.
-        raise BitstreamError(f"stream was made by codec model {header.model_id}, this one is {model.model_id}")
+    if header.model_id != model.tokens_id:
+        # Another token vocabulary decodes the same codes into noise: refuse. (A decoder fine-tuned on
+        # the same vocabulary keeps its tokens id and decodes the stream.)
+        raise BitstreamError(f"stream was made by codec tokens {header.model_id}, this codec's are {model.tokens_id}")
     write_audio(wav_out, decompress_codes(model, header, codes), model.sample_rate)
     return header

@@ -2,12 +2,17 @@
 
 Shipped models are safetensors files (weights only, no pickle) whose metadata
 holds the config JSON, a model id and the training step, so loading needs
-only the file. Training checkpoints (with optimiser state) use torch.save and
+only the file. A codec also has a tokens id: the id of its token vocabulary
+(encoder and codebooks). It is the model id of the run that trained the
+encoder, and a decoder-only fine-tune keeps it, so streams, token caches and
+backbones made with the parent still fit. Training checkpoints (with optimiser state) use torch.save and
 are loaded with weights_only=True.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import json
 
 import torch
 
@@ -18,18 +23,29 @@ from tts.modelfile import ASSETS, ModelFileError, model_id_of, read_model_file, 
 DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
-__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file",
+__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file", "tokens_id_of",
            "load_weights", "load_codec"]
 
 
 def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None,
-               dtype: torch.dtype = torch.float16) -> str:
+               dtype: torch.dtype = torch.float16, tokens_id: str = "") -> str:
     """Write a shipped-model file (float16 by default); returns the model id.
 
-    The codebooks' EMA statistics are training-only and are dropped.
+    The codebooks' EMA statistics are training-only and are dropped. `tokens_id`:
+    the parent's, for a model whose encoder and codebooks were frozen (empty: its own model id).
     """
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(EMA_SUFFIXES)}
+    extra = {**(extra or {}), **({"tokens_id": tokens_id} if tokens_id else {})}
     return save_model_file(path, state, "codec", model.config.to_dict(), step, extra, dtype)
+
+
+def tokens_id_of(meta: dict[str, str]) -> str:
+    """The token-vocabulary id of a codec file from its metadata (see the module doc)."""
+    try:
+        inherited = json.loads(meta.get("extra") or "{}").get("tokens_id")
+    except (json.JSONDecodeError, AttributeError):
+        inherited = None
+    return inherited or meta.get("model_id", "unknown")
 
 
 def read_codec_file(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -75,5 +91,6 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
     if not folded:
         model.remove_weight_norm()  # inference never needs the re-parametrisation
     model.model_id = meta.get("model_id", "unknown")
+    model.tokens_id = tokens_id_of(meta)
     model.train_step = int(meta.get("step", 0))
     return model.to(device).eval()

@@ -28,6 +28,7 @@ class CodecModel(StreamingModule):
         super().__init__()
         self.config = config
         self.model_id = "untrained"  # content hash, set by the loader
+        self.tokens_id = "untrained"  # id of the token vocabulary (codec/loaders.py), set by the loader
         self.encoder = Encoder(config.channels, config.strides, config.dimension, config.max_channels)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.card, config.ema_decay)
         self.decoder = Decoder(config.channels, config.strides, config.dimension, config.max_channels)

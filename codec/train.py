@@ -4,7 +4,12 @@ Schedule: spectral + commitment losses from the start (cheap, fast to
 converge), then the multi-scale STFT discriminator with adversarial and
 feature-matching losses from `adv_start` on (about 7x the cost per step on
 CPU). Quantizer dropout draws the number of quantizers per example so one
-model serves every bitrate. Checkpoints (every `ckpt_minutes`) hold the
+model serves every bitrate.
+
+`decoder_only` fine-tunes the decoder of a shipped codec with its encoder and
+codebooks frozen: the tokens stay the same (same `tokens_id`), so a backbone
+trained on them keeps working and the decoder alone gets better. `focus_n_q`
+spends a share of the examples on the bitrate the backbone speaks. Checkpoints (every `ckpt_minutes`) hold the
 config, the optimisers and the step; re-running the same command resumes.
 """
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.loaders import load_weights, read_codec_file, save_codec
+from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
                           hinge_discriminator_loss, log_mel)
 from codec.model import CodecModel
@@ -57,6 +62,9 @@ class TrainConfig(TrainerOptions):
     valid_every: int = 500
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
     init_from: str = ""               # a shipped codec file to start a new run from (ignored when resuming)
+    decoder_only: bool = False        # freeze encoder and codebooks: tokens unchanged, decoder trained
+    focus_n_q: int = 0                # when set, a `focus_prob` share of examples uses exactly this many quantizers
+    focus_prob: float = 0.5
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -92,11 +100,25 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
         layer.cluster_size.fill_(1.0)
 
 
-def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device) -> torch.Tensor:
-    """Quantizer dropout: per example, all quantizers with prob `full_prob`, else uniform in 1..n_q."""
+def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device,
+                focus_n_q: int = 0, focus_prob: float = 0.0) -> torch.Tensor:
+    """Quantizer dropout: per example, all quantizers with prob `full_prob`, else uniform in 1..n_q;
+    with `focus_n_q`, a `focus_prob` share of examples uses exactly that many instead."""
     draw = torch.randint(1, n_q + 1, (batch,), device=device)
     full = torch.rand(batch, device=device) < full_prob
-    return torch.where(full, torch.full_like(draw, n_q), draw)
+    draw = torch.where(full, torch.full_like(draw, n_q), draw)
+    if focus_n_q:
+        focus = torch.rand(batch, device=device) < focus_prob
+        draw = torch.where(focus, torch.full_like(draw, focus_n_q), draw)
+    return draw
+
+
+def _set_train_mode(model: CodecModel, decoder_only: bool) -> None:
+    """Training mode; with `decoder_only` the encoder and codebooks stay in eval (no EMA updates)."""
+    model.train()
+    if decoder_only:
+        model.encoder.eval()
+        model.quantizer.eval()
 
 
 @torch.no_grad()
@@ -108,7 +130,6 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[st
     for n_q in n_qs:
         rec = model.decode(model.encode(clips, n_q))[..., : clips.shape[-1]]
         out[f"mel_q{n_q}"] = float((log_mel(rec.flatten(1), model.sample_rate) - ref).abs().mean())
-    model.train()
     return out
 
 
@@ -130,12 +151,22 @@ def train(cfg: TrainConfig) -> dict:
     else:
         codec_cfg = CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
 
+    if cfg.focus_n_q and not 1 <= cfg.focus_n_q <= codec_cfg.n_q:
+        raise ValueError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
+    if cfg.decoder_only and not (resume or shipped):
+        raise ValueError("decoder_only fine-tunes a trained codec: give init_from (or resume a decoder-only run)")
     model = CodecModel(codec_cfg).to(device)
+    if cfg.decoder_only:
+        model.encoder.requires_grad_(False)
+        model.quantizer.requires_grad_(False)
     disc = MultiScaleSTFTDiscriminator().to(device)
-    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    trained = model.decoder if cfg.decoder_only else model
+    opt_g = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     step, best = 0, math.inf
+    tokens_id = ""  # a decoder-only run's exports keep the parent's token vocabulary id
     if resume:
+        tokens_id = resume.get("tokens_id", "")
         model.load_state_dict(resume["model"])
         disc.load_state_dict(resume["disc"])
         opt_g.load_state_dict(resume["opt_g"])
@@ -146,15 +177,18 @@ def train(cfg: TrainConfig) -> dict:
         _, state, meta = shipped
         _start_from_shipped(model, state, cfg.init_from)
         step = int(meta.get("step", 0))
+        tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
         log.info("started from %s (trained %d steps)", cfg.init_from, step)
-    train_model = DistributedDataParallel(model) if dist.is_initialized() else model
+    # DDP wraps what is trained; a decoder-only run calls the frozen encoder and codebooks outside it.
+    train_model = DistributedDataParallel(trained) if dist.is_initialized() else trained
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
 
     segment = int(cfg.segment_seconds * codec_cfg.sample_rate) // codec_cfg.hop_length * codec_cfg.hop_length
     data = CropDataset(cfg.corpus, ["train"], segment, cfg.seed + rank + step)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
-    eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)})
+    eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))
+    score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=0)
@@ -166,28 +200,34 @@ def train(cfg: TrainConfig) -> dict:
         if not is_main():
             return
         state = {"model": model.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                 "opt_d": opt_d.state_dict(), "step": step, "best": best,
+                 "opt_d": opt_d.state_dict(), "step": step, "best": best, "tokens_id": tokens_id,
                  "codec_config": json.dumps(codec_cfg.to_dict()), "train_config": json.dumps(asdict(cfg))}
         save_checkpoint(state, ckpt_path)
 
     def validate_and_export(final: bool = False) -> dict[str, float]:
-        """Validate; export the shipped model when 3 kbps quality is the best seen so far."""
+        """Validate; export the shipped model when quality at 3 kbps (or `focus_n_q`) is the best so far."""
         nonlocal best
         result = validate(model, valid_clips, eval_n_q)
         print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
-        score = result[f"mel_q{codec_cfg.n_q_for_kbps(3.0)}"]
+        score = result[f"mel_q{score_n_q}"]
         if score < best:
             best = score
-            save_codec(model, cfg.export, step, extra={"valid": result})
+            save_codec(model, cfg.export, step, extra={"valid": result}, tokens_id=tokens_id)
         return result
 
-    model.train()
     while step < cfg.steps:
         for batch in loader:
             t0 = time.time()
+            _set_train_mode(model, cfg.decoder_only)
             x = batch.to(device)
-            n_q = _sample_n_q(x.shape[0], codec_cfg.n_q, cfg.dropout_full_prob, device)
-            y, q = train_model(x, n_q)
+            n_q = _sample_n_q(x.shape[0], codec_cfg.n_q, cfg.dropout_full_prob, device, cfg.focus_n_q,
+                              cfg.focus_prob)
+            if cfg.decoder_only:
+                with torch.no_grad():
+                    q = model.quantizer(model.encoder(model._pad_to_frames(x)), n_q)
+                y = train_model(q.quantized)
+            else:
+                y, q = train_model(x, n_q)
             y = y[..., : x.shape[-1]]
             losses = spectral(y, x)
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
@@ -201,7 +241,7 @@ def train(cfg: TrainConfig) -> dict:
                 total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
             opt_g.zero_grad(set_to_none=True)
             total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)
             opt_g.step()
             if adversarial:
                 real_logits, _ = train_disc(x)

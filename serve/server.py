@@ -144,7 +144,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     def _format(self, out: OutputFormat) -> pb.AudioFormat:
         if out.kind == "codec":
             codec = self.engine.codec
-            info = pb.CodecInfo(model_id=codec.model_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
+            info = pb.CodecInfo(model_id=codec.tokens_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
                                 hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q))
             return pb.AudioFormat(encoding=pb.CODEC, sample_rate_hz=out.sample_rate, codec=info)
         encoding = pb.FLOAT32 if out.kind == "float32" else pb.LINEAR16

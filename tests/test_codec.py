@@ -242,8 +242,8 @@ def test_file_encode_decode_round_trip(tiny_model, tmp_path):
     out, sr = sf.read(tmp_path / "out.wav")
     assert sr == 16_000 and len(out) == header.num_samples
     other = CodecModel(TINY)
-    other.model_id = "someothermodel00"
-    with pytest.raises(BitstreamError, match="made by codec model"):
+    other.tokens_id = "someothermodel00"
+    with pytest.raises(BitstreamError, match="made by codec tokens"):
         decode_file(other, tmp_path / "x.sttc", tmp_path / "never.wav")
     assert not (tmp_path / "never.wav").exists()
 
@@ -275,3 +275,24 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     fresh = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run2"), "steps": 7,
                            "init_from": str(tmp_path / "c.safetensors"), "export": str(tmp_path / "d.safetensors")})
     assert train(fresh)["step"] == 7
+
+    # Decoder-only fine-tune: the tokens (encoder, codebooks, tokens id) stay the parent's, so the
+    # parent's streams decode; the decoder changes.
+    from codec.loaders import EMA_SUFFIXES
+    parent = load_codec(tmp_path / "c.safetensors")
+    tuned_cfg = TrainConfig(**{**fresh.__dict__, "out_dir": str(tmp_path / "run3"), "steps": parent.train_step + 3,
+                               "decoder_only": True, "focus_n_q": 2, "export": str(tmp_path / "e.safetensors")})
+    assert train(tuned_cfg)["step"] == parent.train_step + 3
+    tuned = load_codec(tmp_path / "e.safetensors")
+    assert tuned.tokens_id == parent.tokens_id == parent.model_id != tuned.model_id
+    before, after = parent.state_dict(), tuned.state_dict()
+    frozen = [k for k in before if not k.startswith("decoder.") and not k.endswith(EMA_SUFFIXES)]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    from codec.compress import decode_file, encode_file
+    t = np.arange(8_000) / 16_000
+    write_audio(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+    encode_file(parent, tmp_path / "in.wav", tmp_path / "p.sttc", kbps=1.0)
+    decode_file(tuned, tmp_path / "p.sttc", tmp_path / "out.wav")
+    with pytest.raises(ValueError, match="decoder_only"):
+        train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))

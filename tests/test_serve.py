@@ -93,7 +93,7 @@ def test_codec_packets_decode_to_the_same_audio_as_pcm(client, engine):
     pcm = client.synthesize("Good morning.", voice="slt", seed=5).audio
     chunks = list(client.stream("Good morning.", voice="slt", seed=5, encoding=pb.CODEC, codec_kbps=1.0))
     info = chunks[0].format.codec
-    assert info.n_q == 4 and info.kbps == pytest.approx(1.0) and info.model_id == engine.codec.model_id
+    assert info.n_q == 4 and info.kbps == pytest.approx(1.0) and info.model_id == engine.codec.tokens_id
     codes = unpack_frames(b"".join(c.audio for c in chunks), info.n_q, info.bits_per_code)
     decoded = engine.codec.decode(torch.from_numpy(codes).T[None])[0, 0].numpy()
     reference = np.frombuffer(pcm, "<i2") / 32768.0

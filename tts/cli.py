@@ -240,7 +240,8 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     from codec.train import TrainConfig, train
 
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
-                      init_from=args.init_from, **_trainer_options(args))
+                      init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
+                      **_trainer_options(args))
     _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
     return 0
@@ -437,8 +438,8 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
 
             codec = load_codec()
             info = first.format.codec
-            if info.model_id != codec.model_id:
-                raise UserError(f"the server's codec is {info.model_id}, this machine has {codec.model_id}")
+            if info.model_id != codec.tokens_id:
+                raise UserError(f"the server's codec tokens are {info.model_id}, this machine's are {codec.tokens_id}")
             decoder = ChunkedDecoder(codec)
 
         remaining = [first.remaining_seconds_estimate]
@@ -699,6 +700,10 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--adv-start", type=int, default=20_000, help="step at which the discriminator joins")
     tc.add_argument("--init-from", default="",
                     help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
+    tc.add_argument("--decoder-only", action="store_true",
+                    help="fine-tune only the decoder of --init-from: same tokens, so the backbone still fits")
+    tc.add_argument("--focus-n-q", type=int, default=0,
+                    help="train half the examples at exactly this many quantizers (the backbone's: 4)")
     tc.set_defaults(func=_cmd_train_codec)
     tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
     _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,

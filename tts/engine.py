@@ -136,7 +136,7 @@ class Engine:
         self._encoder_path = encoder_path
         self.store = store
         cfg = backbone.config
-        for what, wanted, loaded in (("codec", cfg.codec_id, codec.model_id),
+        for what, wanted, loaded in (("codec", cfg.codec_id, codec.tokens_id),
                                      ("tokenizer", cfg.tokenizer_id, tokenizer.id)):
             if wanted != loaded:
                 raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
