@@ -24,6 +24,14 @@ class CodecConfig:
     card: int = 1024
     ema_decay: float = 0.99
     version: str = "0"
+    # "seanet": the mirror of the encoder (transposed convs up). "istft": causal ConvNeXt blocks at
+    # `decoder_hop` resolution predicting short-time spectra, inverse FFT + overlap-add
+    # (codec/modules/istft.py: several times cheaper, output delayed by decoder_hop samples).
+    decoder: str = "seanet"
+    decoder_hop: int = 160
+    decoder_dim: int = 256
+    decoder_hidden: int = 768
+    decoder_layers: int = 6
 
     @property
     def hop_length(self) -> int:

@@ -7,6 +7,7 @@ from torch.nn.utils import parametrize
 
 from codec.config import CodecConfig
 from codec.modules.conv import StreamingContractError
+from codec.modules.istft import IstftDecoder
 from codec.modules.seanet import Decoder, Encoder
 from codec.modules.streaming import StreamingModule
 from codec.quantization.vq import QuantizedResult, ResidualVectorQuantizer
@@ -14,6 +15,18 @@ from codec.quantization.vq import QuantizedResult, ResidualVectorQuantizer
 
 class InvalidCodesError(ValueError):
     """Codes out of range or of the wrong shape (they would crash or produce noise)."""
+
+
+def build_decoder(config: CodecConfig) -> nn.Module:
+    """The decoder `config.decoder` names (see CodecConfig)."""
+    if config.decoder == "seanet":
+        return Decoder(config.channels, config.strides, config.dimension, config.max_channels)
+    if config.decoder == "istft":
+        if config.hop_length % config.decoder_hop:
+            raise ValueError(f"decoder_hop {config.decoder_hop} must divide the hop length {config.hop_length}")
+        return IstftDecoder(config.dimension, config.hop_length // config.decoder_hop, config.decoder_hop,
+                            config.decoder_dim, config.decoder_hidden, config.decoder_layers)
+    raise ValueError(f"unknown decoder {config.decoder!r} (seanet or istft)")
 
 
 class CodecModel(StreamingModule):
@@ -31,7 +44,7 @@ class CodecModel(StreamingModule):
         self.tokens_id = "untrained"  # id of the token vocabulary (codec/loaders.py), set by the loader
         self.encoder = Encoder(config.channels, config.strides, config.dimension, config.max_channels)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.card, config.ema_decay)
-        self.decoder = Decoder(config.channels, config.strides, config.dimension, config.max_channels)
+        self.decoder = build_decoder(config)
 
     @property
     def sample_rate(self) -> int:
@@ -44,6 +57,16 @@ class CodecModel(StreamingModule):
     @property
     def frame_rate(self) -> float:
         return self.config.frame_rate
+
+    @property
+    def delay(self) -> int:
+        """Samples by which decoded audio lags the input (0 for the SEANet decoder)."""
+        return getattr(self.decoder, "delay", 0)
+
+    def align(self, decoded: torch.Tensor, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoded, original) cut to the samples that correspond, the decoder's delay removed."""
+        n = min(decoded.shape[-1], original.shape[-1]) - self.delay
+        return decoded[..., self.delay: self.delay + n], original[..., :n]
 
     def _pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
         rest = audio.shape[-1] % self.hop_length

@@ -6,8 +6,9 @@ feature-matching losses from `adv_start` on (about 7x the cost per step on
 CPU). Quantizer dropout draws the number of quantizers per example so one
 model serves every bitrate.
 
-`decoder_only` fine-tunes the decoder of a shipped codec with its encoder and
-codebooks frozen: the tokens stay the same (same `tokens_id`), so a backbone
+`decoder_only` trains the decoder of a shipped codec with its encoder and
+codebooks frozen (its own decoder, or a new one: `codec` may set the decoder_*
+fields, e.g. {"decoder": "istft"}): the tokens stay the same (same `tokens_id`), so a backbone
 trained on them keeps working and the decoder alone gets better. `focus_n_q`
 spends a share of the examples on the bitrate the backbone speaks. Checkpoints (every `ckpt_minutes`) hold the
 config, the optimisers and the step; re-running the same command resumes.
@@ -92,8 +93,13 @@ class CropDataset(torch.utils.data.Dataset):
         return self.load(i)
 
 
-def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str) -> None:
-    """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes."""
+def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str,
+                        new_decoder: bool = False) -> None:
+    """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
+    With `new_decoder` only the encoder and codebooks are loaded (the decoder starts fresh)."""
+    if new_decoder:
+        state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("decoder.")})
     load_weights(model, state, path)
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
@@ -126,9 +132,9 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[st
     """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better)."""
     model.eval()
     out = {}
-    ref = log_mel(clips.flatten(1), model.sample_rate)
     for n_q in n_qs:
-        rec = model.decode(model.encode(clips, n_q))[..., : clips.shape[-1]]
+        rec, orig = model.align(model.decode(model.encode(clips, n_q)), clips)
+        ref = log_mel(orig.flatten(1), model.sample_rate)
         out[f"mel_q{n_q}"] = float((log_mel(rec.flatten(1), model.sample_rate) - ref).abs().mean())
     return out
 
@@ -148,6 +154,13 @@ def train(cfg: TrainConfig) -> dict:
         codec_cfg = CodecConfig.from_dict(json.loads(resume["codec_config"]))
     elif shipped:
         codec_cfg = shipped[0]
+        if cfg.decoder_only:
+            changed = CodecConfig.from_dict({**codec_cfg.to_dict(), **cfg.codec})
+            wrong = sorted(k for k in cfg.codec if not k.startswith("decoder")
+                           and getattr(changed, k) != getattr(codec_cfg, k))
+            if wrong:
+                raise ValueError(f"a decoder-only run keeps the encoder and codebooks; cannot change {wrong}")
+            codec_cfg = changed
     else:
         codec_cfg = CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
 
@@ -175,7 +188,7 @@ def train(cfg: TrainConfig) -> dict:
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif shipped:
         _, state, meta = shipped
-        _start_from_shipped(model, state, cfg.init_from)
+        _start_from_shipped(model, state, cfg.init_from, new_decoder=codec_cfg != shipped[0])
         step = int(meta.get("step", 0))
         tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
         log.info("started from %s (trained %d steps)", cfg.init_from, step)
@@ -228,7 +241,7 @@ def train(cfg: TrainConfig) -> dict:
                 y = train_model(q.quantized)
             else:
                 y, q = train_model(x, n_q)
-            y = y[..., : x.shape[-1]]
+            y, x = model.align(y, x)
             losses = spectral(y, x)
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
                      + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)

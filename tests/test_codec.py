@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -58,10 +59,13 @@ def test_stride_contract_is_enforced():
         conv(torch.randn(1, 1, 10))
 
 
-@pytest.fixture(scope="module")
-def tiny_model() -> CodecModel:
+@pytest.fixture(scope="module", params=["seanet", "istft"])
+def tiny_model(request) -> CodecModel:
+    """Every model test runs with both decoders (the ISTFT one at a quarter of the hop)."""
     torch.manual_seed(0)
-    model = CodecModel(TINY)
+    config = TINY if request.param == "seanet" else replace(
+        TINY, decoder="istft", decoder_hop=TINY.hop_length // 4, decoder_dim=16, decoder_hidden=24, decoder_layers=2)
+    model = CodecModel(config)
     model.train()
     model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
     return model.eval()
@@ -207,7 +211,7 @@ def test_saved_model_loads_and_decodes_identically(tiny_model, tmp_path):
 
     model_id = save_codec(tiny_model, tmp_path / "c.safetensors", step=7)
     loaded = load_codec(tmp_path / "c.safetensors")
-    assert loaded.model_id == model_id and loaded.train_step == 7 and loaded.config == TINY
+    assert loaded.model_id == model_id and loaded.train_step == 7 and loaded.config == tiny_model.config
     x = torch.randn(1, 1, 10 * TINY.hop_length)
     codes = tiny_model.encode(x, 3)
     assert (loaded.encode(x, 3) == codes).float().mean() > 0.95  # fp16 storage may flip a near tie
@@ -294,5 +298,16 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     write_audio(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
     encode_file(parent, tmp_path / "in.wav", tmp_path / "p.sttc", kbps=1.0)
     decode_file(tuned, tmp_path / "p.sttc", tmp_path / "out.wav")
+    # ... or a new decoder of another kind, trained on the parent's tokens.
+    istft_cfg = TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run5"), "export": str(tmp_path / "f.safetensors"),
+                               "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
+                                         "decoder_hidden": 8, "decoder_layers": 1}})
+    train(istft_cfg)
+    fresh_decoder = load_codec(tmp_path / "f.safetensors")
+    assert fresh_decoder.config.decoder == "istft" and fresh_decoder.tokens_id == parent.tokens_id
+    assert all(torch.equal(before[k], fresh_decoder.state_dict()[k]) for k in frozen)
+    decode_file(fresh_decoder, tmp_path / "p.sttc", tmp_path / "out2.wav")
+    with pytest.raises(ValueError, match="keeps the encoder"):
+        train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder_only"):
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))

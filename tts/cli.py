@@ -241,6 +241,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
+                      codec={"decoder": args.decoder} if args.decoder else {},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
@@ -702,6 +703,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
     tc.add_argument("--decoder-only", action="store_true",
                     help="fine-tune only the decoder of --init-from: same tokens, so the backbone still fits")
+    tc.add_argument("--decoder", choices=["seanet", "istft"], default=None,
+                    help="decoder of a new run, or with --decoder-only a new decoder for --init-from's tokens")
     tc.add_argument("--focus-n-q", type=int, default=0,
                     help="train half the examples at exactly this many quantizers (the backbone's: 4)")
     tc.set_defaults(func=_cmd_train_codec)
