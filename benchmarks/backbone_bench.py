@@ -69,6 +69,16 @@ def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
+def codec_round_trip(engine: Engine, pcm: np.ndarray) -> np.ndarray:
+    """Real audio through the codec at the backbone's codebooks (what a perfect backbone would give)."""
+    from codec.compress import compress_audio, decompress_codes
+
+    codec = engine.codec
+    header, codes = compress_audio(codec, pcm, engine.sample_rate, codec.config.kbps(engine.backbone.config.n_codebooks))
+    with torch.inference_mode():
+        return decompress_codes(codec, header, codes)
+
+
 def output_embedding(engine: Engine, pcm: np.ndarray) -> np.ndarray:
     """The output's speaker embedding; zeros (no similarity to anyone) when it is too short to embed."""
     try:
@@ -137,6 +147,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine)
         ours = [0, 0]
         real = [0, 0]
+        through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
         similarity, identified = [], 0
         for i, u in enumerate(chosen):
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
@@ -145,6 +156,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
             e, n, _ = _errors(recognizer, truth, u.text)
             real = [real[0] + e, real[1] + n]
+            e, n, _ = _errors(recognizer, codec_round_trip(engine, truth), u.text)
+            through_codec = [through_codec[0] + e, through_codec[1] + n]
             emb = output_embedding(engine, pcm)
             scores = {s: float(np.dot(emb, r)) for s, r in refs.items()}
             similarity.append(scores[u.speaker])
@@ -153,6 +166,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         cross = [float(np.dot(refs[a], refs[b])) for i, a in enumerate(names) for b in names[i + 1:]]
         result[split] = {"utterances": len(chosen), "speakers": len(refs),
                          "wer": ours[0] / max(1, ours[1]), "ground_truth_wer": real[0] / max(1, real[1]),
+                         "codec_wer": through_codec[0] / max(1, through_codec[1]),
                          "similarity": float(np.mean(similarity)),
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
                          "identified": identified / max(1, len(chosen))}
@@ -189,13 +203,15 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
 def format_report(result: dict) -> str:
     lines = [f"backbone {result['backbone']} (step {result['step']}, guidance {result.get('guidance', 1.0)}), "
              "held-out sentences and speakers",
-             "| split | utterances / speakers | WER ours | WER real audio | ratio | cos to own reference | "
-             "cos between speakers | closest to own reference |", "|---|---|---|---|---|---|---|---|"]
+             "| split | utterances / speakers | WER ours | WER real audio | through the codec | ratio | "
+             "cos to own reference | cos between speakers | closest to own reference |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for split, label in (("test", "new sentences, training speakers"), ("unseen", "new speakers")):
         r = result[split]
         ratio = r["wer"] / max(1e-9, r["ground_truth_wer"])
         lines.append(f"| {label} | {r['utterances']} / {r['speakers']} | {r['wer'] * 100:.0f} % | "
-                     f"{r['ground_truth_wer'] * 100:.0f} % | {ratio:.2f}x | {r['similarity']:.2f} | "
+                     f"{r['ground_truth_wer'] * 100:.0f} % | {r.get('codec_wer', float('nan')) * 100:.0f} % | "
+                     f"{ratio:.2f}x | {r['similarity']:.2f} | "
                      f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} % |")
     rb = result["robustness"]
     lines.append(f"robustness, {rb['sentences']} sentences of 1-60 words: {rb['truncated']} truncated, "

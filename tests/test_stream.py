@@ -176,7 +176,7 @@ def random_backbone(codec) -> Backbone:
     torch.manual_seed(0)
     tok = TextTokenizer()
     config = BackboneConfig(text_vocab=tok.vocab_size, n_codebooks=4, card=codec.config.card, d_model=32,
-                            n_layers=1, n_heads=2, ffn=64, codec_id=codec.model_id, tokenizer_id=tok.id,
+                            n_layers=1, n_heads=2, ffn=64, codec_id=codec.tokens_id, tokenizer_id=tok.id,
                             encoder_id=load_encoder().model_id)
     return Backbone(config).eval()
 

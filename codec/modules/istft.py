@@ -42,7 +42,10 @@ class CausalConvNeXtBlock(nn.Module):
         if history is None:
             history = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
         padded = torch.cat([history, x], dim=-1)
-        h = self.dwconv(padded).transpose(1, 2)
+        # The depthwise conv as a sum over the kernel's taps: on the few steps of a streaming call
+        # this is several times faster than the conv kernel (measured), and identical.
+        taps = padded.unfold(-1, self.kernel, 1)                      # [B, C, T, kernel]
+        h = torch.einsum("bctk,ck->btc", taps, self.dwconv.weight[:, 0]) + self.dwconv.bias
         h = self.pw2(F.gelu(self.pw1(self.norm(h))))
         return x + (self.scale * h).transpose(1, 2), padded[..., -(self.kernel - 1):]
 
@@ -81,7 +84,9 @@ class IstftDecoder(StreamingModule):
     def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
         """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying each block's conv history."""
         B, _, Fr = z.shape
-        x = self.inp(z).view(B, -1, self.upsample, Fr).permute(0, 1, 3, 2).reshape(B, -1, Fr * self.upsample)
+        # A kernel-1 conv applied as a matrix product (cheaper per call).
+        x = F.linear(z.transpose(1, 2), self.inp.weight[..., 0], self.inp.bias)          # [B, F, dim * up]
+        x = x.view(B, Fr, -1, self.upsample).permute(0, 2, 1, 3).reshape(B, -1, Fr * self.upsample)
         new_state = []
         for i, block in enumerate(self.blocks):
             x, hist = block(x, state[i] if state else None)
