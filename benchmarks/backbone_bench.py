@@ -29,6 +29,7 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
+from codec.compress import compress_audio, decompress_codes
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions
 from voice.verification import speaker_streams
@@ -71,8 +72,6 @@ def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
 
 def codec_round_trip(engine: Engine, pcm: np.ndarray) -> np.ndarray:
     """Real audio through the codec at the backbone's codebooks (what a perfect backbone would give)."""
-    from codec.compress import compress_audio, decompress_codes
-
     codec = engine.codec
     header, codes = compress_audio(codec, pcm, engine.sample_rate, codec.config.kbps(engine.backbone.config.n_codebooks))
     with torch.inference_mode():

@@ -5,14 +5,13 @@ holds the config JSON, a model id and the training step, so loading needs
 only the file. A codec also has a tokens id: the id of its token vocabulary
 (encoder and codebooks). It is the model id of the run that trained the
 encoder, and a decoder-only fine-tune keeps it, so streams, token caches and
-backbones made with the parent still fit. Training checkpoints (with optimiser state) use torch.save and
-are loaded with weights_only=True.
+backbones made with the parent still fit. Training checkpoints (with optimiser
+state) use torch.save and are loaded with weights_only=True.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 import torch
 
@@ -23,8 +22,8 @@ from tts.modelfile import ASSETS, ModelFileError, model_id_of, read_model_file, 
 DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
-__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file", "tokens_id_of",
-           "load_weights", "load_codec"]
+__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file",
+           "tokens_id_of", "load_weights", "load_codec"]
 
 
 def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None,

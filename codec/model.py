@@ -77,9 +77,12 @@ class CodecModel(StreamingModule):
 
     def forward(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
         """Training/analysis pass: (reconstruction [B, 1, T'], quantizer result)."""
-        z = self.encoder(self._pad_to_frames(audio))
-        result = self.quantizer(z, n_q)
+        result = self.quantize(audio, n_q)
         return self.decoder(result.quantized), result
+
+    def quantize(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None) -> QuantizedResult:
+        """Encoder and residual VQ of the training pass (per-example `n_q`: quantizer dropout)."""
+        return self.quantizer(self.encoder(self._pad_to_frames(audio)), n_q)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:

@@ -237,7 +237,7 @@ def train(cfg: TrainConfig) -> dict:
                               cfg.focus_prob)
             if cfg.decoder_only:
                 with torch.no_grad():
-                    q = model.quantizer(model.encoder(model._pad_to_frames(x)), n_q)
+                    q = model.quantize(x, n_q)
                 y = train_model(q.quantized)
             else:
                 y, q = train_model(x, n_q)
