@@ -31,11 +31,8 @@ def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray)
                              f"this model has {model.config.n_q} of {model.config.bits_per_code}")
     if codes.size and codes.max() >= model.config.card:
         raise BitstreamError("stream holds codes outside this model's codebooks")
-    audio = model.decode(torch.from_numpy(codes.T.copy())[None])[0, 0].numpy()
-    # The decoder's delay removed. A delayed decoder (codec/modules/istft.py) cannot render the last
-    # `delay` samples when the final frame was (nearly) full: they come back as silence.
-    audio = audio[model.delay: model.delay + header.num_samples]
-    return np.pad(audio, (0, header.num_samples - len(audio)))
+    audio = model.decode_aligned(torch.from_numpy(codes.T.copy())[None])[0, 0].numpy()
+    return audio[: header.num_samples]
 
 
 def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, kbps: float) -> StreamHeader:

@@ -103,6 +103,29 @@ class CodecModel(StreamingModule):
         self.validate_codes(codes)
         return self.decoder(self.quantizer.decode(codes.long()))
 
+    @torch.no_grad()
+    def decode_aligned(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop_length] in step with the encoder's input.
+
+        The decoder's delay is removed and the samples it holds back at the end
+        are appended: the same samples a streamed decode (tts/stream) gives.
+        """
+        with self.streaming(codes.shape[0]):
+            audio = self.decode(codes)
+            held = self.flush_decoder()
+        if held is not None:
+            audio = torch.cat([audio, held.to(audio)], dim=-1)
+        return audio[..., self.delay:]
+
+    @torch.no_grad()
+    def flush_decoder(self) -> torch.Tensor | None:
+        """In streaming mode, at the end of a stream: the `delay` samples the decoder still holds, [B, 1, delay].
+
+        None for a decoder without delay, which holds nothing back.
+        """
+        flush = getattr(self.decoder, "flush", None)
+        return flush() if flush is not None else None
+
     def remove_weight_norm(self) -> "CodecModel":
         """Fold weight normalisation into plain weights: same output, no per-call recomputation."""
         for module in self.modules():

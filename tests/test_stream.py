@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,10 +35,33 @@ def test_streamed_chunks_equal_the_offline_decode(codec):
     for f in range(codes.shape[1]):
         chunks += decoder.push([codes[:, f]])
     chunks.append(decoder.flush())
-    hop = codec.hop_length
-    assert [c.size // hop for c in chunks] == [1, 2, 4, 8, 8, 8, 6]   # small first chunk, then larger ones
+    hop, delay = codec.hop_length, codec.delay
+    # Small first chunk, then larger ones; the decoder's delay is cut from the first and given back by flush.
+    assert [c.size for c in chunks] == [hop - delay] + [hop * n for n in (2, 4, 8, 8, 8)] + [6 * hop + delay]
+    streamed = np.concatenate(chunks)
+    assert streamed.size == codes.shape[1] * hop    # as long as its frames: nothing lost, no lead-in
     offline = codec.decode(codes[None])[0, 0].numpy()
-    np.testing.assert_allclose(np.concatenate(chunks), offline, atol=1e-5)
+    np.testing.assert_allclose(streamed[:streamed.size - delay], offline[delay:], atol=1e-5)
+
+
+def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec):
+    """Decoding real speech: the stream lines up with the input (no 10-ms lead-in) and keeps its last samples."""
+    clip, sr = sf.read(str(Path(__file__).parent / "assets" / "unseen_awb.flac"), dtype="float32")
+    assert sr == codec.sample_rate
+    audio = torch.from_numpy(clip[: 2 * sr])[None, None]
+    codes = codec.encode(audio, n_q=8)[0]
+    decoder = ChunkedDecoder(codec)
+    chunks = decoder.push(list(codes.T))
+    chunks.append(decoder.flush())
+    streamed = np.concatenate(chunks)
+    assert streamed.size == codes.shape[1] * codec.hop_length
+    # Offline, the model's own delay compensation gives the same samples.
+    decoded, _ = codec.align(codec.decode(codes[None]), audio)
+    np.testing.assert_allclose(streamed[:decoded.shape[-1]], decoded[0, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(streamed, codec.decode_aligned(codes[None])[0, 0].numpy(), atol=1e-5)
+    if codec.delay:
+        assert np.abs(streamed[-codec.delay:]).max() > 0   # the held-back samples, not silence
+    assert decoder.flush() is None   # nothing more after the end
 
 
 def test_interleaved_streams_on_one_codec_keep_their_own_state(codec):
@@ -51,8 +75,10 @@ def test_interleaved_streams_on_one_codec_keep_their_own_state(codec):
             out_b += db.push([b[:, f]])
     out_a.append(da.flush())
     out_b += [c for c in [db.flush()] if c is not None]
-    np.testing.assert_allclose(np.concatenate(out_a), codec.decode(a[None])[0, 0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.concatenate(out_b), codec.decode(b[None])[0, 0].numpy(), atol=1e-5)
+    d = codec.delay
+    for out, codes in ((out_a, a), (out_b, b)):
+        streamed = np.concatenate(out)
+        np.testing.assert_allclose(streamed[:streamed.size - d], codec.decode(codes[None])[0, 0].numpy()[d:], atol=1e-5)
 
 
 # ---------------------------------------------------------------- playout buffer
@@ -200,7 +226,7 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
         req = Request(engine.tokenizer.encode(seg.text, normalized=True), torch.from_numpy(speaker), len(seg.text),
                       options.seed + i, FAST)
         codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8)), 1)
-        pieces.append(codec.decode(codes[None])[0, 0].numpy())
+        pieces.append(codec.decode_aligned(codes[None])[0, 0].numpy())
         pieces.append(np.zeros(int(seg.pause_after * codec.sample_rate), np.float32))
     assert len(engine.segments(text, options)) >= 3
     np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=1e-4)

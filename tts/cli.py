@@ -276,7 +276,8 @@ def _cmd_train_voice(args: argparse.Namespace) -> int:
     from voice.train import VoiceTrainConfig, train_voice
 
     _require_corpus(args.corpus)
-    cfg = VoiceTrainConfig(corpus=args.corpus, batch_size=args.batch_size,
+    cfg = VoiceTrainConfig(corpus=args.corpus, batch_size=args.batch_size, init_from=args.init_from,
+                           warp_factors=tuple(args.warp_factors),
                            max_seconds_per_speaker=args.seconds_per_speaker, **_trainer_options(args))
     print(json.dumps(train_voice(cfg)))
     return 0
@@ -713,6 +714,10 @@ def build_parser() -> argparse.ArgumentParser:
                       export="assets/voice_encoder.safetensors")
     tv.add_argument("--seconds-per-speaker", type=float, default=600.0,
                     help="audio loaded per training speaker (bounds memory)")
+    tv.add_argument("--init-from", default="",
+                    help="start a new run from an encoder file, e.g. assets/voice_encoder.safetensors")
+    tv.add_argument("--warp-factors", type=float, nargs="+", default=[1.0],
+                    help="speaker augmentation: each speaker at each playback rate is its own class, e.g. 0.9 0.95 1 1.05 1.1")
     tv.set_defaults(func=_cmd_train_voice)
 
     tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")

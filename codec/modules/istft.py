@@ -106,6 +106,15 @@ class IstftDecoder(StreamingModule):
     def _init_state(self, batch_size: int) -> _IstftState:
         return _IstftState(None, None, batch_size)
 
+    def flush(self) -> torch.Tensor:
+        """End of a stream: the last `delay` samples (the second half of the last frame, fading out), [B, 1, hop]."""
+        if self._state is None:
+            raise RuntimeError("flush() needs streaming mode")
+        tail, self._state.tail = self._state.tail, None
+        if tail is None:
+            return torch.zeros(self._state.batch_size, 1, 0)
+        return tail[:, None]
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if self._state is None:
             frames, _ = self.body(z)

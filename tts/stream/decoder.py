@@ -6,6 +6,11 @@ sequence: chunk joins need no crossfade and cannot click. The first chunk is
 one frame (40 ms at 25 Hz) for the lowest latency; later chunks double up to
 `max_chunk_frames`, because each decoder call has a fixed cost.
 
+A decoder with a delay (the ISTFT decoder lags by 10 ms) is compensated here:
+the first `delay` samples of a stream are dropped and `flush` returns the
+samples it still holds, so a stream is exactly as long as its frames and
+starts on time.
+
 One codec model serves any number of decoders: each keeps its streaming state
 in its own object and lends it to the model only for the duration of a call.
 """
@@ -31,6 +36,7 @@ class ChunkedDecoder:
         self._pending: list[torch.Tensor] = []
         self._state: list | None = None
         self._next_chunk = first_chunk_frames
+        self._skip = codec.delay     # samples still to drop at the start of the stream
         self.frames_decoded = 0
 
     @property
@@ -48,27 +54,44 @@ class ChunkedDecoder:
         return chunks
 
     def flush(self) -> np.ndarray | None:
-        """Decode whatever is pending (end of an utterance); None when nothing is."""
-        if not self._pending:
-            return None
-        chunk, self._pending = self._pending, []
-        return self._decode(chunk)
+        """End of an utterance: whatever is pending, decoded, and the samples the decoder held back; None if nothing."""
+        parts = []
+        if self._pending:
+            chunk, self._pending = self._pending, []
+            parts.append(self._decode(chunk))
+        if self._state is not None:
+            held = self._run(self.codec.flush_decoder)
+            if held is not None and held.shape[-1]:
+                parts.append(self._trim_start(held[0, 0].float().cpu().numpy()))
+        parts = [p for p in parts if len(p)]
+        return np.concatenate(parts) if parts else None
 
     def reset(self) -> None:
         """Forget the history: the next frame starts a new, unrelated utterance."""
         self._pending, self._state, self._next_chunk = [], None, self.first_chunk_frames
+        self._skip = self.codec.delay
 
     @torch.inference_mode()
-    def _decode(self, frames: list[torch.Tensor]) -> np.ndarray:
-        codes = torch.stack(frames, 1)[None].to(next(self.codec.parameters()).device)   # [1, K, n]
+    def _run(self, call, *args):
+        """`call(*args)` on the codec with this stream's state lent to it."""
         if self._state is None:
             self.codec.start_streaming(1)
         else:
             self.codec.restore_streaming(self._state)
         try:
-            audio = self.codec.decode(codes)
+            return call(*args)
         finally:
             self._state = self.codec.capture_streaming()
             self.codec.stop_streaming()
+
+    def _trim_start(self, audio: np.ndarray) -> np.ndarray:
+        """Drop what is left of the decoder's delay at the start of the stream."""
+        cut = min(self._skip, len(audio))
+        self._skip -= cut
+        return audio[cut:]
+
+    def _decode(self, frames: list[torch.Tensor]) -> np.ndarray:
+        codes = torch.stack(frames, 1)[None].to(next(self.codec.parameters()).device)   # [1, K, n]
+        audio = self._run(self.codec.decode, codes)
         self.frames_decoded += len(frames)
-        return audio[0, 0].float().cpu().numpy()
+        return self._trim_start(audio[0, 0].float().cpu().numpy())
