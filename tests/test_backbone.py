@@ -323,3 +323,39 @@ def test_alignment_heads_hold_eos_until_the_text_is_read_and_force_it_after():
     always_at_end = SamplingConfig(end_margin_tokens=len(text) + 1, end_hold_seconds=0.4)
     frames = list(generate_frames(reluctant, Request(text, torch.zeros(8), n_chars, sampling=always_at_end)))
     assert len(frames) == 0.4 * 25 + 1        # forced once it had read the end for 0.4 s
+
+
+def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path):
+    """`tts train reembed`: a new speaker encoder's embeddings go into an existing cache; the codes stay."""
+    from backbone.data import build_token_cache, load_token_cache
+    from codec.loaders import load_codec
+    from tests.test_voice import speechlike
+    from tts.audio import write_audio
+    from tts.cli import main
+    from tts.corpus.manifest import Utterance, write_manifest
+    from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
+
+    corpus = tmp_path / "corpus"
+    utts = []
+    for s in range(2):
+        for i in range(2):
+            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(3.0, f0=100 + 60 * s, seed=i))
+            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "One two.", f"spk{s}", 3.0, "train"))
+    write_manifest(corpus / "manifest.jsonl", utts)
+    encoders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"enc{seed}.safetensors"
+        encoders.append((path, save_encoder(SpeakerEncoder(EncoderConfig(channels=16, pooled_channels=32,
+                                                                         embedding_dim=8)).eval(), path)))
+    cache = tmp_path / "cache.npz"
+    build_token_cache(corpus, cache, load_codec(), TextTokenizer(), load_encoder(encoders[0][0]), 2)
+    before = load_token_cache(cache)
+    assert main(["train", "reembed", "--cache", str(cache), "--encoder", str(encoders[1][0]),
+                 "--corpus", str(corpus)]) == 0
+    after = load_token_cache(cache)
+    assert before.meta["encoder_id"] == encoders[0][1] and after.meta["encoder_id"] == encoders[1][1]
+    assert not np.allclose(before.speaker_embeddings, after.speaker_embeddings)
+    assert np.allclose(np.linalg.norm(after.speaker_embeddings, axis=-1), 1.0, atol=1e-4)
+    assert all(np.array_equal(a, b) for a, b in zip(before.codes, after.codes, strict=True))
+    assert before.speakers == after.speakers

@@ -291,6 +291,18 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_reembed(args: argparse.Namespace) -> int:
+    from backbone.data import load_token_cache, refresh_speaker_embeddings
+    from voice.encoder import load_encoder
+
+    _require_corpus(args.corpus)
+    encoder = load_encoder(args.encoder)
+    before = load_token_cache(args.cache).meta["encoder_id"]
+    meta = refresh_speaker_embeddings(args.cache, args.corpus, encoder)
+    print(json.dumps({"cache": args.cache, "encoder_id": meta["encoder_id"], "was": before}))
+    return 0
+
+
 def _cmd_train_backbone(args: argparse.Namespace) -> int:
     from backbone.train import BackboneTrainConfig, train_backbone
 
@@ -719,6 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--warp-factors", type=float, nargs="+", default=[1.0],
                     help="speaker augmentation: each speaker at each playback rate is its own class, e.g. 0.9 0.95 1 1.05 1.1")
     tv.set_defaults(func=_cmd_train_voice)
+
+    tr = train.add_parser("reembed", help="recompute a token cache's speaker embeddings with another speaker "
+                          "encoder (then fine-tune the backbone on it: the voices' space changed)")
+    tr.add_argument("--cache", required=True, help="token cache to update in place")
+    tr.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one)")
+    tr.add_argument("--corpus", default="data/corpus")
+    tr.set_defaults(func=_cmd_train_reembed)
 
     tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")
     tt.add_argument("--corpus", default="data/corpus")
