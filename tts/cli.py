@@ -320,7 +320,7 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
                                 "ffn": args.ffn, "dropout": args.dropout}.items() if v}
     cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model, init_from=args.init_from,
-                              uncond_dropout=args.uncond_dropout,
+                              uncond_dropout=args.uncond_dropout, warmup_steps=args.warmup_steps,
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
                               **_trainer_options(args))
@@ -754,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
         tb.add_argument(flag, type=int, default=0, help="model shape for a new run (0: default)")
     tb.add_argument("--dropout", type=float, default=0.0, help="attention dropout for a new run")
     tb.add_argument("--init-from", default="", help="a new run starts from these weights (.safetensors or last.pt)")
+    tb.add_argument("--warmup-steps", type=int, default=500, help="steps of linear learning-rate warm-up")
     tb.add_argument("--uncond-dropout", type=float, default=0.0,
                     help="share of examples trained with no text and no speaker (enables guidance; try 0.1)")
     tb.add_argument("--guide", type=float, default=0.0,
