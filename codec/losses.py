@@ -10,7 +10,16 @@ from torch import nn
 
 @functools.lru_cache(maxsize=16)
 def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> torch.Tensor:
-    """Slaney-style triangular mel filters [n_mels, n_fft // 2 + 1] (HTK mel scale)."""
+    """Slaney-style triangular mel filters [n_mels, n_fft // 2 + 1] (HTK mel scale).
+
+    Built outside inference mode: the cached tensor is shared by inference (speaker
+    embeddings) and training losses, and an inference tensor cannot enter autograd.
+    """
+    with torch.inference_mode(False):
+        return _build_mel_filterbank(n_fft, n_mels, sample_rate).to(device)
+
+
+def _build_mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     def hz_to_mel(f: torch.Tensor) -> torch.Tensor:
         return 2595.0 * torch.log10(1.0 + f / 700.0)
 
@@ -24,8 +33,7 @@ def _mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, device: str) -> t
     up = (freqs[None] - lower) / (center - lower)
     down = (upper - freqs[None]) / (upper - center)
     fb = torch.clamp(torch.minimum(up, down), min=0.0)
-    fb = fb * (2.0 / (upper - lower))  # equal area per filter
-    return fb.to(device)
+    return fb * (2.0 / (upper - lower))  # equal area per filter
 
 
 def stft_magnitude(x: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:

@@ -311,3 +311,17 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder_only"):
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))
+
+
+def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss():
+    """The mel filterbank cache is shared: a speaker embedding (inference mode) before a training step."""
+    from codec.losses import MultiResolutionSpectralLoss, _mel_filterbank, log_mel
+
+    _mel_filterbank.cache_clear()
+    x = torch.randn(2, 4000)
+    with torch.inference_mode():
+        log_mel(x, 16_000, n_fft=512, hop=160, n_mels=64)
+    y_hat = torch.randn(2, 4000, requires_grad=True)
+    losses = MultiResolutionSpectralLoss(16_000, fft_sizes=(512,))(y_hat, x)
+    sum(losses.values()).backward()
+    assert y_hat.grad is not None and torch.isfinite(y_hat.grad).all()
