@@ -304,3 +304,47 @@ def test_voice_training_runs_resumes_and_exports(tmp_path):
     assert result["step"] == 5 and 0.0 <= result["best"]["eer"] <= 1.0
     logged = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
     assert any("dev_eer_10s" in m for m in logged)
+
+
+def test_warped_crop_scales_pitch_and_keeps_the_length():
+    import random
+
+    from voice.train import warped_crop
+
+    t = np.arange(SR * 2) / SR
+    stream = np.sin(2 * np.pi * 200.0 * t).astype(np.float32)
+    for factor in (0.88, 1.0, 1.12):
+        crop = warped_crop(stream, SR, factor, SR, random.Random(0))
+        assert crop.shape == (SR,)
+        peak = np.argmax(np.abs(np.fft.rfft(crop * np.hanning(SR))))  # 1-s crop: 1-Hz bins
+        assert abs(peak - 200.0 * factor) <= 2.0
+
+
+def test_voice_fine_tune_with_speaker_augmentation(tmp_path):
+    """--init-from an encoder file and --warp-factors: each speaker x rate is a class; the start is logged."""
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+    from voice.encoder import EncoderConfig, SpeakerEncoder, save_encoder
+    from voice.train import VoiceTrainConfig, train_voice
+
+    corpus = tmp_path / "corpus"
+    utts = []
+    for s in range(6):
+        for i in range(3):
+            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(6.0, f0=90 + 30 * s, seed=i))
+            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "text", f"spk{s}", 6.0, "train"))
+    write_manifest(corpus / "manifest.jsonl", utts)
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(0)
+    save_encoder(SpeakerEncoder(EncoderConfig(channels=16, pooled_channels=32, embedding_dim=8)).eval(), start)
+    cfg = VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "run"), export=str(tmp_path / "e.safetensors"),
+                           steps=2, batch_size=4, min_seconds=1.0, max_seconds=1.5, valid_every=2, log_every=1,
+                           dev_every=3, warmup_steps=1, init_from=str(start), warp_factors=(0.9, 1.1))
+    assert train_voice(cfg)["step"] == 2
+    logged = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
+    assert logged[0]["step"] == 0 and logged[0]["init_from"] == str(start) and "dev_eer_3s" in logged[0]
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert len(ckpt["speakers"]) == 4 * 3 and "spk0@1.1" in ckpt["speakers"]   # 4 loss speakers x 3 rates
+    assert load_encoder(tmp_path / "e.safetensors").config.channels == 16       # the start file's shape
+    with pytest.raises(ValueError, match="warp factors"):
+        train_voice(VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "bad"), warp_factors=(3.0,)))
