@@ -329,19 +329,11 @@ def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path):
     """`tts train reembed`: a new speaker encoder's embeddings go into an existing cache; the codes stay."""
     from backbone.data import build_token_cache, load_token_cache
     from codec.loaders import load_codec
-    from tests.test_voice import speechlike
-    from tts.audio import write_audio
+    from tests.test_voice import speaker_corpus
     from tts.cli import main
-    from tts.corpus.manifest import Utterance, write_manifest
     from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
 
-    corpus = tmp_path / "corpus"
-    utts = []
-    for s in range(2):
-        for i in range(2):
-            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(3.0, f0=100 + 60 * s, seed=i))
-            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "One two.", f"spk{s}", 3.0, "train"))
-    write_manifest(corpus / "manifest.jsonl", utts)
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=2, clips=2, seconds=3.0, text="One two.")
     encoders = []
     for seed in (0, 1):
         torch.manual_seed(seed)

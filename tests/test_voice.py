@@ -36,6 +36,20 @@ def speechlike(seconds: float, f0: float = 120.0, sr: int = SR, seed: int = 0, l
     return (level * x / np.abs(x).max()).astype(np.float32)
 
 
+def speaker_corpus(root: Path, speakers: int, clips: int, seconds: float, text: str = "text") -> Path:
+    """A tiny training corpus: `speakers` synthetic voices (different pitch), `clips` clips each."""
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+
+    utts = []
+    for s in range(speakers):
+        for i in range(clips):
+            write_audio(root / f"audio/{s}_{i}.flac", speechlike(seconds, f0=90 + 30 * s, seed=i))
+            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", text, f"spk{s}", seconds, "train"))
+    write_manifest(root / "manifest.jsonl", utts)
+    return root
+
+
 def to_bytes(x: np.ndarray, sr: int = SR, fmt: str = "WAV") -> bytes:
     buf = io.BytesIO()
     sf.write(buf, x, sr, format=fmt)
@@ -282,17 +296,9 @@ def test_voice_cli_end_to_end(encoder, tmp_path, capsys):
 
 
 def test_voice_training_runs_resumes_and_exports(tmp_path):
-    from tts.audio import write_audio
-    from tts.corpus.manifest import Utterance, write_manifest
     from voice.train import VoiceTrainConfig, train_voice
 
-    corpus = tmp_path / "corpus"
-    utts = []
-    for s in range(6):
-        for i in range(4):
-            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(6.0, f0=90 + 30 * s, seed=i))
-            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "text", f"spk{s}", 6.0, "train"))
-    write_manifest(corpus / "manifest.jsonl", utts)
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=6, clips=4, seconds=6.0)
     cfg = VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "run"), export=str(tmp_path / "e.safetensors"),
                            steps=3, batch_size=4, min_seconds=1.0, max_seconds=1.5, valid_every=3, log_every=1,
                            dev_every=3, warmup_steps=1,
@@ -322,18 +328,10 @@ def test_warped_crop_scales_pitch_and_keeps_the_length():
 
 def test_voice_fine_tune_with_speaker_augmentation(tmp_path):
     """--init-from an encoder file and --warp-factors: each speaker x rate is a class; the start is logged."""
-    from tts.audio import write_audio
-    from tts.corpus.manifest import Utterance, write_manifest
     from voice.encoder import EncoderConfig, SpeakerEncoder, save_encoder
     from voice.train import VoiceTrainConfig, train_voice
 
-    corpus = tmp_path / "corpus"
-    utts = []
-    for s in range(6):
-        for i in range(3):
-            write_audio(corpus / f"audio/{s}_{i}.flac", speechlike(6.0, f0=90 + 30 * s, seed=i))
-            utts.append(Utterance(f"s{s}_{i}", f"audio/{s}_{i}.flac", "text", f"spk{s}", 6.0, "train"))
-    write_manifest(corpus / "manifest.jsonl", utts)
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=6, clips=3, seconds=6.0)
     start = tmp_path / "start.safetensors"
     torch.manual_seed(0)
     save_encoder(SpeakerEncoder(EncoderConfig(channels=16, pooled_channels=32, embedding_dim=8)).eval(), start)
