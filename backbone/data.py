@@ -124,8 +124,10 @@ def speaker_embeddings(corpus: str | Path, utts: list, encoder: SpeakerEncoder,
     return out
 
 
-def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: SpeakerEncoder) -> dict:
-    """Recompute a cache's speaker embeddings with another encoder (the codes stay); rewrites it atomically."""
+def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: SpeakerEncoder) -> tuple[dict, str]:
+    """Recompute a cache's speaker embeddings with another encoder (the codes stay); rewrites it atomically.
+
+    Returns (the new metadata, the encoder id the cache had before)."""
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
@@ -133,10 +135,10 @@ def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: Sp
     cached = set(arrays["ids"].tolist())
     utts = [u for u in read_manifest(corpus) if u.id in cached]
     arrays["speaker_embeddings"] = speaker_embeddings(corpus, utts, encoder, arrays["speaker_names"].tolist())
-    meta["encoder_id"] = encoder.model_id
+    previous, meta["encoder_id"] = meta["encoder_id"], encoder.model_id
     arrays["meta"] = np.array(repr(meta))
     _save(path, arrays)
-    return meta
+    return meta, previous
 
 
 def _meta(stored: np.ndarray) -> dict:

@@ -21,6 +21,16 @@ def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbp
     return header, codes
 
 
+def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:
+    """Refuse codes made with another token vocabulary: they would decode into noise.
+
+    A decoder fine-tuned on the same vocabulary keeps its tokens id and decodes them.
+    Raises BitstreamError naming `source` (a file's stream, a server's stream).
+    """
+    if tokens_id != model.tokens_id:
+        raise BitstreamError(f"{source} was made by codec tokens {tokens_id}, this codec's are {model.tokens_id}")
+
+
 def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray) -> np.ndarray:
     """(header, codes [F, n_q]) -> mono float32 samples at the model's rate, original length."""
     if (header.sample_rate, header.hop_length) != (model.sample_rate, model.hop_length):
@@ -49,9 +59,6 @@ def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path) -
     """Raises BitstreamError for foreign, truncated or corrupt input (nothing is written then)."""
     with open(stream_in, "rb") as f:
         header, codes = read_stream(f)
-    if header.model_id != model.tokens_id:
-        # Another token vocabulary decodes the same codes into noise: refuse. (A decoder fine-tuned on
-        # the same vocabulary keeps its tokens id and decodes the stream.)
-        raise BitstreamError(f"stream was made by codec tokens {header.model_id}, this codec's are {model.tokens_id}")
+    require_tokens(model, header.model_id, "stream")
     write_audio(wav_out, decompress_codes(model, header, codes), model.sample_rate)
     return header

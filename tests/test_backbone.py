@@ -325,7 +325,7 @@ def test_alignment_heads_hold_eos_until_the_text_is_read_and_force_it_after():
     assert len(frames) == 0.4 * 25 + 1        # forced once it had read the end for 0.4 s
 
 
-def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path):
+def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path, capsys):
     """`tts train reembed`: a new speaker encoder's embeddings go into an existing cache; the codes stay."""
     from backbone.data import build_token_cache, load_token_cache
     from codec.loaders import load_codec
@@ -345,6 +345,8 @@ def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path):
     before = load_token_cache(cache)
     assert main(["train", "reembed", "--cache", str(cache), "--encoder", str(encoders[1][0]),
                  "--corpus", str(corpus)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["was"] == encoders[0][1] and printed["encoder_id"] == encoders[1][1]
     after = load_token_cache(cache)
     assert before.meta["encoder_id"] == encoders[0][1] and after.meta["encoder_id"] == encoders[1][1]
     assert not np.allclose(before.speaker_embeddings, after.speaker_embeddings)

@@ -292,13 +292,11 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_reembed(args: argparse.Namespace) -> int:
-    from backbone.data import load_token_cache, refresh_speaker_embeddings
+    from backbone.data import refresh_speaker_embeddings
     from voice.encoder import load_encoder
 
     _require_corpus(args.corpus)
-    encoder = load_encoder(args.encoder)
-    before = load_token_cache(args.cache).meta["encoder_id"]
-    meta = refresh_speaker_embeddings(args.cache, args.corpus, encoder)
+    meta, before = refresh_speaker_embeddings(args.cache, args.corpus, load_encoder(args.encoder))
     print(json.dumps({"cache": args.cache, "encoder_id": meta["encoder_id"], "was": before}))
     return 0
 
@@ -447,13 +445,13 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
         decoder = None
         if encoding == pb.CODEC:
             from codec.bitstream import unpack_frames
+            from codec.compress import require_tokens
             from codec.loaders import load_codec
             import torch
 
             codec = load_codec()
             info = first.format.codec
-            if info.model_id != codec.tokens_id:
-                raise UserError(f"the server's codec tokens are {info.model_id}, this machine's are {codec.tokens_id}")
+            require_tokens(codec, info.model_id, "the server's stream")
             decoder = ChunkedDecoder(codec)
 
         remaining = [first.remaining_seconds_estimate]

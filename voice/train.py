@@ -280,7 +280,7 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
             result = evaluate()
             if result.get("dev_eer", float("-inf")) <= best["eer"]:
                 best = {"eer": result.get("dev_eer", float("nan")), "step": step}
-                model_id = save_encoder(model.cpu(), cfg.export, step, {k: v for k, v in result.items()})
+                model_id = save_encoder(model.cpu(), cfg.export, step, result)
                 model.to(device)
                 log.info("exported %s (step %d, dev EER %s, id %s)", cfg.export, step, best["eer"], model_id)
             record({"step": step, **result, "best": best})
