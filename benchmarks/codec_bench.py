@@ -1,7 +1,10 @@
 """`tts bench codec`: our codec at its bitrates against libopus, on speakers never trained on.
 
 Quality: PESQ-WB (ITU-T P.862.2, `pesq` package), STOI (`pystoi`) and log-mel
-L1 distance, averaged over utterances of the corpus's `unseen` split.
+L1 distance, averaged over utterances of the corpus's `unseen` split. One
+more row decodes the encoder's latent without quantization: the ceiling of the
+encoder/decoder pair, which no bitrate can pass (where the quantized rows sit
+on it, more bits cannot help and the autoencoder itself needs training).
 Speed: CPU time of streaming encode + decode, one thread, one frame per call,
 reported per 20 ms of audio. Opus runs in VOIP mode with 20 ms frames; its
 algorithmic delay is removed before scoring so STOI compares aligned signals.
@@ -87,6 +90,14 @@ def streaming_ms_per_20ms(model: CodecModel, n_q: int, seconds: float = 4.0, chu
     return elapsed * 1000 / (x.shape[-1] // hop * hop / SR / 0.02)
 
 
+@torch.inference_mode()
+def unquantized_round_trip(model: CodecModel, x: np.ndarray) -> np.ndarray:
+    """The encoder's latent straight into the decoder (no codebooks), delay-compensated."""
+    audio = torch.from_numpy(x)[None, None]
+    decoded, _ = model.align(model.decoder(model.encoder(model.pad_to_frames(audio))), audio)
+    return decoded[0, 0].numpy()
+
+
 def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
         seed: int = 0) -> list[Row]:
     utts = read_manifest(corpus, ["unseen"])
@@ -107,6 +118,8 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
         p, s, m = np.mean(scores, axis=0)
         rows.append(Row(f"ours q{n_q}", model.config.kbps(n_q), p, s, m, streaming_ms_per_20ms(model, n_q),
                         streaming_ms_per_20ms(model, n_q, chunk_frames=4)))
+    p, s, m = np.mean([_scores(x, unquantized_round_trip(model, x)) for x in clips], axis=0)
+    rows.append(Row("ours, no quantizer (ceiling)", float("nan"), p, s, m, float("nan")))
     for kbps in OPUS_KBPS:
         scores, cpu = [], 0.0
         for x in clips:
@@ -123,7 +136,10 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
 def format_table(rows: list[Row]) -> str:
     lines = ["| codec | kbps | PESQ-WB | STOI | log-mel L1 | CPU ms / 20 ms, 1 frame/call | 4 frames/call |",
              "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.kbps:g} | {r.pesq:.2f} | {r.stoi:.3f} | {r.mel:.3f} | {r.ms_per_20ms:.3f} | "
-              f"{'-' if r.ms_per_20ms_chunked != r.ms_per_20ms_chunked else f'{r.ms_per_20ms_chunked:.3f}'} |"
-              for r in rows]
+    lines += [f"| {r.name} | {_figure(r.kbps, 'g')} | {r.pesq:.2f} | {r.stoi:.3f} | {r.mel:.3f} | "
+              f"{_figure(r.ms_per_20ms, '.3f')} | {_figure(r.ms_per_20ms_chunked, '.3f')} |" for r in rows]
     return "\n".join(lines)
+
+
+def _figure(value: float, spec: str) -> str:
+    return "-" if value != value else format(value, spec)

@@ -48,3 +48,18 @@ def test_shipped_model_reconstructs_unseen_speech_through_the_bitstream():
             assert _mel_l1(x, y) < 1.3
     assert sizes[0.25] < sizes[3.0] < sizes[6.0]
     assert stois[6.0] > stois[0.25], stois
+
+
+def test_bench_ceiling_row_decodes_the_unquantized_latent():
+    """`tts bench codec`'s ceiling: the latent without codebooks is at least as close as one codebook."""
+    from benchmarks.codec_bench import Row, format_table, unquantized_round_trip
+
+    model = load_codec()
+    x = read_audio(CLIP).samples
+    ceiling = unquantized_round_trip(model, x)
+    assert len(ceiling) == len(x) - model.delay and np.isfinite(ceiling).all()
+    header, codes = compress_audio(model, x, 16_000, model.config.kbps(1))
+    one_codebook = decompress_codes(model, header, codes)
+    assert _mel_l1(x[:len(ceiling)], ceiling) < _mel_l1(x, one_codebook)
+    table = format_table([Row("ours, no quantizer (ceiling)", float("nan"), 1.0, 0.5, 0.7, float("nan"))])
+    assert "| ours, no quantizer (ceiling) | - | 1.00 | 0.500 | 0.700 | - | - |" in table
