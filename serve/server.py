@@ -24,7 +24,7 @@ from backbone.generate import SamplingConfig
 from serve.scheduler import Emitted, OutputFormat, Scheduler, StreamJob
 from serve.stubs import pb, rpc
 from tts.engine import Engine, ModelMismatchError, SynthesisError, SynthesisOptions
-from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, all_voices, enroll
+from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, all_voices, enroll, find_voice
 from voice.presets import load_presets
 from voice.store import VoiceExistsError, VoiceNotFoundError, VoiceStore, VoiceStoreError
 
@@ -293,10 +293,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
 
     async def GetVoice(self, request, context):
         try:
-            for voice in all_voices(self.store):
-                if voice.name == request.name:
-                    return _voice(voice)
-            raise VoiceNotFoundError(f"unknown voice {request.name!r}")
+            return _voice(find_voice(self.store, request.name))
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
 

@@ -104,6 +104,23 @@ def all_voices(store: VoiceStore) -> list[VoiceRecord]:
     return list(load_presets().values()) + store.list()
 
 
+def find_voice(store: VoiceStore, name: str) -> VoiceRecord:
+    """A preset or an enrolled voice by name: one lookup, not a scan of every voice.
+
+    Raises:
+        VoiceNotFoundError: neither a preset nor an enrolled voice has that name (the message lists them).
+    """
+    presets = load_presets()
+    record = presets.get(name)
+    if record is not None:
+        return record
+    try:
+        return store.get(name)
+    except VoiceNotFoundError:
+        known = sorted(presets) + [v.name for v in store.list()]
+        raise VoiceNotFoundError(f"unknown voice {name!r}; known voices: {', '.join(known) or 'none'}") from None
+
+
 def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRecord:
     """The voice to synthesise with, refusing one embedded by another encoder version.
 
@@ -111,14 +128,7 @@ def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRe
         VoiceNotFoundError: neither a preset nor an enrolled voice has that name.
         StaleVoiceError: the voice's embedding comes from another encoder.
     """
-    presets = load_presets()
-    record = presets.get(name)
-    if record is None:
-        try:
-            record = store.get(name)
-        except VoiceNotFoundError:
-            known = sorted(presets) + [v.name for v in store.list()]
-            raise VoiceNotFoundError(f"unknown voice {name!r}; known voices: {', '.join(known) or 'none'}") from None
+    record = find_voice(store, name)
     if record.encoder_version != encoder_version:
         hint = (f"run 'tts voice reembed {name}'" if record.has_clip else "enroll it again")
         raise StaleVoiceError(f"voice {name!r} was embedded by encoder {record.encoder_version}, "
