@@ -249,6 +249,24 @@ def test_client_cli(server, tmp_path, capsys):
     assert "NOT_FOUND: unknown voice" in capsys.readouterr().err
 
 
+
+def test_client_refuses_codec_packets_its_codec_cannot_decode(server, tmp_path, capsys, monkeypatch):
+    """A client whose codec has another token vocabulary says so instead of playing noise; nothing is written."""
+    import codec.loaders
+    from tts.cli import main
+
+    def foreign_codec(*args, **kwargs):
+        model = load_codec(*args, **kwargs)
+        model.tokens_id = "0123456789abcdef"
+        return model
+
+    monkeypatch.setattr(codec.loaders, "load_codec", foreign_codec)
+    out = tmp_path / "never.wav"
+    assert main(["client", "say", "Hello.", "--encoding", "codec", "--out", str(out), "--target", server.target]) == 2
+    err = capsys.readouterr().err
+    assert "the server's stream was made by codec tokens" in err and "0123456789abcdef" in err
+    assert not out.exists()
+
 def test_a_reader_that_stops_reading_does_not_make_the_server_buffer_grow(engine):
     """The scheduler stops starting segments for a stream whose audio is not taken (backpressure)."""
     import asyncio
