@@ -44,6 +44,14 @@ def test_collect_sentences_from_installed_fortunes():
     assert any(any(c.isdigit() for c in s) for s in sentences), "real text has numbers"
 
 
+def test_text_folders_can_be_named_in_the_environment(tmp_path, monkeypatch):
+    """$TTS_FORTUNE_DIRS replaces /usr/share/games/fortunes (a package unpacked elsewhere)."""
+    (tmp_path / "quotes").write_text("The early bird gets the worm, they say.\n%\nA second quote is here.\n",
+                                     encoding="utf-8")
+    monkeypatch.setenv("TTS_FORTUNE_DIRS", str(tmp_path))
+    assert collect_sentences() == ["A second quote is here.", "The early bird gets the worm, they say."]
+
+
 def test_collect_sentences_skips_non_utf8_files(tmp_path):
     good = tmp_path / "good"
     good.write_text("This is a perfectly fine sentence.\n%\nAnother fine sentence is here.\n%\n")

@@ -6,6 +6,7 @@ its written form; the backbone's front end does the normalisation.
 """
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -26,9 +27,16 @@ class TextSourceError(RuntimeError):
     """Raised when no usable text source is installed."""
 
 
+def fortune_dirs() -> list[Path]:
+    """Debian's fortunes folder, or the folders listed in $TTS_FORTUNE_DIRS (the package unpacked
+    elsewhere, as on the GPU machine where nothing can be installed: scripts/gpu_env.sh)."""
+    listed = os.environ.get("TTS_FORTUNE_DIRS", "")
+    return [Path(p) for p in listed.split(os.pathsep) if p] or list(FORTUNE_DIRS)
+
+
 def _fortune_files() -> list[Path]:
     files: list[Path] = []
-    for folder in FORTUNE_DIRS:
+    for folder in fortune_dirs():
         if folder.is_dir():
             files += sorted(p for p in folder.iterdir()
                             if p.is_file() and not p.is_symlink() and p.suffix == "")

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One backbone training call on the lent GPU machine (a call may run 10 minutes):
+#   run(command="bash scripts/gpu/backbone.sh 8",
+#       carry=[".whl", "runs/backbone/cache_full_v2.npz", "runs/backbone/last.pt"])
+# The token cache replaces the audio (about 20 MB for the 30-h corpus). Without one (CACHE names
+# a missing file) it is built there from the corpus with the codec in assets/: after
+# scripts/gpu/codec.sh, copy its codec.safetensors to assets/ first and carry ".debs" too so the
+# corpus can be built. Trains for $1 minutes with the alignment guide, resuming from
+# runs/backbone/last.pt when carried (INIT=path starts a new run from other weights instead), and
+# leaves the exported weights, the checkpoint and the log in $OUT to bring back. Call it again with
+# the returned last.pt carried to go on.
+set -euo pipefail
+MINUTES="${1:-8}"
+CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
+OUT="${OUT:-runs/gpu_out}"
+CORPUS="${CORPUS:-/tmp/corpus}"
+RUN="${RUN:-runs/backbone}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+source scripts/gpu/env.sh
+if [[ ! -f "$CACHE" && ! -f "$CORPUS/.complete" ]]; then
+    "$PY" -m tts data build --out "$CORPUS" --hours "${HOURS:-30}" --workers "${WORKERS:-16}" 2>&1 | tail -n 20 | tee "$OUT/build.log"
+    touch "$CORPUS/.complete"
+fi
+INIT_ARGS=()
+if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
+"$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \
+    --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
+    --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 --uncond-dropout 0.1 \
+    --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
+cp "$RUN/last.pt" "$RUN/train.log" "$OUT/"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One codec training call on the lent GPU machine (a call may run 10 minutes):
+#   run(command="bash scripts/gpu/codec.sh 7", carry=[".debs", ".whl"])
+# Builds the corpus there if this machine has none yet (the default 30-h build, the same sentences,
+# speakers and splits as here: about 2 minutes on 16 cores), then trains encoder, codebooks and
+# decoder together for $1 minutes: the shipped codec's quantized tokens already sit on the
+# ceiling of its encoder/decoder pair (`tts bench codec`), so the autoencoder, not the bitrate,
+# needs the training. Resumes runs/codec_gpu/last.pt when the machine still holds it (a warm
+# machine keeps ignored folders between calls); starts from assets/codec.safetensors otherwise.
+# Leaves in $OUT: codec.safetensors (best by validation), the training log, the build log.
+set -euo pipefail
+MINUTES="${1:-7}"
+OUT="${OUT:-runs/gpu_out}"
+CORPUS="${CORPUS:-/tmp/corpus}"
+RUN="${RUN:-runs/codec_gpu}"
+mkdir -p "$OUT" "$RUN"
+PY="${PYTHON:-python3}"
+source scripts/gpu/env.sh
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+if [[ ! -f "$CORPUS/.complete" ]]; then
+    "$PY" -m tts data build --out "$CORPUS" --hours "${HOURS:-30}" --workers "${WORKERS:-16}" 2>&1 | tail -n 20 | tee "$OUT/build.log"
+    touch "$CORPUS/.complete"
+fi
+INIT=()
+[[ -f "$RUN/last.pt" ]] || INIT=(--init-from assets/codec.safetensors)
+"$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \
+    --device "${DEVICE:-cuda}" --batch-size "${BATCH:-64}" --lr "${LR:-5e-4}" --steps "${STEPS:-200000}" \
+    --valid-every 500 --max-minutes "$MINUTES" "${INIT[@]}" 2>&1 | tail -n 40 | tee "$OUT/train_stdout.log"
+cp "$RUN/train.log" "$OUT/codec_train.log"
