@@ -11,6 +11,7 @@ algorithmic delay is removed before scoring so STOI compares aligned signals.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ def streaming_ms_per_20ms(model: CodecModel, n_q: int, seconds: float = 4.0, chu
 def unquantized_round_trip(model: CodecModel, x: np.ndarray) -> np.ndarray:
     """The encoder's latent straight into the decoder (no codebooks), delay-compensated."""
     audio = torch.from_numpy(x)[None, None]
-    decoded, _ = model.align(model.decoder(model.encoder(model.pad_to_frames(audio))), audio)
+    decoded, _ = model.align(model.decoder(model.latent(audio)), audio)
     return decoded[0, 0].numpy()
 
 
@@ -142,4 +143,4 @@ def format_table(rows: list[Row]) -> str:
 
 
 def _figure(value: float, spec: str) -> str:
-    return "-" if value != value else format(value, spec)
+    return "-" if math.isnan(value) else format(value, spec)

@@ -68,7 +68,7 @@ class CodecModel(StreamingModule):
         n = min(decoded.shape[-1], original.shape[-1]) - self.delay
         return decoded[..., self.delay: self.delay + n], original[..., :n]
 
-    def pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
+    def _pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
         rest = audio.shape[-1] % self.hop_length
         if rest and self.is_streaming:
             raise StreamingContractError(
@@ -80,16 +80,20 @@ class CodecModel(StreamingModule):
         result = self.quantize(audio, n_q)
         return self.decoder(result.quantized), result
 
+    def latent(self, audio: torch.Tensor) -> torch.Tensor:
+        """audio [B, 1, T] -> the encoder's continuous latent [B, D, ceil(T / hop)], before any codebook."""
+        return self.encoder(self._pad_to_frames(audio))
+
     def quantize(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None) -> QuantizedResult:
         """Encoder and residual VQ of the training pass (per-example `n_q`: quantizer dropout)."""
-        return self.quantizer(self.encoder(self.pad_to_frames(audio)), n_q)
+        return self.quantizer(self.latent(audio), n_q)
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
         """audio [B, 1, T] -> codes [B, n_q, ceil(T / hop)]; offline input is zero-padded to whole frames."""
         if not 1 <= n_q <= self.config.n_q:
             raise ValueError(f"n_q must be between 1 and {self.config.n_q}; got {n_q}")
-        return self.quantizer.encode(self.encoder(self.pad_to_frames(audio)), n_q)
+        return self.quantizer.encode(self.latent(audio), n_q)
 
     def validate_codes(self, codes: torch.Tensor) -> None:
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.n_q:

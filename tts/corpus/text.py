@@ -29,7 +29,7 @@ class TextSourceError(RuntimeError):
 
 def fortune_dirs() -> list[Path]:
     """Debian's fortunes folder, or the folders listed in $TTS_FORTUNE_DIRS (the package unpacked
-    elsewhere, as on the GPU machine where nothing can be installed: scripts/gpu_env.sh)."""
+    elsewhere, as on the GPU machine where nothing can be installed: scripts/gpu/env.sh)."""
     listed = os.environ.get("TTS_FORTUNE_DIRS", "")
     return [Path(p) for p in listed.split(os.pathsep) if p] or list(FORTUNE_DIRS)
 
