@@ -13,15 +13,10 @@ set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
 OUT="${OUT:-runs/gpu_out}"
-CORPUS="${CORPUS:-/tmp/corpus}"
 RUN="${RUN:-runs/backbone}"
 mkdir -p "$OUT"
-PY="${PYTHON:-python3}"
 source scripts/gpu/env.sh
-if [[ ! -f "$CACHE" && ! -f "$CORPUS/.complete" ]]; then
-    "$PY" -m tts data build --out "$CORPUS" --hours "${HOURS:-30}" --workers "${WORKERS:-16}" 2>&1 | tail -n 20 | tee "$OUT/build.log"
-    touch "$CORPUS/.complete"
-fi
+[[ -f "$CACHE" ]] || build_corpus_once "$OUT/build.log"
 INIT_ARGS=()
 if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \

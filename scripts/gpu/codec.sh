@@ -11,16 +11,11 @@
 set -euo pipefail
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
-CORPUS="${CORPUS:-/tmp/corpus}"
 RUN="${RUN:-runs/codec_gpu}"
 mkdir -p "$OUT" "$RUN"
-PY="${PYTHON:-python3}"
 source scripts/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
-if [[ ! -f "$CORPUS/.complete" ]]; then
-    "$PY" -m tts data build --out "$CORPUS" --hours "${HOURS:-30}" --workers "${WORKERS:-16}" 2>&1 | tail -n 20 | tee "$OUT/build.log"
-    touch "$CORPUS/.complete"
-fi
+build_corpus_once "$OUT/build.log"
 INIT=()
 [[ -f "$RUN/last.pt" ]] || INIT=(--init-from assets/codec.safetensors)
 "$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \

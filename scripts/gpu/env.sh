@@ -2,12 +2,15 @@
 # (gathered here by scripts/gpu/pack.sh):   source scripts/gpu/env.sh
 # Installs the wheels into /tmp/site, unpacks the speech engines and the fortunes text under
 # /tmp/engines (never into /, where they could break the image), and points the project at them.
-# PYTHON, DEVICE, HOURS and WORKERS override the defaults (python3, cuda, 30, 16), e.g. for a dry run here.
+# PYTHON, DEVICE, CORPUS, HOURS and WORKERS override the defaults (python3, cuda, /tmp/corpus, 30, 16),
+# e.g. for a dry run here. build_corpus_once (below) builds the corpus a call needs.
 # Idempotent: a warm machine keeps what an earlier call set up.
 ENGINES="${ENGINES:-/tmp/engines}"
+PY="${PYTHON:-python3}"
+CORPUS="${CORPUS:-/tmp/corpus}"
 export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-if ! "${PYTHON:-python3}" -c "import soundfile, soxr, pyloudnorm, num2words" 2>/dev/null; then
-    "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if ! "$PY" -c "import soundfile, soxr, pyloudnorm, num2words" 2>/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
 if [[ ! -x "$ENGINES/usr/bin/espeak-ng" ]]; then
     mkdir -p "$ENGINES"
@@ -18,3 +21,12 @@ export PATH="$ENGINES/usr/bin:$ENGINES/usr/games:$PATH"
 export LD_LIBRARY_PATH="$ENGINES/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export ESPEAK_DATA_PATH="$ENGINES/usr/lib/x86_64-linux-gnu"
 export TTS_FORTUNE_DIRS="$ENGINES/usr/share/games/fortunes"
+
+# The corpus at $CORPUS, built once per machine (the default 30-h build: the same sentences,
+# speakers and splits as here; about 2 minutes on 16 cores). Its log goes to $1.
+build_corpus_once() {
+    if [[ ! -f "$CORPUS/.complete" ]]; then
+        "$PY" -m tts data build --out "$CORPUS" --hours "${HOURS:-30}" --workers "${WORKERS:-16}" 2>&1 | tail -n 20 | tee "$1"
+        touch "$CORPUS/.complete"
+    fi
+}
