@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
+from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, periodicity_map, save_encoder
 from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, check_clip, enroll, reembed, resolve_voice
 from voice.store import VoiceExistsError, VoiceNotFoundError, VoiceStore, VoiceStoreError
 from voice.verification import equal_error_rate
@@ -90,6 +90,40 @@ def test_encoder_file_round_trip(encoder, tmp_path):
     from codec.loaders import DEFAULT_CODEC
     with pytest.raises(ModelFileError, match="not a voice-encoder model"):
         load_encoder(DEFAULT_CODEC)
+
+
+def test_periodicity_map_reads_pitch_on_a_log_axis():
+    cfg = EncoderConfig(pitch_bins=48)
+    f0_axis = np.logspace(np.log10(cfg.pitch_fmax), np.log10(cfg.pitch_fmin), cfg.pitch_bins)
+    rng = np.random.default_rng(0)
+    for f0 in (95.0, 140.0, 210.0):
+        wave = torch.from_numpy(speechlike(2.0, f0=f0, seed=1))[None]
+        pmap = periodicity_map(wave, SR, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame)
+        assert pmap.shape == (1, cfg.pitch_bins, 1 + wave.shape[1] // cfg.hop)  # aligned with the log-mel frames
+        voiced = pmap[0].max(0).values > 0.8
+        assert voiced.float().mean() > 0.5
+        profile = pmap[0][:, voiced].mean(1).numpy()
+        at = lambda f: profile[int(np.abs(np.log(f0_axis / f)).argmin())]  # noqa: E731
+        # A peak at the period, none a quarter off it on either side (subharmonics, at
+        # multiples of the period, peak too, as in any autocorrelation).
+        assert at(f0) > 0.8
+        assert at(f0 * 1.25) < 0.5 and at(f0 / 1.5) < 0.5
+    noise = torch.from_numpy(rng.standard_normal(2 * SR).astype(np.float32))[None]
+    noise_map = periodicity_map(noise, SR, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame)
+    assert noise_map.abs().mean() < 0.1  # no period in white noise
+
+
+def test_grown_encoder_starts_as_the_old_one_and_trains_its_pitch_input(encoder):
+    grown = SpeakerEncoder(EncoderConfig.from_dict({**encoder.config.to_dict(), "pitch_bins": 32})).eval()
+    grown.load_grown(encoder)
+    x = speechlike(4.0)
+    assert float(grown.embed(x, SR) @ encoder.embed(x, SR)) > 0.9999
+    assert grown.features(torch.from_numpy(x)[None]).shape[1] == encoder.config.n_mels + 32
+    grown.train()
+    grown(torch.from_numpy(np.stack([x, speechlike(4.0, f0=180)]))).sum().backward()
+    assert grown.stem[0].weight.grad[:, encoder.config.n_mels:].abs().sum() > 0  # the new rows learn
+    with pytest.raises(ValueError, match="cannot grow"):
+        SpeakerEncoder(EncoderConfig(channels=16, pitch_bins=8)).load_grown(encoder)
 
 
 def test_equal_error_rate():
@@ -344,5 +378,11 @@ def test_voice_fine_tune_with_speaker_augmentation(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert len(ckpt["speakers"]) == 4 * 3 and "spk0@1.1" in ckpt["speakers"]   # 4 loss speakers x 3 rates
     assert load_encoder(tmp_path / "e.safetensors").config.channels == 16       # the start file's shape
+    # --pitch-bins on top of --init-from grows the start file's encoder by a periodicity input.
+    grown = VoiceTrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "grown"), "encoder": {"pitch_bins": 8},
+                                "export": str(tmp_path / "g.safetensors")})
+    train_voice(grown)
+    exported = load_encoder(tmp_path / "g.safetensors").config
+    assert (exported.channels, exported.pitch_bins) == (16, 8)
     with pytest.raises(ValueError, match="warp factors"):
         train_voice(VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "bad"), warp_factors=(3.0,)))

@@ -278,6 +278,7 @@ def _cmd_train_voice(args: argparse.Namespace) -> int:
     _require_corpus(args.corpus)
     cfg = VoiceTrainConfig(corpus=args.corpus, batch_size=args.batch_size, init_from=args.init_from,
                            warp_factors=tuple(args.warp_factors),
+                           encoder={"pitch_bins": args.pitch_bins} if args.pitch_bins is not None else {},
                            max_seconds_per_speaker=args.seconds_per_speaker, **_trainer_options(args))
     print(json.dumps(train_voice(cfg)))
     return 0
@@ -728,6 +729,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start a new run from an encoder file, e.g. assets/voice_encoder.safetensors")
     tv.add_argument("--warp-factors", type=float, nargs="+", default=[1.0],
                     help="speaker augmentation: each speaker at each playback rate is its own class, e.g. 0.9 0.95 1 1.05 1.1")
+    tv.add_argument("--pitch-bins", type=int, default=None,
+                    help="rows of the periodicity (pitch) input, e.g. 64; with --init-from the encoder grows that "
+                         "input with zero weights, so it starts as the old one")
     tv.set_defaults(func=_cmd_train_voice)
 
     tr = train.add_parser("reembed", help="recompute a token cache's speaker embeddings with another speaker "

@@ -2,12 +2,16 @@
 
 A small TDNN (x-vector / ECAPA family: dilated 1-D convolutions with residual
 connections, attentive statistics pooling) trained with an additive angular
-margin softmax. It is written by hand because it is ~1 M parameters and a few
+margin softmax. Besides the log-mel it can read a periodicity map (the
+normalised autocorrelation on a log-f0 axis): a 512-point mel frame resolves
+pitch only to ~30 Hz, while voices that differ by 5 % of pitch are exactly the
+ones the held-out benchmark confuses. It is written by hand because it is ~1 M parameters and a few
 lines; a long clip is embedded as the mean of its windows' embeddings so a
 10-s enrollment clip and a 3-s one land in the same space.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -37,6 +41,10 @@ class EncoderConfig:
     embedding_dim: int = 192
     window_seconds: float = 3.0    # long clips: mean of embeddings of windows this long
     window_hop_seconds: float = 1.5
+    pitch_bins: int = 0            # periodicity map rows (log-spaced f0 from pitch_fmin to pitch_fmax); 0: none
+    pitch_fmin: float = 50.0
+    pitch_fmax: float = 400.0
+    pitch_frame: int = 768         # autocorrelation window (48 ms: two periods of the lowest f0 and more)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +56,33 @@ class EncoderConfig:
         if unknown:
             raise ValueError(f"unknown encoder config keys {sorted(unknown)}")
         return cls(**data)
+
+
+def periodicity_map(wave: torch.Tensor, sample_rate: int, hop: int, bins: int, fmin: float, fmax: float,
+                    frame: int) -> torch.Tensor:
+    """wave [B, T] -> normalised autocorrelation [B, bins, 1 + T // hop] at lags sample_rate / f0.
+
+    The f0 axis is logarithmic, so a pitch shift is a translation the convolutions
+    see directly. Each frame's autocorrelation is divided by its energy and by the
+    window's own autocorrelation (Boersma's correction), so a periodic frame reads
+    ~1 at its period and its multiples whatever its level. Hand-written: a dozen
+    tensor lines, no pitch tracker decision to get wrong.
+    """
+    x = F.pad(wave, (frame // 2, frame // 2))
+    frames = x.unfold(-1, frame, hop)                                      # [B, N, frame]
+    frames = frames - frames.mean(-1, keepdim=True)
+    window = torch.hann_window(frame, periodic=False, device=wave.device, dtype=wave.dtype)
+    n_fft = 2 * frame
+    power = torch.fft.rfft(frames * window, n_fft).abs().square()
+    acf = torch.fft.irfft(power, n_fft)[..., :frame]                       # [B, N, frame]
+    window_acf = torch.fft.irfft(torch.fft.rfft(window, n_fft).abs().square(), n_fft)[:frame]
+    acf = acf / (acf[..., :1] + 1e-6) * (window_acf[0] / window_acf.clamp_min(1e-6))
+    lags = sample_rate / torch.logspace(math.log10(fmax), math.log10(fmin), bins, device=wave.device,
+                                        dtype=wave.dtype)                    # short lag (high f0) first
+    low = lags.floor().long()
+    frac = lags - low
+    picked = acf[..., low] * (1 - frac) + acf[..., low + 1] * frac        # [B, N, bins]
+    return picked.clamp(-1.0, 1.0).transpose(1, 2)
 
 
 class _ResidualTDNN(nn.Module):
@@ -83,7 +118,7 @@ class SpeakerEncoder(nn.Module):
         super().__init__()
         self.config = config
         c = config.channels
-        self.stem = nn.Sequential(nn.Conv1d(config.n_mels, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv1d(config.n_mels + config.pitch_bins, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.ReLU())
         self.blocks = nn.Sequential(_ResidualTDNN(c, 2), _ResidualTDNN(c, 3), _ResidualTDNN(c, 4))
         self.expand = nn.Sequential(nn.Conv1d(c, config.pooled_channels, 1), nn.BatchNorm1d(config.pooled_channels),
                                     nn.ReLU())
@@ -92,10 +127,30 @@ class SpeakerEncoder(nn.Module):
         self.model_id = "untrained"
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        """Log-mel with the per-clip mean removed (so gain and a fixed channel colour cancel)."""
+        """Log-mel with the per-clip mean removed (so gain and a fixed channel colour cancel),
+        then the periodicity map when the config has one."""
         cfg = self.config
         mel = log_mel(wave, cfg.sample_rate, n_fft=cfg.n_fft, hop=cfg.hop, n_mels=cfg.n_mels)
-        return mel - mel.mean(dim=-1, keepdim=True)
+        mel = mel - mel.mean(dim=-1, keepdim=True)
+        if not cfg.pitch_bins:
+            return mel
+        pitch = periodicity_map(wave, cfg.sample_rate, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax,
+                                cfg.pitch_frame)
+        return torch.cat([mel, pitch], dim=1)
+
+    def load_grown(self, smaller: "SpeakerEncoder") -> None:
+        """Start from an encoder without the periodicity input: its weights everywhere, and
+        zero weights on the new input rows, so the grown model embeds exactly as the old one
+        until training teaches it to read pitch."""
+        state = smaller.state_dict()
+        stem = self.stem[0].weight
+        old = state["stem.0.weight"]
+        if old.shape[1] != self.config.n_mels or old.shape[0] != stem.shape[0]:
+            raise ValueError(f"cannot grow a stem of shape {tuple(old.shape)} into {tuple(stem.shape)}")
+        grown = torch.zeros_like(stem)
+        grown[:, :old.shape[1]] = old
+        state["stem.0.weight"] = grown
+        self.load_state_dict(state)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = self.expand(self.blocks(self.stem(self.features(wave))))

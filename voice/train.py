@@ -176,7 +176,8 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     if resume:
         enc_cfg = EncoderConfig.from_dict(resume["encoder_config"])
     else:
-        enc_cfg = init.config if init is not None else EncoderConfig(**cfg.encoder)
+        base = init.config.to_dict() if init is not None else {}
+        enc_cfg = EncoderConfig.from_dict({**base, **cfg.encoder})
     sr = enc_cfg.sample_rate
     factors = sorted({1.0, *cfg.warp_factors})
     if not all(0.5 <= f <= 2.0 for f in factors):
@@ -201,7 +202,10 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     device = torch.device(cfg.device)
     model = SpeakerEncoder(enc_cfg)
     if init is not None:
-        model.load_state_dict(init.state_dict())
+        if init.config == enc_cfg:
+            model.load_state_dict(init.state_dict())
+        else:  # e.g. a periodicity input added: the old weights, zero weights on the new rows
+            model.load_grown(init)
         log.info("starting from %s (%s)", cfg.init_from, init.model_id)
     model = model.to(device)
     head = AAMSoftmax(enc_cfg.embedding_dim, len(names)).to(device)
