@@ -70,12 +70,18 @@ def periodicity_map(wave: torch.Tensor, sample_rate: int, hop: int, bins: int, f
     """
     x = F.pad(wave, (frame // 2, frame // 2))
     frames = x.unfold(-1, frame, hop)                                      # [B, N, frame]
-    frames = frames - frames.mean(-1, keepdim=True)
+    batch, count = frames.shape[:2]
+    frames = (frames - frames.mean(-1, keepdim=True)).reshape(batch * count, frame)  # 2-D FFTs: ~2x faster
     window = torch.hann_window(frame, periodic=False, device=wave.device, dtype=wave.dtype)
-    n_fft = 2 * frame
-    power = torch.fft.rfft(frames * window, n_fft).abs().square()
-    acf = torch.fft.irfft(power, n_fft)[..., :frame]                       # [B, N, frame]
-    window_acf = torch.fft.irfft(torch.fft.rfft(window, n_fft).abs().square(), n_fft)[:frame]
+    max_lag = math.ceil(sample_rate / fmin) + 2
+    n_fft = -(-(frame + max_lag) // 64) * 64       # just long enough that lags up to max_lag do not wrap
+
+    def autocorrelation(x: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.view_as_real(torch.fft.rfft(x, n_fft))
+        return torch.fft.irfft(spectrum.square().sum(-1), n_fft)[..., :max_lag]
+
+    acf = autocorrelation(frames * window).reshape(batch, count, max_lag)
+    window_acf = autocorrelation(window)
     acf = acf / (acf[..., :1] + 1e-6) * (window_acf[0] / window_acf.clamp_min(1e-6))
     lags = sample_rate / torch.logspace(math.log10(fmax), math.log10(fmin), bins, device=wave.device,
                                         dtype=wave.dtype)                    # short lag (high f0) first
