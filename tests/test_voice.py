@@ -80,6 +80,20 @@ def test_embedding_is_unit_length_deterministic_and_windowed(encoder):
         encoder.embed(np.zeros(SR // 4, dtype=np.float32) + 0.1, SR)
 
 
+def test_clips_up_to_a_window_embed_in_one_pass_longer_ones_average_windows():
+    torch.manual_seed(0)
+    model = SpeakerEncoder(EncoderConfig(channels=16, pooled_channels=32, embedding_dim=8, window_seconds=4.0,
+                                         window_hop_seconds=2.0)).eval()
+    with torch.inference_mode():
+        short = speechlike(4.0)
+        one_pass = torch.nn.functional.normalize(model(torch.from_numpy(short)[None])[0], dim=0).numpy()
+        np.testing.assert_allclose(model.embed(short, SR), one_pass, atol=1e-5)
+        long = speechlike(8.0, seed=3)
+        windows = model(torch.from_numpy(np.stack([long[s * SR:(s + 4) * SR] for s in (0, 2, 4)]))).mean(0)
+        np.testing.assert_allclose(model.embed(long, SR), torch.nn.functional.normalize(windows, dim=0).numpy(),
+                                   atol=1e-5)
+
+
 def test_encoder_file_round_trip(encoder, tmp_path):
     model_id = save_encoder(encoder, tmp_path / "e.safetensors")
     loaded = load_encoder(tmp_path / "e.safetensors")
