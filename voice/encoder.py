@@ -131,7 +131,8 @@ class SpeakerEncoder(nn.Module):
         super().__init__()
         self.config = config
         c = config.channels
-        self.stem = nn.Sequential(nn.Conv1d(config.n_mels + config.pitch_bins, c, 5, stride=2, padding=2), nn.BatchNorm1d(c), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv1d(config.n_mels + config.pitch_bins, c, 5, stride=2, padding=2),
+                                  nn.BatchNorm1d(c), nn.ReLU())
         self.blocks = nn.Sequential(_ResidualTDNN(c, 2), _ResidualTDNN(c, 3), _ResidualTDNN(c, 4))
         self.expand = nn.Sequential(nn.Conv1d(c, config.pooled_channels, 1), nn.BatchNorm1d(config.pooled_channels),
                                     nn.ReLU())
