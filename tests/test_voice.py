@@ -112,7 +112,7 @@ def test_periodicity_map_reads_pitch_on_a_log_axis():
     rng = np.random.default_rng(0)
     for f0 in (95.0, 140.0, 210.0):
         wave = torch.from_numpy(speechlike(2.0, f0=f0, seed=1))[None]
-        pmap = periodicity_map(wave, SR, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame)
+        pmap = periodicity_map(wave, cfg)
         assert pmap.shape == (1, cfg.pitch_bins, 1 + wave.shape[1] // cfg.hop)  # aligned with the log-mel frames
         voiced = pmap[0].max(0).values > 0.8
         assert voiced.float().mean() > 0.5
@@ -123,7 +123,7 @@ def test_periodicity_map_reads_pitch_on_a_log_axis():
         assert at(f0) > 0.8
         assert at(f0 * 1.25) < 0.5 and at(f0 / 1.5) < 0.5
     noise = torch.from_numpy(rng.standard_normal(2 * SR).astype(np.float32))[None]
-    noise_map = periodicity_map(noise, SR, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax, cfg.pitch_frame)
+    noise_map = periodicity_map(noise, cfg)
     assert noise_map.abs().mean() < 0.1  # no period in white noise
 
 

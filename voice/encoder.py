@@ -65,9 +65,8 @@ class EncoderConfig:
         return cls(**data)
 
 
-def periodicity_map(wave: torch.Tensor, sample_rate: int, hop: int, bins: int, fmin: float, fmax: float,
-                    frame: int) -> torch.Tensor:
-    """wave [B, T] -> normalised autocorrelation [B, bins, 1 + T // hop] at lags sample_rate / f0.
+def periodicity_map(wave: torch.Tensor, cfg: EncoderConfig) -> torch.Tensor:
+    """wave [B, T] -> normalised autocorrelation [B, pitch_bins, 1 + T // hop] at lags sample_rate / f0.
 
     The f0 axis is logarithmic, so a pitch shift is a translation the convolutions
     see directly. Each frame's autocorrelation is divided by its energy and by the
@@ -75,12 +74,13 @@ def periodicity_map(wave: torch.Tensor, sample_rate: int, hop: int, bins: int, f
     ~1 at its period and its multiples whatever its level. Hand-written: a dozen
     tensor lines, no pitch tracker decision to get wrong.
     """
+    sample_rate, hop, frame = cfg.sample_rate, cfg.hop, cfg.pitch_frame
     x = F.pad(wave, (frame // 2, frame // 2))
     frames = x.unfold(-1, frame, hop)                                      # [B, N, frame]
     batch, count = frames.shape[:2]
     frames = (frames - frames.mean(-1, keepdim=True)).reshape(batch * count, frame)  # 2-D FFTs: ~2x faster
     window = torch.hann_window(frame, periodic=False, device=wave.device, dtype=wave.dtype)
-    max_lag = math.ceil(sample_rate / fmin) + 2
+    max_lag = math.ceil(sample_rate / cfg.pitch_fmin) + 2
     n_fft = -(-(frame + max_lag) // 64) * 64       # just long enough that lags up to max_lag do not wrap
 
     def autocorrelation(x: torch.Tensor) -> torch.Tensor:
@@ -90,8 +90,8 @@ def periodicity_map(wave: torch.Tensor, sample_rate: int, hop: int, bins: int, f
     acf = autocorrelation(frames * window).reshape(batch, count, max_lag)
     window_acf = autocorrelation(window)
     acf = acf / (acf[..., :1] + 1e-6) * (window_acf[0] / window_acf.clamp_min(1e-6))
-    lags = sample_rate / torch.logspace(math.log10(fmax), math.log10(fmin), bins, device=wave.device,
-                                        dtype=wave.dtype)                    # short lag (high f0) first
+    lags = sample_rate / torch.logspace(math.log10(cfg.pitch_fmax), math.log10(cfg.pitch_fmin), cfg.pitch_bins,
+                                        device=wave.device, dtype=wave.dtype)  # short lag (high f0) first
     low = lags.floor().long()
     frac = lags - low
     picked = acf[..., low] * (1 - frac) + acf[..., low + 1] * frac        # [B, N, bins]
@@ -148,9 +148,7 @@ class SpeakerEncoder(nn.Module):
         mel = mel - mel.mean(dim=-1, keepdim=True)
         if not cfg.pitch_bins:
             return mel
-        pitch = periodicity_map(wave, cfg.sample_rate, cfg.hop, cfg.pitch_bins, cfg.pitch_fmin, cfg.pitch_fmax,
-                                cfg.pitch_frame)
-        return torch.cat([mel, pitch], dim=1)
+        return torch.cat([mel, periodicity_map(wave, cfg)], dim=1)
 
     def load_grown(self, smaller: "SpeakerEncoder") -> None:
         """Start from an encoder without the periodicity input: its weights everywhere, and
