@@ -94,6 +94,19 @@ def test_clips_up_to_a_window_embed_in_one_pass_longer_ones_average_windows():
                                    atol=1e-5)
 
 
+def test_encoder_id_changes_with_a_config_that_moves_embeddings(encoder, tmp_path):
+    """Same weights, another window length: another id, so voices enrolled with the first are stale."""
+    from dataclasses import replace
+    first = save_encoder(encoder, tmp_path / "a.safetensors")
+    encoder.config = replace(encoder.config, window_seconds=encoder.config.window_seconds / 2)
+    try:
+        second = save_encoder(encoder, tmp_path / "b.safetensors")
+    finally:
+        encoder.config = replace(encoder.config, window_seconds=encoder.config.window_seconds * 2)
+    assert first != second
+    assert save_encoder(encoder, tmp_path / "c.safetensors") == first
+
+
 def test_encoder_file_round_trip(encoder, tmp_path):
     model_id = save_encoder(encoder, tmp_path / "e.safetensors")
     loaded = load_encoder(tmp_path / "e.safetensors")

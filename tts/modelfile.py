@@ -23,9 +23,15 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable, or holds another kind of model."""
 
 
-def model_id_of(state: dict[str, torch.Tensor]) -> str:
-    """Short content hash of the weights: streams and voices record it to detect a model change."""
+def model_id_of(state: dict[str, torch.Tensor], config: dict | None = None) -> str:
+    """Short content hash of the weights and config: streams and voices record it to detect a model change.
+
+    The config counts because it can change outputs with the same weights (a speaker
+    encoder's window length moves every embedding), and a stored voice must then be stale.
+    """
     h = hashlib.sha256()
+    if config is not None:
+        h.update(json.dumps(config, sort_keys=True).encode())
     for name in sorted(state):
         h.update(name.encode())
         h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
@@ -40,7 +46,7 @@ def save_model_file(path: str | Path, state: dict[str, torch.Tensor], kind: str,
     because half-precision arithmetic is many times slower on CPUs without AVX-512.
     """
     state = {k: v.detach().to(dtype).contiguous().clone() for k, v in state.items()}
-    model_id = model_id_of(state)
+    model_id = model_id_of(state, config)
     meta = {"config": json.dumps(config), "model_id": model_id, "step": str(step), "kind": kind,
             "extra": json.dumps(extra or {})}
     path = Path(path)
