@@ -23,15 +23,13 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable, or holds another kind of model."""
 
 
-def model_id_of(state: dict[str, torch.Tensor], config: dict | None = None) -> str:
+def model_id_of(state: dict[str, torch.Tensor], config: dict) -> str:
     """Short content hash of the weights and config: streams and voices record it to detect a model change.
 
     The config counts because it can change outputs with the same weights (a speaker
     encoder's window length moves every embedding), and a stored voice must then be stale.
     """
-    h = hashlib.sha256()
-    if config is not None:
-        h.update(json.dumps(config, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(state):
         h.update(name.encode())
         h.update(state[name].detach().cpu().contiguous().numpy().tobytes())

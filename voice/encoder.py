@@ -9,9 +9,7 @@ its 10-s windows' embeddings.
 Optionally (`pitch_bins`) it also reads a periodicity map, the normalised
 autocorrelation on a log-f0 axis: a 512-point mel frame resolves pitch only to
 ~30 Hz, and the voices the held-out benchmark confuses differ by 3-6 % of pitch.
-The shipped encoder does not use it yet: a fine-tune with it improved every
-held-out figure a little but moves the embedding space, so it waits for a
-backbone refit (README, "Voices").
+The shipped encoder uses it (README, "Voices").
 """
 from __future__ import annotations
 
