@@ -16,6 +16,7 @@ import sentencepiece as spm
 from tts.corpus.manifest import read_manifest
 from tts.modelfile import ASSETS, ModelFileError
 from tts.text import normalize_text
+from tts.training import TrainingSetupError
 
 DEFAULT_TOKENIZER = ASSETS / "tokenizer.model"
 
@@ -52,7 +53,7 @@ def train_tokenizer(corpus: str | Path, out: str | Path = DEFAULT_TOKENIZER, voc
     texts = sorted({normalize_text(u.text) for u in read_manifest(corpus, ["train"])})
     texts = [t for t in texts if t]
     if not texts:
-        raise ValueError(f"{corpus} has no training transcripts")
+        raise TrainingSetupError(f"{corpus} has no training transcripts")
     model = io.BytesIO()
     spm.SentencePieceTrainer.Train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
                                    model_type="unigram", character_coverage=1.0, num_threads=1,

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from backbone.data import TokenCache, load_token_cache
 from backbone.model import AlignmentGuide, Backbone, BackboneConfig, load_backbone, save_backbone
 from tts.distributed import any_rank, is_main, setup_distributed
-from tts.training import TrainerOptions, save_checkpoint, warmup_cosine
+from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                                       "speaker_dim": int(cache.speaker_embeddings.shape[-1]), **cfg.model})
     for key in ("codec_id", "tokenizer_id", "n_codebooks"):
         if getattr(model_cfg, key) != meta[key]:
-            raise ValueError(f"{cfg.cache} has {key} {meta[key]!r} but the run was started with "
+            raise TrainingSetupError(f"{cfg.cache} has {key} {meta[key]!r} but the run was started with "
                              f"{getattr(model_cfg, key)!r}: rebuild the cache or start a new --out")
     model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
     torch.manual_seed(cfg.seed)
@@ -152,7 +152,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     if guide is not None:
         bad = [layer for layer in guide.layers if not 0 <= layer < model_cfg.n_layers]
         if bad or not 0 < guide.heads <= model_cfg.n_heads:
-            raise ValueError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
+            raise TrainingSetupError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
                              f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
         model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
         model_cfg.align_layers, model_cfg.align_heads = tuple(guide.layers), guide.heads  # saved: inference reads them
@@ -171,7 +171,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     net = DistributedDataParallel(model) if dist.is_initialized() else model
     train_idx, valid_idx = cache.indices("train"), cache.indices("valid")
     if not train_idx:
-        raise ValueError(f"{cfg.cache} has no training utterances")
+        raise TrainingSetupError(f"{cfg.cache} has no training utterances")
 
     def checkpoint() -> None:
         save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,

@@ -17,12 +17,12 @@ import torch
 
 from codec.config import CodecConfig
 from codec.model import CodecModel
-from tts.modelfile import ASSETS, ModelFileError, model_id_of, read_model_file, save_model_file
+from tts.modelfile import ASSETS, ModelFileError, read_model_file, save_model_file
 
 DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
-__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "model_id_of", "save_codec", "read_codec_file",
+__all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "save_codec", "read_codec_file",
            "tokens_id_of", "load_weights", "load_codec"]
 
 

@@ -38,7 +38,7 @@ from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, ge
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
-from tts.training import TrainerOptions, save_checkpoint
+from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class CropDataset(torch.utils.data.Dataset):
     def __init__(self, corpus: str, splits: list[str], segment: int, seed: int) -> None:
         self.utts = read_manifest(corpus, splits)
         if not self.utts:
-            raise ValueError(f"{corpus} has no utterances in splits {splits}")
+            raise TrainingSetupError(f"{corpus} has no utterances in splits {splits}")
         self.corpus, self.segment = corpus, segment
         self.rng = random.Random(seed)
 
@@ -159,15 +159,15 @@ def train(cfg: TrainConfig) -> dict:
             wrong = sorted(k for k in cfg.codec if not k.startswith("decoder")
                            and getattr(changed, k) != getattr(codec_cfg, k))
             if wrong:
-                raise ValueError(f"a decoder-only run keeps the encoder and codebooks; cannot change {wrong}")
+                raise TrainingSetupError(f"a decoder-only run keeps the encoder and codebooks; cannot change {wrong}")
             codec_cfg = changed
     else:
         codec_cfg = CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
 
     if cfg.focus_n_q and not 1 <= cfg.focus_n_q <= codec_cfg.n_q:
-        raise ValueError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
+        raise TrainingSetupError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
     if cfg.decoder_only and not (resume or shipped):
-        raise ValueError("decoder_only fine-tunes a trained codec: give init_from (or resume a decoder-only run)")
+        raise TrainingSetupError("a decoder-only run fine-tunes a trained codec: give --init-from (or resume a decoder-only run)")
     model = CodecModel(codec_cfg).to(device)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)

@@ -34,3 +34,17 @@ def test_import_missing_source(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "tts", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "data" in result.stdout
+
+
+def test_training_setup_errors_are_messages(tmp_path, capsys):
+    """A trainer that cannot start (bad options, missing checkpoint) says why, with no traceback."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "manifest.jsonl").write_text("")
+    runs = str(tmp_path / "runs")
+    assert main(["train", "codec", "--corpus", str(corpus), "--out", runs, "--decoder-only"]) == 2
+    assert "give --init-from" in capsys.readouterr().err
+    assert main(["train", "voice", "--corpus", str(corpus), "--out", runs,
+                 "--resume-from", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "no training checkpoint" in err and "Traceback" not in err

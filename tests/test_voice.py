@@ -368,6 +368,18 @@ def test_voice_training_runs_resumes_and_exports(tmp_path):
     assert result["step"] == 5 and 0.0 <= result["best"]["eer"] <= 1.0
     logged = [json.loads(line) for line in (tmp_path / "run" / "train.log").read_text().splitlines()]
     assert any("dev_eer_10s" in m for m in logged)
+    # --resume-from continues that checkpoint in a new directory with another window; its best is re-scored.
+    moved = VoiceTrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "moved"), "steps": 6,
+                                "resume_from": str(tmp_path / "run" / "last.pt"),
+                                "encoder": {"window_seconds": 2.0, "window_hop_seconds": 1.0},
+                                "export": str(tmp_path / "m.safetensors")})
+    assert train_voice(moved)["best"]["step"] == 6          # the first validation after the move wins
+    exported = load_encoder(tmp_path / "m.safetensors")
+    assert (exported.config.window_seconds, exported.config.channels) == (2.0, 16)
+    assert torch.load(tmp_path / "moved" / "last.pt", weights_only=True)["step"] == 6
+    with pytest.raises(ValueError, match="only .*window_seconds.* may change"):
+        train_voice(VoiceTrainConfig(**{**moved.__dict__, "out_dir": str(tmp_path / "bad"),
+                                        "encoder": {"channels": 32}}))
 
 
 def test_warped_crop_scales_pitch_and_keeps_the_length():

@@ -35,11 +35,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from tts.modelfile import ModelFileError
     from tts.engine import ModelMismatchError, SynthesisError
     from tts.say import NoAudioDeviceError
+    from tts.training import TrainingSetupError
     from voice.enroll import EnrollmentError
     from voice.store import VoiceStoreError
 
     return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
-            ManifestError, TextSourceError, FileNotFoundError, EnrollmentError, VoiceStoreError)
+            ManifestError, TextSourceError, FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError)
 
 
 # ---------------------------------------------------------------- data
@@ -276,9 +277,11 @@ def _cmd_train_voice(args: argparse.Namespace) -> int:
     from voice.train import VoiceTrainConfig, train_voice
 
     _require_corpus(args.corpus)
+    overrides = {"pitch_bins": args.pitch_bins, "window_seconds": args.window_seconds,
+                 "window_hop_seconds": args.window_hop}
     cfg = VoiceTrainConfig(corpus=args.corpus, batch_size=args.batch_size, init_from=args.init_from,
-                           warp_factors=tuple(args.warp_factors),
-                           encoder={"pitch_bins": args.pitch_bins} if args.pitch_bins is not None else {},
+                           resume_from=args.resume_from, warp_factors=tuple(args.warp_factors),
+                           encoder={k: v for k, v in overrides.items() if v is not None},
                            max_seconds_per_speaker=args.seconds_per_speaker, **_trainer_options(args))
     print(json.dumps(train_voice(cfg)))
     return 0
@@ -732,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--pitch-bins", type=int, default=None,
                     help="rows of the periodicity (pitch) input, e.g. 64; with --init-from the encoder grows that "
                          "input with zero weights, so it starts as the old one")
+    tv.add_argument("--resume-from", default="",
+                    help="continue another run's training checkpoint (e.g. runs/voice/last.pt: weights, head, "
+                         "optimizer, step) in --out, its best reset; --window-seconds/--window-hop may change")
+    tv.add_argument("--window-seconds", type=float, default=None,
+                    help="longest stretch embedded in one pass; longer clips average windows")
+    tv.add_argument("--window-hop", type=float, default=None, help="hop between those windows, in seconds")
     tv.set_defaults(func=_cmd_train_voice)
 
     tr = train.add_parser("reembed", help="recompute a token cache's speaker embeddings with another speaker "

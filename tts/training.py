@@ -8,6 +8,10 @@ from pathlib import Path
 import torch
 
 
+class TrainingSetupError(ValueError):
+    """A trainer's data, checkpoint or options cannot start a run: the CLI shows it without a traceback."""
+
+
 @dataclass
 class TrainerOptions:
     """Options with the same name and meaning in every trainer (the CLI's `_add_trainer_args`).

@@ -30,7 +30,7 @@ from torch import nn
 
 from tts.audio import resample
 from tts.corpus.manifest import read_manifest
-from tts.training import TrainerOptions, save_checkpoint, warmup_cosine
+from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
 from voice.verification import cut_clips, speaker_streams, verify
 
@@ -58,6 +58,14 @@ class VoiceTrainConfig(TrainerOptions):
     warp_factors: tuple[float, ...] = (1.0,)  # each training speaker at each rate is its own class
     init_from: str = ""              # start a new run from this encoder file (its config; a fresh head)
     encoder: dict = field(default_factory=dict)  # EncoderConfig overrides for a new run
+    # Continue another run's training checkpoint (model, head, optimiser, step) in out_dir. Only the
+    # window fields of `encoder` may change then: they move the development embeddings, not the weights,
+    # so the continued run's best is reset and re-scored.
+    resume_from: str = ""
+
+
+# EncoderConfig fields that change how a clip is cut into windows, not the weights.
+WINDOW_FIELDS = ("window_seconds", "window_hop_seconds")
 
 
 class AAMSoftmax(nn.Module):
@@ -165,6 +173,21 @@ def _lr_at(step: int, cfg: VoiceTrainConfig) -> float:
     return warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.steps)
 
 
+def _continued_checkpoint(path: str, overrides: dict) -> dict:
+    """Another run's checkpoint to continue in a new directory, with its window fields overridden
+    and its best reset (the development trials are embedded afresh)."""
+    if not Path(path).is_file():
+        raise TrainingSetupError(f"no training checkpoint at {path}")
+    wrong = sorted(set(overrides) - set(WINDOW_FIELDS))
+    if wrong:
+        raise TrainingSetupError(f"continuing {path} keeps its weights; only {list(WINDOW_FIELDS)} may change, not {wrong}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["encoder_config"] = EncoderConfig.from_dict({**state["encoder_config"], **overrides}).to_dict()
+    state["best"] = {"eer": float("inf"), "step": -1}
+    log.info("continuing %s at step %d with %s", path, state["step"], overrides or "its own config")
+    return state
+
+
 def train_voice(cfg: VoiceTrainConfig) -> dict:
     """Train (or resume) and export the best encoder by development-speaker EER; returns the last metrics."""
     torch.set_num_threads(cfg.threads)
@@ -172,6 +195,8 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
     resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    if resume is None and cfg.resume_from:
+        resume = _continued_checkpoint(cfg.resume_from, cfg.encoder)
     init = load_encoder(cfg.init_from) if cfg.init_from and not resume else None
     if resume:
         enc_cfg = EncoderConfig.from_dict(resume["encoder_config"])
@@ -181,12 +206,12 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     sr = enc_cfg.sample_rate
     factors = sorted({1.0, *cfg.warp_factors})
     if not all(0.5 <= f <= 2.0 for f in factors):
-        raise ValueError(f"warp factors must lie in [0.5, 2]; got {cfg.warp_factors}")
+        raise TrainingSetupError(f"warp factors must lie in [0.5, 2]; got {cfg.warp_factors}")
 
     train_utts = read_manifest(cfg.corpus, ["train"])
     loss_speakers, dev_speakers = split_speakers(sorted({u.speaker for u in train_utts}), cfg.dev_every)
     if len(loss_speakers) < 2:
-        raise ValueError(f"{cfg.corpus} has {len(loss_speakers)} training speaker(s); need at least 2")
+        raise TrainingSetupError(f"{cfg.corpus} has {len(loss_speakers)} training speaker(s); need at least 2")
     log.info("loading audio: %d loss speakers, %d development speakers, %d rates each",
              len(loss_speakers), len(dev_speakers), len(factors))
     loss_set, dev_set = set(loss_speakers), set(dev_speakers)
@@ -216,7 +241,7 @@ def train_voice(cfg: VoiceTrainConfig) -> dict:
     step, best = 0, {"eer": float("inf"), "step": -1}
     if resume:
         if resume["speakers"] != names:
-            raise ValueError(f"{ckpt_path} was trained on other speakers; use another --out to start afresh")
+            raise TrainingSetupError(f"{ckpt_path} was trained on other speakers; use another --out to start afresh")
         model.load_state_dict(resume["model"])
         head.load_state_dict(resume["head"])
         opt.load_state_dict(resume["opt"])
