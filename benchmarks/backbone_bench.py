@@ -73,7 +73,8 @@ def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
 def codec_round_trip(engine: Engine, pcm: np.ndarray) -> np.ndarray:
     """Real audio through the codec at the backbone's codebooks (what a perfect backbone would give)."""
     codec = engine.codec
-    header, codes = compress_audio(codec, pcm, engine.sample_rate, codec.config.kbps(engine.backbone.config.n_codebooks))
+    kbps = codec.config.kbps(engine.backbone.config.n_codebooks)
+    header, codes = compress_audio(codec, pcm, engine.sample_rate, kbps)
     with torch.inference_mode():
         return decompress_codes(codec, header, codes)
 
@@ -171,7 +172,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "identified": identified / max(1, len(chosen))}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
     speaker = next(iter(refs.values()))
-    result["speed"] = [step_speed(engine, speaker, b, int8, sampling=sampling) for int8 in (False, True) for b in (1, 8)]
+    result["speed"] = [step_speed(engine, speaker, b, int8, sampling=sampling)
+                       for int8 in (False, True) for b in (1, 8)]
     return result
 
 
@@ -195,7 +197,8 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
         _, _, heard = _errors(recognizer, pcm, text)
         repeated += repeats_phrase(words_of(text), heard)
     return {"sentences": count, "truncated": short, "run_on": long, "repeated_phrase": repeated,
-            "duration_ratio_p5": float(np.percentile(ratios, 5)), "duration_ratio_p95": float(np.percentile(ratios, 95)),
+            "duration_ratio_p5": float(np.percentile(ratios, 5)),
+            "duration_ratio_p95": float(np.percentile(ratios, 95)),
             "seconds_per_char": rate}
 
 
@@ -218,6 +221,7 @@ def format_report(result: dict) -> str:
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
     for s in result["speed"]:
-        lines.append(f"speed, batch {s['batch']}, {'int8' if s['int8'] else 'float32'}: {s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
+        lines.append(f"speed, batch {s['batch']}, {'int8' if s['int8'] else 'float32'}: "
+                     f"{s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
                      f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
     return "\n".join(lines)

@@ -50,7 +50,8 @@ def run_level(target: str, n: int) -> dict:
     ttfa = np.array([r["ttfa"] for r in results]) * 1000
     return {"streams": n, "ttfa_ms_p50": float(np.percentile(ttfa, 50)), "ttfa_ms_p95": float(np.percentile(ttfa, 95)),
             "rtf_max": max(r["rtf"] for r in results),
-            "start_ms_p95": float(np.percentile([r["start"] * 1000 for r in results], 95)), "underruns": sum(r["underruns"] for r in results),
+            "start_ms_p95": float(np.percentile([r["start"] * 1000 for r in results], 95)),
+            "underruns": sum(r["underruns"] for r in results),
             "streams_with_underrun": sum(1 for r in results if r["underruns"])}
 
 

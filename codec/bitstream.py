@@ -111,7 +111,8 @@ def _read_exact(src: BinaryIO, n: int, what: str) -> bytes:
 def read_header(src: BinaryIO) -> StreamHeader:
     raw = src.read(_HEADER.size)
     if len(raw) < 4 or raw[:4] != MAGIC:
-        raise BitstreamError("not a codec stream of this project (bad magic; expected a file made by 'tts codec encode')")
+        raise BitstreamError("not a codec stream of this project "
+                             "(bad magic; expected a file made by 'tts codec encode')")
     if len(raw) < _HEADER.size:
         raise BitstreamError("the stream ended sooner than expected (while reading the header); the file is truncated")
     magic, version, header_len, sr, hop, n_q, bits, n_samples, n_frames, model = _HEADER.unpack(raw)

@@ -11,7 +11,8 @@ from codec.model import CodecModel
 from tts.audio import read_audio, resample, write_audio
 
 
-def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbps: float) -> tuple[StreamHeader, np.ndarray]:
+def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int,
+                   kbps: float) -> tuple[StreamHeader, np.ndarray]:
     """Encode mono samples at any rate -> (header, codes [F, n_q])."""
     audio = resample(samples, sample_rate, model.sample_rate)
     n_q = model.config.n_q_for_kbps(kbps)

@@ -75,7 +75,8 @@ class CodecModel(StreamingModule):
                 f"streaming chunks must be a multiple of {self.hop_length} samples; got {audio.shape[-1]}")
         return nn.functional.pad(audio, (0, self.hop_length - rest)) if rest else audio
 
-    def forward(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
+    def forward(self, audio: torch.Tensor,
+                n_q: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
         """Training/analysis pass: (reconstruction [B, 1, T'], quantizer result)."""
         result = self.quantize(audio, n_q)
         return self.decoder(result.quantized), result
@@ -97,7 +98,8 @@ class CodecModel(StreamingModule):
 
     def validate_codes(self, codes: torch.Tensor) -> None:
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.n_q:
-            raise InvalidCodesError(f"codes must be [B, K, F] with 1 <= K <= {self.config.n_q}; got {tuple(codes.shape)}")
+            raise InvalidCodesError(
+                f"codes must be [B, K, F] with 1 <= K <= {self.config.n_q}; got {tuple(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.config.card):
             raise InvalidCodesError(f"codes must lie in [0, {self.config.card})")
 

@@ -84,7 +84,8 @@ class CropDataset(torch.utils.data.Dataset):
     def load(self, i: int, offset: int | None = None) -> torch.Tensor:
         path = audio_path(self.corpus, self.utts[i])
         n = sf.info(str(path)).frames
-        start = self.rng.randint(0, max(0, n - self.segment)) if offset is None else min(offset, max(0, n - self.segment))
+        last = max(0, n - self.segment)
+        start = self.rng.randint(0, last) if offset is None else min(offset, last)
         x, _ = sf.read(str(path), start=start, frames=self.segment, dtype="float32")
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
@@ -167,7 +168,8 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.focus_n_q and not 1 <= cfg.focus_n_q <= codec_cfg.n_q:
         raise TrainingSetupError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
     if cfg.decoder_only and not (resume or shipped):
-        raise TrainingSetupError("a decoder-only run fine-tunes a trained codec: give --init-from (or resume a decoder-only run)")
+        raise TrainingSetupError("a decoder-only run fine-tunes a trained codec: "
+                                 "give --init-from (or resume a decoder-only run)")
     model = CodecModel(codec_cfg).to(device)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)

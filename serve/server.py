@@ -300,7 +300,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     async def DeleteVoice(self, request, context):
         try:
             if request.name in load_presets():
-                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION, f"{request.name!r} is built in and cannot be deleted")
+                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"{request.name!r} is built in and cannot be deleted")
             self.store.delete(request.name)
             return pb.DeleteVoiceResponse()
         except Exception as exc:  # noqa: BLE001

@@ -200,7 +200,8 @@ def _tiny_cache(path) -> None:
         splits=np.array(["train"] * 10 + ["valid"] * 2), texts=np.array(["x"] * 12),
         codes=np.concatenate(codes, 1), code_offsets=np.cumsum([0] + [c.shape[1] for c in codes]),
         text=np.concatenate(text), text_offsets=np.cumsum([0] + [len(t) for t in text]),
-        speaker_names=np.array(["s0", "s1", "s2"]), speaker_embeddings=rng.standard_normal((3, 2, 8)).astype(np.float32),
+        speaker_names=np.array(["s0", "s1", "s2"]),
+        speaker_embeddings=rng.standard_normal((3, 2, 8)).astype(np.float32),
         meta=np.array(repr(meta))))
 
 

@@ -299,7 +299,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     encode_file(parent, tmp_path / "in.wav", tmp_path / "p.sttc", kbps=1.0)
     decode_file(tuned, tmp_path / "p.sttc", tmp_path / "out.wav")
     # ... or a new decoder of another kind, trained on the parent's tokens.
-    istft_cfg = TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run5"), "export": str(tmp_path / "f.safetensors"),
+    istft_cfg = TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run5"),
+                               "export": str(tmp_path / "f.safetensors"),
                                "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
                                          "decoder_hidden": 8, "decoder_layers": 1}})
     train(istft_cfg)

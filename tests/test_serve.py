@@ -62,7 +62,8 @@ def test_config_voices_health_and_reflection(server, client):
     names = {v.name for v in client.voices()}
     assert {"slt", "rms", "kal"} <= names
     assert client.get_voice("slt").preset
-    health = health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(service="tts.v1.TextToSpeech"))
+    health = health_pb2_grpc.HealthStub(client.channel).Check(
+        health_pb2.HealthCheckRequest(service="tts.v1.TextToSpeech"))
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
     answer = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))

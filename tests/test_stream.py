@@ -232,7 +232,8 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
     np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=1e-4)
 
 
-@pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"), ("... --- !!!", "nothing that can be spoken")])
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"),
+                                           ("... --- !!!", "nothing that can be spoken")])
 def test_engine_refuses_text_it_cannot_speak(engine, text, message):
     with pytest.raises(SynthesisError, match=message):
         engine.segments(text)

@@ -39,8 +39,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from voice.enroll import EnrollmentError
     from voice.store import VoiceStoreError
 
-    return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError, AudioError, OutputDirError, EngineMissingError, CorpusImportError,
-            ManifestError, TextSourceError, FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError)
+    return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError,
+            AudioError, OutputDirError, EngineMissingError, CorpusImportError, ManifestError, TextSourceError,
+            FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError)
 
 
 # ---------------------------------------------------------------- data
@@ -321,7 +322,8 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                           max_hours_per_split=args.max_hours or None)
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
                                 "ffn": args.ffn, "dropout": args.dropout}.items() if v}
-    cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model, init_from=args.init_from,
+    cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model,
+                              init_from=args.init_from,
                               uncond_dropout=args.uncond_dropout, warmup_steps=args.warmup_steps,
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
@@ -731,7 +733,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--init-from", default="",
                     help="start a new run from an encoder file, e.g. assets/voice_encoder.safetensors")
     tv.add_argument("--warp-factors", type=float, nargs="+", default=[1.0],
-                    help="speaker augmentation: each speaker at each playback rate is its own class, e.g. 0.9 0.95 1 1.05 1.1")
+                    help="speaker augmentation: each speaker at each playback rate is its own class, "
+                         "e.g. 0.9 0.95 1 1.05 1.1")
     tv.add_argument("--pitch-bins", type=int, default=None,
                     help="rows of the periodicity (pitch) input, e.g. 64; with --init-from the encoder grows that "
                          "input with zero weights, so it starts as the old one")
@@ -799,7 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
     bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
     bb.add_argument("--json", default="", help="also write the figures to this file")
-    bb.add_argument("--guidance", type=float, default=None, help="classifier-free guidance weight (default: the engine's)")
+    bb.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance weight (default: the engine's)")
     bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)

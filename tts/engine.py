@@ -142,7 +142,8 @@ class Engine:
                 raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
                                          f"but {what} {loaded} is loaded")
         if cfg.n_codebooks > codec.config.n_q:
-            raise ModelMismatchError(f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")
+            raise ModelMismatchError(
+                f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")
 
     @classmethod
     def load(cls, backbone: str | Path | None = None, codec: str | Path | None = None,

@@ -32,7 +32,8 @@ ABBREVIATIONS = {
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
 LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "u.s.": "u s"}
 SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "%": " percent ",
-           "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ", ">": " greater than "}
+           "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ",
+           ">": " greater than "}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 SCALES = {"thousand", "million", "billion", "trillion"}

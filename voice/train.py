@@ -75,7 +75,8 @@ class AAMSoftmax(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(n_classes, dim) * 0.01)
 
-    def forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, emb: torch.Tensor, labels: torch.Tensor, margin: float,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         cos = emb @ F.normalize(self.weight, dim=-1).T
         theta = torch.acos(cos.clamp(-1 + 1e-6, 1 - 1e-6))
         target = torch.cos(theta + margin)
@@ -180,7 +181,8 @@ def _continued_checkpoint(path: str, overrides: dict) -> dict:
         raise TrainingSetupError(f"no training checkpoint at {path}")
     wrong = sorted(set(overrides) - set(WINDOW_FIELDS))
     if wrong:
-        raise TrainingSetupError(f"continuing {path} keeps its weights; only {list(WINDOW_FIELDS)} may change, not {wrong}")
+        raise TrainingSetupError(
+            f"continuing {path} keeps its weights; only {list(WINDOW_FIELDS)} may change, not {wrong}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state["encoder_config"] = EncoderConfig.from_dict({**state["encoder_config"], **overrides}).to_dict()
     state["best"] = {"eer": float("inf"), "step": -1}
