@@ -5,8 +5,8 @@ L1 distance, averaged over utterances of the corpus's `unseen` split. One
 more row decodes the encoder's latent without quantization: the ceiling of the
 encoder/decoder pair, which no bitrate can pass (where the quantized rows sit
 on it, more bits cannot help and the autoencoder itself needs training).
-Speed: CPU time of streaming encode + decode, one thread, one frame per call,
-reported per 20 ms of audio. Opus runs in VOIP mode with 20 ms frames; its
+Speed: CPU time of streaming encode + decode, one thread, one and four frames per
+call, on PyTorch and on ONNX Runtime (codec/onnx_runtime.py), reported per 20 ms of audio. Opus runs in VOIP mode with 20 ms frames; its
 algorithmic delay is removed before scoring so STOI compares aligned signals.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ import torch
 from codec.compress import compress_audio, decompress_codes
 from codec.losses import log_mel
 from codec.model import CodecModel
+from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.audio import read_audio
 from tts.corpus.manifest import audio_path, read_manifest
 
@@ -35,8 +37,10 @@ class Row:
     pesq: float
     stoi: float
     mel: float
-    ms_per_20ms: float
-    ms_per_20ms_chunked: float = float("nan")
+    ms_per_20ms: float                       # PyTorch (Opus: libopus), one frame per call
+    ms_per_20ms_chunked: float = float("nan")  # PyTorch, four frames per call
+    onnx_ms_per_20ms: float = float("nan")     # ONNX Runtime, one frame per call
+    onnx_ms_per_20ms_chunked: float = float("nan")
 
 
 def opus_round_trip(x: np.ndarray, kbps: float) -> np.ndarray:
@@ -71,24 +75,42 @@ def _scores(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float, float]:
 
 
 @torch.inference_mode()
-def streaming_ms_per_20ms(model: CodecModel, n_q: int, seconds: float = 4.0, chunk_frames: int = 1) -> float:
-    """Streaming encode + decode, `chunk_frames` frames per call, one thread: CPU ms per 20 ms of audio."""
+def streaming_ms_per_20ms(model: CodecModel, n_q: int, seconds: float = 4.0, chunk_frames: int = 1,
+                          runtime: CodecRuntime | None = None) -> float:
+    """Streaming encode + decode, `chunk_frames` frames per call, one thread: CPU ms per 20 ms of audio.
+    On ONNX Runtime when a `runtime` is given."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         x = torch.randn(1, 1, int(seconds * SR)) * 0.1
         hop = model.hop_length * chunk_frames
-        with model.streaming(1):
-            for i in range(0, 5 * hop, hop):  # warm-up
-                model.decode(model.encode(x[..., i:i + hop], n_q))
-            model.reset_streaming()
-            start = time.process_time()
-            for i in range(0, x.shape[-1] - hop + 1, hop):
-                model.decode(model.encode(x[..., i:i + hop], n_q))
-            elapsed = time.process_time() - start
+        chunks = [x[..., i:i + hop] for i in range(0, x.shape[-1] - hop + 1, hop)]
+        if runtime is None:
+            with model.streaming(1):
+                elapsed = _cpu_seconds(lambda c: model.decode(model.encode(c, n_q)), chunks, model.reset_streaming)
+        else:
+            encoder, decoder = runtime.encoder_stream(n_q), runtime.decoder_stream(n_q)
+
+            def reset() -> None:
+                encoder.reset()
+                decoder.reset()
+
+            elapsed = _cpu_seconds(lambda c: decoder.decode(encoder.encode(c)), [c[0, 0].numpy() for c in chunks],
+                                   reset)
     finally:
         torch.set_num_threads(threads)
-    return elapsed * 1000 / (x.shape[-1] // hop * hop / SR / 0.02)
+    return elapsed * 1000 / (len(chunks) * hop / SR / 0.02)
+
+
+def _cpu_seconds(step: Callable[[Any], Any], chunks: list, reset: Callable[[], None]) -> float:
+    """CPU time of `step` over `chunks`, after five warm-up calls and a reset."""
+    for chunk in chunks[:5]:
+        step(chunk)
+    reset()
+    start = time.process_time()
+    for chunk in chunks:
+        step(chunk)
+    return time.process_time() - start
 
 
 @torch.inference_mode()
@@ -108,6 +130,7 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
     picks = [utts[i] for i in rng.choice(len(utts), size=min(n_utts, len(utts)), replace=False)]
     clips = [read_audio(audio_path(corpus, u)).samples for u in picks]
     rows: list[Row] = []
+    runtime = CodecRuntime(model) if onnx_capable(model) else None
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
         scores = []
@@ -117,8 +140,10 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
                 y = decompress_codes(model, header, codes)
             scores.append(_scores(x, y))
         p, s, m = np.mean(scores, axis=0)
-        rows.append(Row(f"ours q{n_q}", model.config.kbps(n_q), p, s, m, streaming_ms_per_20ms(model, n_q),
-                        streaming_ms_per_20ms(model, n_q, chunk_frames=4)))
+        speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
+        if runtime is not None:
+            speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
+        rows.append(Row(f"ours q{n_q}", model.config.kbps(n_q), p, s, m, *speed))
     p, s, m = np.mean([_scores(x, unquantized_round_trip(model, x)) for x in clips], axis=0)
     rows.append(Row("ours, no quantizer (ceiling)", float("nan"), p, s, m, float("nan")))
     for kbps in OPUS_KBPS:
@@ -135,10 +160,12 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
 
 
 def format_table(rows: list[Row]) -> str:
-    lines = ["| codec | kbps | PESQ-WB | STOI | log-mel L1 | CPU ms / 20 ms, 1 frame/call | 4 frames/call |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| codec | kbps | PESQ-WB | STOI | log-mel L1 | CPU ms / 20 ms: PyTorch, 1 frame/call | 4 frames/call "
+             "| ONNX Runtime, 1 frame/call | 4 frames/call |",
+             "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r.name} | {_figure(r.kbps, 'g')} | {r.pesq:.2f} | {r.stoi:.3f} | {r.mel:.3f} | "
-              f"{_figure(r.ms_per_20ms, '.3f')} | {_figure(r.ms_per_20ms_chunked, '.3f')} |" for r in rows]
+              + " | ".join(_figure(v, ".3f") for v in (r.ms_per_20ms, r.ms_per_20ms_chunked, r.onnx_ms_per_20ms,
+                                                      r.onnx_ms_per_20ms_chunked)) + " |" for r in rows]
     return "\n".join(lines)
 
 

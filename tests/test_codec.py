@@ -85,6 +85,42 @@ def test_codec_streaming_equals_offline(tiny_model):
     torch.testing.assert_close(s_audio, audio, atol=1e-5, rtol=1e-4)
 
 
+def test_onnx_runtime_streams_equal_the_pytorch_streams(tiny_model):
+    """The exported streaming steps give PyTorch's codes and samples, chunk for chunk, and keep their own state."""
+    from codec.onnx_runtime import CodecRuntime, onnx_capable
+
+    if tiny_model.config.decoder != "istft":
+        assert not onnx_capable(tiny_model)
+        with pytest.raises(ValueError, match="ISTFT decoder"):
+            CodecRuntime(tiny_model)
+        return
+    assert onnx_capable(tiny_model)
+    runtime = CodecRuntime(tiny_model)
+    hop, n_q = TINY.hop_length, 3
+    x = torch.randn(1, 1, 40 * hop)
+    with tiny_model.streaming(1):
+        codes = torch.cat([tiny_model.encode(x[..., i * hop:(i + n) * hop], n_q) for i, n in _chunking(40, 1)], -1)
+        audio = torch.cat([tiny_model.decode(codes[..., i:i + n]) for i, n in _chunking(40, 1)], -1)
+        held = tiny_model.flush_decoder()
+    encoder, decoder = runtime.encoder_stream(n_q), runtime.decoder_stream(n_q)
+    ort_codes = np.concatenate([encoder.encode(x[0, 0, i * hop:(i + n) * hop].numpy()) for i, n in _chunking(40, 1)], -1)
+    np.testing.assert_array_equal(ort_codes, codes[0].numpy())
+    ort_audio = np.concatenate([decoder.decode(ort_codes[:, i:i + n]) for i, n in _chunking(40, 1)])
+    np.testing.assert_allclose(ort_audio, audio[0, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(decoder.flush(), held[0, 0].numpy(), atol=1e-5)
+    assert decoder.flush().size == 0                     # nothing held once flushed
+    # A second stream on the same runtime starts from silence, whatever the first one did.
+    encoder.reset()
+    np.testing.assert_array_equal(runtime.encoder_stream(n_q).encode(x[0, 0, :4 * hop].numpy()),
+                                  encoder.encode(x[0, 0, :4 * hop].numpy()))
+    with pytest.raises(InvalidCodesError):
+        decoder.decode(np.full((n_q, 2), TINY.card))
+    with pytest.raises(InvalidCodesError):
+        decoder.decode(np.zeros((n_q + 1, 2), np.int64))
+    with pytest.raises(ValueError, match="whole frames"):
+        encoder.encode(np.zeros(hop + 1, np.float32))
+
+
 def test_codec_is_causal(tiny_model):
     x = torch.randn(1, 1, 30 * TINY.hop_length)
     y = x.clone()

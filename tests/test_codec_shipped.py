@@ -62,4 +62,16 @@ def test_bench_ceiling_row_decodes_the_unquantized_latent():
     one_codebook = decompress_codes(model, header, codes)
     assert _mel_l1(x[:len(ceiling)], ceiling) < _mel_l1(x, one_codebook)
     table = format_table([Row("ours, no quantizer (ceiling)", float("nan"), 1.0, 0.5, 0.7, float("nan"))])
-    assert "| ours, no quantizer (ceiling) | - | 1.00 | 0.500 | 0.700 | - | - |" in table
+    assert "| ours, no quantizer (ceiling) | - | 1.00 | 0.500 | 0.700 | - | - | - | - |" in table
+
+
+def test_bench_speed_runs_both_streaming_paths():
+    """The speed columns time the same streaming work on PyTorch and on ONNX Runtime (figures, not limits)."""
+    from benchmarks.codec_bench import streaming_ms_per_20ms
+    from codec.onnx_runtime import CodecRuntime
+
+    model = load_codec()
+    for runtime in (None, CodecRuntime(model)):
+        for frames in (1, 4):
+            ms = streaming_ms_per_20ms(model, 4, seconds=0.8, chunk_frames=frames, runtime=runtime)
+            assert np.isfinite(ms) and ms > 0

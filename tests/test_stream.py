@@ -13,6 +13,7 @@ from backbone.generate import Request, SamplingConfig, generate_frames
 from backbone.model import Backbone, BackboneConfig, save_backbone
 from backbone.tokenizer import TextTokenizer
 from codec.loaders import load_codec
+from codec.onnx_runtime import CodecRuntime
 from tts.cli import main
 from tts.engine import Engine, SynthesisError, SynthesisOptions
 from tts.segment import TextAccumulator, segment_text
@@ -27,10 +28,22 @@ def codec():
     return load_codec()
 
 
-def test_streamed_chunks_equal_the_offline_decode(codec):
+@pytest.fixture(scope="module")
+def runtime(codec):
+    return CodecRuntime(codec)
+
+
+@pytest.fixture(params=["pytorch", "onnxruntime"])
+def chunked(request, runtime):
+    """ChunkedDecoder on either path: the tests below hold for both, with the same samples."""
+    use = runtime if request.param == "onnxruntime" else None
+    return lambda codec, *args: ChunkedDecoder(codec, *args, runtime=use)
+
+
+def test_streamed_chunks_equal_the_offline_decode(codec, chunked):
     torch.manual_seed(0)
     codes = torch.randint(0, codec.config.card, (4, 37))
-    decoder = ChunkedDecoder(codec, first_chunk_frames=1, max_chunk_frames=8)
+    decoder = chunked(codec, 1, 8)
     chunks = []
     for f in range(codes.shape[1]):
         chunks += decoder.push([codes[:, f]])
@@ -44,13 +57,13 @@ def test_streamed_chunks_equal_the_offline_decode(codec):
     np.testing.assert_allclose(streamed[:streamed.size - delay], offline[delay:], atol=1e-5)
 
 
-def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec):
+def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec, chunked):
     """Decoding real speech: the stream lines up with the input (no 10-ms lead-in) and keeps its last samples."""
     clip, sr = sf.read(str(Path(__file__).parent / "assets" / "unseen_awb.flac"), dtype="float32")
     assert sr == codec.sample_rate
     audio = torch.from_numpy(clip[: 2 * sr])[None, None]
     codes = codec.encode(audio, n_q=8)[0]
-    decoder = ChunkedDecoder(codec)
+    decoder = chunked(codec)
     chunks = decoder.push(list(codes.T))
     chunks.append(decoder.flush())
     streamed = np.concatenate(chunks)
@@ -64,10 +77,10 @@ def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec):
     assert decoder.flush() is None   # nothing more after the end
 
 
-def test_interleaved_streams_on_one_codec_keep_their_own_state(codec):
+def test_interleaved_streams_on_one_codec_keep_their_own_state(codec, chunked):
     torch.manual_seed(1)
     a, b = torch.randint(0, 1024, (4, 12)), torch.randint(0, 1024, (4, 9))
-    da, db = ChunkedDecoder(codec, 2, 4), ChunkedDecoder(codec, 1, 2)
+    da, db = chunked(codec, 2, 4), chunked(codec, 1, 2)
     out_a, out_b = [], []
     for f in range(12):
         out_a += da.push([a[:, f]])

@@ -23,6 +23,7 @@ from backbone.model import Backbone, load_backbone
 from backbone.tokenizer import TextTokenizer
 from codec.loaders import load_codec
 from codec.model import CodecModel
+from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.segment import Segment, TextAccumulator, segment_text
 from tts.stream.decoder import ChunkedDecoder
 from voice.encoder import SpeakerEncoder, load_encoder
@@ -61,7 +62,8 @@ class SpeechStream:
         self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
         self.options = options
         self.segments: collections.deque[Segment] = collections.deque()
-        self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames)
+        self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
+                                      engine.codec_runtime)
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -124,11 +126,14 @@ class Engine:
 
     def __init__(self, codec: CodecModel, backbone: Backbone, tokenizer: TextTokenizer,
                  encoder: SpeakerEncoder | None = None, store: VoiceStore | None = None,
-                 encoder_path: str | Path | None = None, int8: bool = True) -> None:
+                 encoder_path: str | Path | None = None, int8: bool = True, onnx: bool = True) -> None:
         """`encoder` or, loaded at the first clone, the encoder file `encoder_path` (default: the shipped one).
 
         `int8`: decoding steps with int8 linear layers (about a quarter faster on one CPU thread; the next-token
         distributions differ from float32 by 0.0004 nats of KL, see backbone/fast.py). Off on a GPU.
+        `onnx`: streams decode codec frames on ONNX Runtime (codec/onnx_runtime.py: the same samples, a few
+        times cheaper per call) where the codec can (an ISTFT decoder on the CPU). The session is built
+        here, so the first request does not pay for it.
         """
         self.codec, self.backbone, self.tokenizer = codec, backbone, tokenizer
         self.int8 = int8 and backbone.text_emb.weight.device.type == "cpu"
@@ -144,6 +149,10 @@ class Engine:
         if cfg.n_codebooks > codec.config.n_q:
             raise ModelMismatchError(
                 f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")
+        self.codec_runtime: CodecRuntime | None = None
+        if onnx and onnx_capable(codec) and next(codec.parameters()).device.type == "cpu":
+            self.codec_runtime = CodecRuntime(codec)
+            self.codec_runtime.decoder_session(cfg.n_codebooks)
 
     @classmethod
     def load(cls, backbone: str | Path | None = None, codec: str | Path | None = None,

@@ -24,6 +24,17 @@ from torch import nn
 from codec.modules.streaming import StreamingModule
 
 
+def _windowed_inverse_dft(n_fft: int, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matrices R, I [n_fft / 2 + 1, n_fft] with irfft(re + i im) * window == re @ R + im @ I."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64)[:, None]
+    t = torch.arange(n_fft, dtype=torch.float64)[None]
+    weight = torch.full_like(k, 2.0)   # each bin but DC and Nyquist stands for itself and its mirror
+    weight[0] = weight[-1] = 1.0
+    angle = 2 * torch.pi * k * t / n_fft
+    scale = weight / n_fft * window.double()
+    return (scale * torch.cos(angle)).float(), (-scale * torch.sin(angle)).float()
+
+
 class CausalConvNeXtBlock(nn.Module):
     """Depthwise causal conv (kernel k) -> LayerNorm -> pointwise MLP, with a residual."""
 
@@ -42,10 +53,13 @@ class CausalConvNeXtBlock(nn.Module):
         if history is None:
             history = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
         padded = torch.cat([history, x], dim=-1)
-        # The depthwise conv as a sum over the kernel's taps: on the few steps of a streaming call
-        # this is several times faster than the conv kernel (measured), and identical.
-        taps = padded.unfold(-1, self.kernel, 1)                      # [B, C, T, kernel]
-        h = torch.einsum("bctk,ck->btc", taps, self.dwconv.weight[:, 0]) + self.dwconv.bias
+        if torch.onnx.is_in_onnx_export():  # ONNX has no unfold of a varying length; its conv is fast
+            h = self.dwconv(padded).transpose(1, 2)
+        else:
+            # The depthwise conv as a sum over the kernel's taps: on the few steps of a streaming call
+            # this is several times faster than the conv kernel (measured), and identical.
+            taps = padded.unfold(-1, self.kernel, 1)                      # [B, C, T, kernel]
+            h = torch.einsum("bctk,ck->btc", taps, self.dwconv.weight[:, 0]) + self.dwconv.bias
         h = self.pw2(F.gelu(self.pw1(self.norm(h))))
         return x + (self.scale * h).transpose(1, 2), padded[..., -(self.kernel - 1):]
 
@@ -69,6 +83,9 @@ class IstftDecoder(StreamingModule):
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, 2 * (hop + 1))
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
+        real, imag = _windowed_inverse_dft(self.n_fft, self.window)
+        self.register_buffer("idft_real", real, persistent=False)
+        self.register_buffer("idft_imag", imag, persistent=False)
 
     @property
     def delay(self) -> int:
@@ -78,8 +95,9 @@ class IstftDecoder(StreamingModule):
         """[B, T, dim] -> windowed time frames [B, T, n_fft]."""
         log_mag, phase = self.out(self.norm(h)).chunk(2, dim=-1)
         mag = torch.exp(log_mag.clamp(max=10.0))
-        spec = torch.polar(mag, phase)
-        return torch.fft.irfft(spec, n=self.n_fft) * self.window
+        # irfft as two matrix products: the same frames (float rounding aside), as fast on a few
+        # spectra, and exportable to ONNX, which has no complex numbers.
+        return (mag * torch.cos(phase)) @ self.idft_real + (mag * torch.sin(phase)) @ self.idft_imag
 
     def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
         """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying each block's conv history."""

@@ -1,0 +1,207 @@
+"""The codec's streaming steps on ONNX Runtime: the samples of the PyTorch streaming path, at a
+fraction of the cost per call.
+
+Why: one streaming call of the codec is about a hundred small operators. PyTorch spends most of a
+one-frame call dispatching them (about 5 ms per 20 ms of audio on one thread, measured); ONNX Runtime
+runs the same graph with little cost per operator. We use the library rather than hand-fusing kernels.
+
+Each step is exported once per codec and number of codebooks, in memory, as a pure function
+(input, state) -> (output, new state): the layers run their own streaming code while the exporter
+traces them, so the math is written once. The state lives in the stream objects below, as numpy
+arrays: one `CodecRuntime` (the sessions) serves any number of streams.
+
+Only the ISTFT decoder is exported (the shipped one); `onnx_capable(model)` says whether a model can run here.
+"""
+from __future__ import annotations
+
+import io
+import threading
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from codec.model import CodecModel, InvalidCodesError
+from codec.modules.conv import StreamingConv1d, _ConvState
+from codec.modules.istft import IstftDecoder
+
+
+def available() -> bool:
+    """Whether onnxruntime can be imported here."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def onnx_capable(model: CodecModel) -> bool:
+    """Whether `model` can stream through ONNX Runtime (an ISTFT decoder, onnxruntime installed)."""
+    return isinstance(model.decoder, IstftDecoder) and available()
+
+
+def _inference_copy(model: CodecModel) -> CodecModel:
+    """A float32 CPU copy of `model` with plain weights (weight norm folded), for tracing."""
+    copy = CodecModel(model.config)
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        copy.remove_weight_norm()   # a loaded model has folded its weight norm already
+    copy.load_state_dict({k: v.detach().float().cpu() for k, v in model.state_dict().items()})
+    return copy.remove_weight_norm().eval().requires_grad_(False)
+
+
+class _EncoderStep(nn.Module):
+    """(audio [B, 1, n hop], conv histories...) -> (codes [B, n_q, n], new histories...)."""
+
+    def __init__(self, model: CodecModel, n_q: int) -> None:
+        super().__init__()
+        self.model, self.n_q = model, n_q
+        self.convs = [m for m in model.encoder.modules() if isinstance(m, StreamingConv1d) and m.context]
+
+    def forward(self, audio: torch.Tensor, *histories: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        for conv, history in zip(self.convs, histories, strict=True):
+            conv._state = _ConvState(history, history.shape[0])
+        try:
+            latent = self.model.encoder(audio)
+            new = [conv._state.previous for conv in self.convs]
+        finally:
+            for conv in self.convs:
+                conv._state = None
+        return (self.model.quantizer.encode(latent, self.n_q), *new)
+
+
+class _DecoderStep(nn.Module):
+    """(codes [B, K, n], overlap tail [B, hop], block histories...) -> (audio [B, 1, n frame], tail, histories...)."""
+
+    def __init__(self, model: CodecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, codes: torch.Tensor, tail: torch.Tensor, *histories: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        decoder = self.model.decoder
+        frames, new = decoder.body(self.model.quantizer.decode(codes), list(histories))
+        audio, tail = decoder.overlap_add(frames, tail)
+        return (audio, tail, *new)
+
+
+def _session(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[str, dict[int, str]],
+             n_outputs: int, threads: int):
+    import onnxruntime as ort
+
+    names = [f"in{i}" for i in range(len(inputs))]
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on traced shapes: the state shapes are fixed
+        torch.onnx.export(step, inputs, buffer, input_names=names, output_names=[f"out{i}" for i in range(n_outputs)],
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+class CodecRuntime:
+    """ONNX Runtime sessions of one codec's streaming encoder and decoder, built on first use per n_q."""
+
+    def __init__(self, model: CodecModel, threads: int = 1) -> None:
+        if not isinstance(model.decoder, IstftDecoder):
+            raise ValueError("ONNX Runtime streaming needs the ISTFT decoder (CodecConfig.decoder = 'istft')")
+        self.model = _inference_copy(model)
+        self.threads = threads
+        self.hop_length, self.delay, self.card = model.hop_length, model.delay, model.config.card
+        self._encoders: dict[int, object] = {}
+        self._decoders: dict[int, object] = {}
+        self._lock = threading.Lock()
+        decoder = self.model.decoder
+        self._encoder_convs = _EncoderStep(self.model, 1).convs
+        self._history_shapes = [(decoder.blocks[0].dwconv.in_channels, b.kernel - 1) for b in decoder.blocks]
+
+    def _get(self, cache: dict[int, object], n_q: int, build: Callable[[], object]):
+        if not 1 <= n_q <= self.model.config.n_q:
+            raise ValueError(f"n_q must be between 1 and {self.model.config.n_q}; got {n_q}")
+        with self._lock:
+            if n_q not in cache:
+                cache[n_q] = build()
+            return cache[n_q]
+
+    def encoder_session(self, n_q: int):
+        def build():
+            histories = tuple(torch.zeros(1, c.conv.in_channels, c.context) for c in self._encoder_convs)
+            inputs = (torch.zeros(1, 1, self.hop_length), *histories)
+            return _session(_EncoderStep(self.model, n_q), inputs, {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}},
+                            1 + len(histories), self.threads)
+        return self._get(self._encoders, n_q, build)
+
+    def decoder_session(self, n_q: int):
+        def build():
+            histories = tuple(torch.zeros(1, *shape) for shape in self._history_shapes)
+            inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), torch.zeros(1, self.model.decoder.hop), *histories)
+            return _session(_DecoderStep(self.model), inputs, {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}},
+                            2 + len(histories), self.threads)
+        return self._get(self._decoders, n_q, build)
+
+    def encoder_stream(self, n_q: int) -> "EncoderStream":
+        return EncoderStream(self, n_q)
+
+    def decoder_stream(self, n_q: int) -> "DecoderStream":
+        return DecoderStream(self, n_q)
+
+
+class EncoderStream:
+    """One stream's encoder state: whole frames of audio in, codes out (as `CodecModel.encode` streaming)."""
+
+    def __init__(self, runtime: CodecRuntime, n_q: int) -> None:
+        self.runtime, self.n_q = runtime, n_q
+        self.session = runtime.encoder_session(n_q)
+        self.reset()
+
+    def reset(self) -> None:
+        self._histories = [np.zeros((1, c.conv.in_channels, c.context), np.float32) for c in self.runtime._encoder_convs]
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        """audio [n * hop_length] float32 -> codes [n_q, n] int64."""
+        if audio.ndim != 1 or len(audio) % self.runtime.hop_length:
+            raise ValueError(f"streaming chunks must be whole frames of {self.runtime.hop_length} samples")
+        feed = {"in0": np.ascontiguousarray(audio, np.float32)[None, None],
+                **{f"in{i + 1}": h for i, h in enumerate(self._histories)}}
+        codes, *self._histories = self.session.run(None, feed)
+        return codes[0]
+
+
+class DecoderStream:
+    """One stream's decoder state: codes in, samples out (as `CodecModel.decode` streaming).
+
+    Like the PyTorch path, the output lags by `delay` samples and `flush` returns the samples held back.
+    """
+
+    def __init__(self, runtime: CodecRuntime, n_q: int) -> None:
+        self.runtime, self.n_q = runtime, n_q
+        self.session = runtime.decoder_session(n_q)
+        self.reset()
+
+    def reset(self) -> None:
+        self._tail = np.zeros((1, self.runtime.model.decoder.hop), np.float32)
+        self._histories = [np.zeros((1, *shape), np.float32) for shape in self.runtime._history_shapes]
+        self._holding = False   # whether the tail holds samples of decoded frames
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """codes [n_q, n] -> audio [n * hop_length] float32."""
+        codes = np.asarray(codes)
+        if codes.ndim != 2 or codes.shape[0] != self.n_q:
+            raise InvalidCodesError(f"codes must be [{self.n_q}, F]; got {codes.shape}")
+        if codes.size and (codes.min() < 0 or codes.max() >= self.runtime.card):
+            raise InvalidCodesError(f"codes must lie in [0, {self.runtime.card})")
+        feed = {"in0": codes.astype(np.int64)[None], "in1": self._tail,
+                **{f"in{i + 2}": h for i, h in enumerate(self._histories)}}
+        audio, self._tail, *self._histories = self.session.run(None, feed)
+        self._holding = self._holding or codes.shape[1] > 0
+        return audio[0, 0]
+
+    def flush(self) -> np.ndarray:
+        """End of a stream: the last `delay` samples (the second half of the last frame); empty if none."""
+        held = self._tail[0].copy() if self._holding else np.zeros(0, np.float32)
+        self._tail = np.zeros_like(self._tail)
+        self._holding = False
+        return held
