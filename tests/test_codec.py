@@ -346,7 +346,7 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     decode_file(fresh_decoder, tmp_path / "p.sttc", tmp_path / "out2.wav")
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
-    with pytest.raises(ValueError, match="decoder_only"):
+    with pytest.raises(ValueError, match="decoder-only run fine-tunes a trained codec"):
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))
 
 
