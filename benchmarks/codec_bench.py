@@ -6,7 +6,8 @@ more row decodes the encoder's latent without quantization: the ceiling of the
 encoder/decoder pair, which no bitrate can pass (where the quantized rows sit
 on it, more bits cannot help and the autoencoder itself needs training).
 Speed: CPU time of streaming encode + decode, one thread, one and four frames per
-call, on PyTorch and on ONNX Runtime (codec/onnx_runtime.py), reported per 20 ms of audio. Opus runs in VOIP mode with 20 ms frames; its
+call, on PyTorch and on ONNX Runtime (codec/onnx_runtime.py), reported per 20 ms of audio.
+Opus runs in VOIP mode with 20 ms frames; its
 algorithmic delay is removed before scoring so STOI compares aligned signals.
 """
 from __future__ import annotations

@@ -158,7 +158,8 @@ class EncoderStream:
         self.reset()
 
     def reset(self) -> None:
-        self._histories = [np.zeros((1, c.conv.in_channels, c.context), np.float32) for c in self.runtime._encoder_convs]
+        self._histories = [np.zeros((1, c.conv.in_channels, c.context), np.float32)
+                           for c in self.runtime._encoder_convs]
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """audio [n * hop_length] float32 -> codes [n_q, n] int64."""
