@@ -52,13 +52,18 @@ def _inference_copy(model: CodecModel) -> CodecModel:
     return copy.remove_weight_norm().eval().requires_grad_(False)
 
 
+def _convs_with_history(model: CodecModel) -> list[StreamingConv1d]:
+    """The encoder's convs that carry input between calls (those with left context)."""
+    return [m for m in model.encoder.modules() if isinstance(m, StreamingConv1d) and m.context]
+
+
 class _EncoderStep(nn.Module):
     """(audio [B, 1, n hop], conv histories...) -> (codes [B, n_q, n], new histories...)."""
 
     def __init__(self, model: CodecModel, n_q: int) -> None:
         super().__init__()
         self.model, self.n_q = model, n_q
-        self.convs = [m for m in model.encoder.modules() if isinstance(m, StreamingConv1d) and m.context]
+        self.convs = _convs_with_history(model)
 
     def forward(self, audio: torch.Tensor, *histories: torch.Tensor) -> tuple[torch.Tensor, ...]:
         for conv, history in zip(self.convs, histories, strict=True):
@@ -102,6 +107,11 @@ def _session(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[st
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
+def _feed(first: np.ndarray, state: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """A step's inputs by name: the chunk, then its state in order."""
+    return {f"in{i}": x for i, x in enumerate([first, *state])}
+
+
 class CodecRuntime:
     """ONNX Runtime sessions of one codec's streaming encoder and decoder, built on first use per n_q."""
 
@@ -110,13 +120,14 @@ class CodecRuntime:
             raise ValueError("ONNX Runtime streaming needs the ISTFT decoder (CodecConfig.decoder = 'istft')")
         self.model = _inference_copy(model)
         self.threads = threads
-        self.hop_length, self.delay, self.card = model.hop_length, model.delay, model.config.card
         self._encoders: dict[int, object] = {}
         self._decoders: dict[int, object] = {}
         self._lock = threading.Lock()
         decoder = self.model.decoder
-        self._encoder_convs = _EncoderStep(self.model, 1).convs
-        self._history_shapes = [(decoder.blocks[0].dwconv.in_channels, b.kernel - 1) for b in decoder.blocks]
+        # Per-stream state shapes (batch 1), the exports' example inputs and the streams' zeros alike.
+        self.encoder_state_shapes = [(1, c.conv.in_channels, c.context) for c in _convs_with_history(self.model)]
+        self.decoder_state_shapes = [(1, decoder.hop)] + [(1, b.dwconv.in_channels, b.kernel - 1)
+                                                          for b in decoder.blocks]
 
     def _get(self, cache: dict[int, object], n_q: int, build: Callable[[], object]):
         if not 1 <= n_q <= self.model.config.n_q:
@@ -128,18 +139,16 @@ class CodecRuntime:
 
     def encoder_session(self, n_q: int):
         def build():
-            histories = tuple(torch.zeros(1, c.conv.in_channels, c.context) for c in self._encoder_convs)
-            inputs = (torch.zeros(1, 1, self.hop_length), *histories)
+            inputs = (torch.zeros(1, 1, self.model.hop_length), *map(torch.zeros, self.encoder_state_shapes))
             return _session(_EncoderStep(self.model, n_q), inputs, {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}},
-                            1 + len(histories), self.threads)
+                            len(inputs), self.threads)
         return self._get(self._encoders, n_q, build)
 
     def decoder_session(self, n_q: int):
         def build():
-            histories = tuple(torch.zeros(1, *shape) for shape in self._history_shapes)
-            inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), torch.zeros(1, self.model.decoder.hop), *histories)
+            inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), *map(torch.zeros, self.decoder_state_shapes))
             return _session(_DecoderStep(self.model), inputs, {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}},
-                            2 + len(histories), self.threads)
+                            len(inputs), self.threads)
         return self._get(self._decoders, n_q, build)
 
     def encoder_stream(self, n_q: int) -> "EncoderStream":
@@ -158,16 +167,15 @@ class EncoderStream:
         self.reset()
 
     def reset(self) -> None:
-        self._histories = [np.zeros((1, c.conv.in_channels, c.context), np.float32)
-                           for c in self.runtime._encoder_convs]
+        self._state = [np.zeros(shape, np.float32) for shape in self.runtime.encoder_state_shapes]
 
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """audio [n * hop_length] float32 -> codes [n_q, n] int64."""
-        if audio.ndim != 1 or len(audio) % self.runtime.hop_length:
-            raise ValueError(f"streaming chunks must be whole frames of {self.runtime.hop_length} samples")
-        feed = {"in0": np.ascontiguousarray(audio, np.float32)[None, None],
-                **{f"in{i + 1}": h for i, h in enumerate(self._histories)}}
-        codes, *self._histories = self.session.run(None, feed)
+        hop = self.runtime.model.hop_length
+        if audio.ndim != 1 or len(audio) % hop:
+            raise ValueError(f"streaming chunks must be whole frames of {hop} samples")
+        codes, *self._state = self.session.run(None, _feed(np.ascontiguousarray(audio, np.float32)[None, None],
+                                                           self._state))
         return codes[0]
 
 
@@ -183,26 +191,23 @@ class DecoderStream:
         self.reset()
 
     def reset(self) -> None:
-        self._tail = np.zeros((1, self.runtime.model.decoder.hop), np.float32)
-        self._histories = [np.zeros((1, *shape), np.float32) for shape in self.runtime._history_shapes]
+        # [overlap tail [1, hop], each ConvNeXt block's history]
+        self._state = [np.zeros(shape, np.float32) for shape in self.runtime.decoder_state_shapes]
         self._holding = False   # whether the tail holds samples of decoded frames
 
     def decode(self, codes: np.ndarray) -> np.ndarray:
         """codes [n_q, n] -> audio [n * hop_length] float32."""
-        codes = np.asarray(codes)
+        codes = np.asarray(codes, np.int64)
         if codes.ndim != 2 or codes.shape[0] != self.n_q:
             raise InvalidCodesError(f"codes must be [{self.n_q}, F]; got {codes.shape}")
-        if codes.size and (codes.min() < 0 or codes.max() >= self.runtime.card):
-            raise InvalidCodesError(f"codes must lie in [0, {self.runtime.card})")
-        feed = {"in0": codes.astype(np.int64)[None], "in1": self._tail,
-                **{f"in{i + 2}": h for i, h in enumerate(self._histories)}}
-        audio, self._tail, *self._histories = self.session.run(None, feed)
+        self.runtime.model.validate_codes(torch.from_numpy(codes)[None])   # the PyTorch path's range check
+        audio, *self._state = self.session.run(None, _feed(codes[None], self._state))
         self._holding = self._holding or codes.shape[1] > 0
         return audio[0, 0]
 
     def flush(self) -> np.ndarray:
         """End of a stream: the last `delay` samples (the second half of the last frame); empty if none."""
-        held = self._tail[0].copy() if self._holding else np.zeros(0, np.float32)
-        self._tail = np.zeros_like(self._tail)
+        held = self._state[0][0].copy() if self._holding else np.zeros(0, np.float32)
+        self._state[0] = np.zeros_like(self._state[0])
         self._holding = False
         return held
