@@ -6,7 +6,7 @@ matrix products (mask building, cache concatenation, module dispatch), and
 its dynamic cache grows by concatenation every step. Here the same weights
 (read from the Llama state dict, so checkpoints stay standard) are fused into
 three products per layer (QKV, gate+up, down) plus the output projection, and
-each generator owns a `KVCache` allocated once and grown by doubling. The
+each generator owns a `KVCache` allocated once and grown in steps of 64 positions. The
 prompt is still prefilled by `transformers` (once per request) and copied in.
 
 `StepModel.quantized()` gives the same model with int8 dynamically quantised
@@ -22,20 +22,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class KVCache:
-    """Per-row keys and values of every layer: [rows, heads, length, head_dim], rows of different lengths.
+GROWTH = 64   # cache length grows in steps of this: ONNX Runtime's step attends over the whole allocated length
 
-    Row r's first `lengths[r]` entries are valid; a row's next position is its length.
+
+class KVCache:
+    """Keys and values of every layer and row: [layers, rows, heads, length, head_dim], rows of different lengths.
+
+    Row r's first `lengths[r]` entries are valid; a row's next position is its length. A layer's active
+    rows are one contiguous block, which ONNX Runtime reads in place (backbone/onnx_step.py).
     Its tensors are inference tensors, so every method runs in inference mode.
     """
 
     @torch.inference_mode()
     def __init__(self, n_layers: int, n_heads: int, head_dim: int, device: torch.device,
-                 rows: int = 1, length: int = 256) -> None:
-        self.shape = (n_heads, head_dim)
+                 rows: int = 1, length: int = GROWTH) -> None:
         self.device = device
-        self.keys = [torch.zeros(rows, n_heads, length, head_dim, device=device) for _ in range(n_layers)]
-        self.values = [torch.zeros_like(k) for k in self.keys]
+        self.keys = torch.zeros(n_layers, rows, n_heads, length, head_dim, device=device)
+        self.values = torch.zeros_like(self.keys)
         self.lengths = torch.zeros(0, dtype=torch.long, device=device)
 
     @property
@@ -43,17 +46,15 @@ class KVCache:
         return int(self.lengths.shape[0])
 
     def _grow(self, rows: int, length: int) -> None:
-        have_rows, _, have_length, _ = self.keys[0].shape
+        layers, have_rows, heads, have_length, head_dim = self.keys.shape
         if rows <= have_rows and length <= have_length:
             return
-        new_rows, new_length = max(rows, have_rows), have_length
-        while new_length < length:
-            new_length *= 2
-        for store in (self.keys, self.values):
-            for i, old in enumerate(store):
-                grown = torch.zeros(new_rows, *self.shape[:1], new_length, self.shape[1], device=self.device)
-                grown[:have_rows, :, :have_length] = old
-                store[i] = grown
+        new_rows = max(rows, have_rows)
+        new_length = max(have_length, -(-length // GROWTH) * GROWTH)
+        for name in ("keys", "values"):
+            grown = torch.zeros(layers, new_rows, heads, new_length, head_dim, device=self.device)
+            grown[:, :have_rows, :, :have_length] = getattr(self, name)
+            setattr(self, name, grown)
 
     @torch.inference_mode()
     def add_row(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -61,18 +62,16 @@ class KVCache:
         n = keys[0].shape[1]
         r = self.rows
         self._grow(r + 1, n + 1)
-        for layer, (k, v) in enumerate(zip(keys, values)):
-            self.keys[layer][r, :, :n] = k
-            self.values[layer][r, :, :n] = v
+        self.keys[:, r, :, :n] = torch.stack(keys)
+        self.values[:, r, :, :n] = torch.stack(values)
         self.lengths = torch.cat([self.lengths, torch.tensor([n], device=self.device)])
 
     @torch.inference_mode()
     def keep(self, rows: list[int]) -> None:
         """Keep only these rows, in this order (finished or cancelled requests leave)."""
         index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        for store in (self.keys, self.values):
-            for layer in store:
-                layer[:len(rows)] = layer[index]
+        self.keys[:, :len(rows)] = self.keys[:, index]
+        self.values[:, :len(rows)] = self.values[:, index]
         self.lengths = self.lengths[index]
 
     @torch.inference_mode()
@@ -83,6 +82,8 @@ class KVCache:
 
 class StepModel(nn.Module):
     """One decoding step for a batch of rows: audio-step embeddings [B, d] -> next-step logits [B, K, V]."""
+
+    takes_tokens = False    # it takes the step's embeddings (backbone/onnx_step.py's twin takes tokens)
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -149,13 +150,12 @@ class StepModel(nn.Module):
             h = self._norm(x, self.in_norm[i])
             q, k, v = self.qkv[i](h).view(b, 3, self.n_heads, self.head_dim).unbind(1)
             q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
-            cache.keys[i][rows, :, positions] = k
-            cache.values[i][rows, :, positions] = v
+            cache.keys[i, rows, :, positions] = k
+            cache.values[i, rows, :, positions] = v
+            keys, values = cache.keys[i, :b, :, :span], cache.values[i, :b, :, :span]
             if i in self.align_layers:
-                alignment = alignment + self._attention(q[:, :self.align_heads], cache.keys[i][:b, :self.align_heads,
-                                                                                              :span], visible)
-            att = F.scaled_dot_product_attention(q[:, :, None], cache.keys[i][:b, :, :span],
-                                                 cache.values[i][:b, :, :span], attn_mask=visible)
+                alignment = alignment + self._attention(q[:, :self.align_heads], keys[:, :self.align_heads], visible)
+            att = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=visible)
             x = x + self.out[i](att.reshape(b, d))
             gate, up = self.gate_up[i](self._norm(x, self.post_norm[i])).chunk(2, -1)
             x = x + self.down[i](F.silu(gate) * up)

@@ -112,14 +112,15 @@ class BatchGenerator:
     """Steps every active request together; `step()` returns the frames each completed.
 
     Prompts are prefilled by the model's transformer; decoding steps run on its
-    step model (backbone/fast.py; int8 when `quantized`) over this generator's
-    own preallocated KV cache, one cache row per request.
+    step model (backbone/fast.py, or on ONNX Runtime with `onnx`, backbone/onnx_step.py;
+    int8 weights when `quantized`) over this generator's own preallocated KV cache,
+    one cache row per request.
     """
 
-    def __init__(self, model: Backbone, quantized: bool = False) -> None:
+    def __init__(self, model: Backbone, quantized: bool = False, onnx: bool = False) -> None:
         self.model = model
         self.cfg = model.config
-        self.step_model = model.step_model(quantized)
+        self.step_model = model.step_model(quantized, onnx)
         self.rows: list[_Row] = []
         self.cache: KVCache = self.step_model.new_cache()
         self._ids = itertools.count()
@@ -201,19 +202,19 @@ class BatchGenerator:
         cfg, s = self.cfg, row.request.sampling
         t = len(row.steps)
         tokens: list[int | None] = []
-        free, rows = [], []
+        free, eos_ok = [], []
         for k in range(cfg.n_codebooks):
-            forced, eos_ok = self._allowed(row, t, k)
+            forced, may_end = self._allowed(row, t, k)
             tokens.append(forced)
             if forced is None:
-                lk = logits[k].float().clone()
-                lk[cfg.card:] = float("-inf")
-                if eos_ok:
-                    lk[cfg.eos] = logits[k, cfg.eos]
                 free.append(k)
-                rows.append(lk)
+                eos_ok.append(may_end)
         if free:
-            masked = torch.stack(rows)
+            masked = logits[free].float()                 # a copy: indexing with a list
+            masked[:, cfg.card:] = float("-inf")
+            for i, k in enumerate(free):
+                if eos_ok[i]:
+                    masked[i, cfg.eos] = logits[k, cfg.eos]
             drawn = self._draw(masked, s, row.generator)
             for i, k in enumerate(free):
                 recent = [step[k] for step in row.steps[-s.repetition_window:]]
@@ -228,19 +229,24 @@ class BatchGenerator:
 
     @staticmethod
     def _draw(logits: torch.Tensor, s: SamplingConfig, g: torch.Generator) -> list[int]:
-        """One token per row of logits [m, V]: greedy, or temperature + top-k + top-p sampling."""
+        """One token per row of logits [m, V]: greedy, or temperature + top-k + top-p sampling.
+
+        Written for few operators per call (a step samples every stream of every request, so this runs
+        as often as the transformer): one `topk` gives the candidates already sorted for top-p, and the
+        draw is one uniform per row looked up in the cumulative distribution (torch.multinomial costs
+        ~0.15 ms a call on one CPU thread, more than all the rest together).
+        """
         if s.temperature == 0:
             return logits.argmax(-1).tolist()
-        scaled = logits / s.temperature
-        if s.top_k:
-            kth = torch.topk(scaled, min(s.top_k, scaled.shape[-1]), dim=-1).values[:, -1:]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
-        probs = torch.softmax(scaled, -1)
-        if s.top_p < 1:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            cut = sorted_p.cumsum(-1) - sorted_p > s.top_p
-            probs = probs.scatter(-1, order, sorted_p.masked_fill(cut, 0.0))
-        return torch.multinomial(probs, 1, generator=g)[:, 0].tolist()
+        n = min(s.top_k, logits.shape[-1]) if s.top_k else logits.shape[-1]
+        values, candidates = torch.topk(logits / s.temperature, n, dim=-1)     # sorted, most likely first
+        probs = torch.softmax(values, -1)
+        if s.top_p < 1:   # the smallest head of the list whose mass reaches top_p
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > s.top_p, 0.0)
+        cumulative = probs.cumsum(-1)
+        uniform = torch.rand(len(probs), 1, generator=g) * cumulative[:, -1:]
+        choice = torch.searchsorted(cumulative, uniform).clamp_max(n - 1)
+        return candidates.gather(-1, choice)[:, 0].tolist()
 
     def _new_frames(self, row: _Row) -> list[torch.Tensor]:
         """Frames whose K codes are all known and not yet handed out."""
@@ -262,8 +268,10 @@ class BatchGenerator:
         if live:
             device = self.cache.device
             owners = self._cache_rows()
-            last = torch.tensor([self.rows[i].steps[-1] for i in owners], device=device)[:, :, None]   # [C, K, 1]
-            logits, attention = self.step_model(self.model.embed_audio(last)[:, 0], self.cache)      # [C, K, V]
+            last = torch.tensor([self.rows[i].steps[-1] for i in owners], device=device)   # [C, K]
+            inputs = last if self.step_model.takes_tokens else \
+                self.model.embed_audio(last[:, :, None])[:, 0]
+            logits, attention = self.step_model(inputs, self.cache)      # [C, K, V]
             c = 0
             for row in self.rows:
                 if attention is not None:
@@ -280,18 +288,19 @@ class BatchGenerator:
         return results
 
 
-def generate_frames(model: Backbone, request: Request, quantized: bool = False) -> Iterator[torch.Tensor]:
+def generate_frames(model: Backbone, request: Request, quantized: bool = False,
+                    onnx: bool = False) -> Iterator[torch.Tensor]:
     """Yield one request's frames ([K] codes each) as they are produced."""
-    batch = BatchGenerator(model, quantized)
+    batch = BatchGenerator(model, quantized, onnx)
     row = batch.add(request)
     while batch.active:
         frames, _ = batch.step().get(row, ([], False))
         yield from frames
 
 
-def generate_batch(model: Backbone, requests: list[Request]) -> list[torch.Tensor]:
-    """Generate several requests together; returns codes [K, F] for each, in order."""
-    batch = BatchGenerator(model)
+def generate_batch(model: Backbone, requests: list[Request], onnx: bool = False) -> list[torch.Tensor]:
+    """Generate several requests together (float32 steps); returns codes [K, F] for each, in order."""
+    batch = BatchGenerator(model, onnx=onnx)
     ids = [batch.add(r) for r in requests]
     out: dict[int, list[torch.Tensor]] = {i: [] for i in ids}
     while batch.active:

@@ -96,18 +96,24 @@ class Backbone(nn.Module):
         self.heads = nn.Linear(d, k * config.audio_vocab)
         self.register_buffer("stream_offset", torch.arange(k) * config.audio_vocab, persistent=False)
         self.model_id = "untrained"
-        self._step_models: dict[bool, object] = {}   # plain dict: not submodules, not in the state dict
+        self._step_models: dict[tuple[bool, bool], object] = {}   # plain dict: not submodules, not in the state dict
 
-    def step_model(self, quantized: bool = False):
-        """The inference twin for decoding steps (backbone/fast.py), built once per loaded model.
+    def step_model(self, quantized: bool = False, onnx: bool = False):
+        """The inference twin for decoding steps, built once per loaded model and kind: backbone/fast.py's
+        `StepModel` (`quantized`: int8 linears), or with `onnx` backbone/onnx_step.py's ONNX Runtime session.
 
         It copies the weights: after further training call `train()`/`eval()`, which drops it.
         """
-        if quantized not in self._step_models:
+        key = (quantized, onnx)
+        if key not in self._step_models:
             from backbone.fast import StepModel
+            from backbone.onnx_step import OnnxStepModel
 
-            self._step_models[quantized] = self.step_model().quantized() if quantized else StepModel(self)
-        return self._step_models[quantized]
+            if onnx:
+                self._step_models[key] = OnnxStepModel(self, quantized)
+            else:
+                self._step_models[key] = self.step_model().quantized() if quantized else StepModel(self)
+        return self._step_models[key]
 
     def train(self, mode: bool = True) -> "Backbone":
         self._step_models.clear()

@@ -15,7 +15,7 @@ new sentences of training speakers; its `unseen` split: new speakers):
   run-on and truncation (duration against the corpus's speaking rate) and for
   repeated phrases (a word trigram the recogniser hears twice that the text
   does not have twice);
-- speed: transformer steps per second at batch 1 and batch 8 on one thread.
+- speed: transformer steps per second at batch 1 and batch 8 on one thread, PyTorch and ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -112,12 +112,13 @@ def robustness_sentences(texts: list[str], count: int, max_words: int = 60) -> l
     return out
 
 
-def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, steps: int = 60,
+def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, onnx: bool, steps: int = 60,
                sampling: SamplingConfig = SamplingConfig()) -> dict:
-    """Transformer steps per second with `batch` requests in flight (sampling included, no codec)."""
+    """Transformer steps per second with `batch` requests in flight (sampling included, no codec), on PyTorch
+    (backbone/fast.py) or ONNX Runtime (backbone/onnx_step.py)."""
     text = "This sentence is long enough that no request ends while the steps are being timed. " * 3
     ids = engine.tokenizer.encode(text)
-    generator = BatchGenerator(engine.backbone, quantized=int8)
+    generator = BatchGenerator(engine.backbone, quantized=int8, onnx=onnx)
     for i in range(batch):
         generator.add(Request(ids, torch.from_numpy(speaker), len(text), seed=i, sampling=sampling))
     for _ in range(5):
@@ -127,7 +128,7 @@ def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, step
         generator.step()
     seconds = (time.perf_counter() - start) / steps
     frame = 1.0 / engine.backbone.config.frame_rate
-    return {"batch": batch, "int8": int8, "ms_per_step": seconds * 1000, "steps_per_s": 1 / seconds,
+    return {"batch": batch, "int8": int8, "onnx": onnx, "ms_per_step": seconds * 1000, "steps_per_s": 1 / seconds,
             "realtime_streams": batch * frame / seconds}
 
 
@@ -172,8 +173,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "identified": identified / max(1, len(chosen))}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
     speaker = next(iter(refs.values()))
-    result["speed"] = [step_speed(engine, speaker, b, int8, sampling=sampling)
-                       for int8 in (False, True) for b in (1, 8)]
+    result["speed"] = [step_speed(engine, speaker, b, int8, onnx, sampling=sampling)
+                       for onnx in (False, True) for int8 in (False, True) for b in (1, 8)]
     return result
 
 
@@ -221,7 +222,8 @@ def format_report(result: dict) -> str:
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
     for s in result["speed"]:
-        lines.append(f"speed, batch {s['batch']}, {'int8' if s['int8'] else 'float32'}: "
+        runtime = "ONNX Runtime" if s.get("onnx") else "PyTorch"
+        lines.append(f"speed, batch {s['batch']}, {runtime}, {'int8' if s['int8'] else 'float32'}: "
                      f"{s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
                      f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
     return "\n".join(lines)

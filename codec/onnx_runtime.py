@@ -91,20 +91,32 @@ class _DecoderStep(nn.Module):
         return (audio, tail, *new)
 
 
-def _session(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[str, dict[int, str]],
-             n_outputs: int, threads: int):
-    import onnxruntime as ort
-
+def export_onnx(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[str, dict[int, str]],
+                n_outputs: int) -> bytes:
+    """The ONNX model of `step` traced on `inputs` (named in0.., outputs out0..), exported in memory."""
     names = [f"in{i}" for i in range(len(inputs))]
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on traced shapes: the state shapes are fixed
         torch.onnx.export(step, inputs, buffer, input_names=names, output_names=[f"out{i}" for i in range(n_outputs)],
                           dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
+def cpu_session(model: bytes, threads: int):
+    """An ONNX Runtime CPU session of a serialised model, all graph optimisations on."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def export_session(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[str, dict[int, str]],
+                   n_outputs: int, threads: int):
+    """An ONNX Runtime session of `step` traced on `inputs` (see `export_onnx`)."""
+    return cpu_session(export_onnx(step, inputs, dynamic, n_outputs), threads)
 
 
 def _feed(first: np.ndarray, state: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -140,14 +152,14 @@ class CodecRuntime:
     def encoder_session(self, n_q: int):
         def build():
             inputs = (torch.zeros(1, 1, self.model.hop_length), *map(torch.zeros, self.encoder_state_shapes))
-            return _session(_EncoderStep(self.model, n_q), inputs, {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}},
+            return export_session(_EncoderStep(self.model, n_q), inputs, {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}},
                             len(inputs), self.threads)
         return self._get(self._encoders, n_q, build)
 
     def decoder_session(self, n_q: int):
         def build():
             inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), *map(torch.zeros, self.decoder_state_shapes))
-            return _session(_DecoderStep(self.model), inputs, {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}},
+            return export_session(_DecoderStep(self.model), inputs, {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}},
                             len(inputs), self.threads)
         return self._get(self._decoders, n_q, build)
 

@@ -116,17 +116,20 @@ def test_eos_is_not_allowed_before_the_minimum_length():
     assert len(frames) == frame_bounds(10, 25.0, sampling)[0] == 25
 
 
-def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave():
+@pytest.mark.parametrize("onnx", [False, True])
+def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave(onnx):
     torch.manual_seed(1)   # a model that allows guidance: guided requests (two cache rows) sit beside plain ones
     model = Backbone(BackboneConfig(**TINY, unconditional=True)).eval()
     reqs = [Request(list(range(1, 3 + 3 * i)), torch.randn(8), n_chars=6 + 4 * i, seed=10 + i,
                     sampling=SamplingConfig(guidance=(1.0, 2.5)[i % 2])) for i in range(4)]
-    alone = [torch.stack(list(generate_frames(model, r)), 1) for r in reqs]
-    together = generate_batch(model, reqs)
+    alone = [torch.stack(list(generate_frames(model, r, onnx=onnx)), 1) for r in reqs]
+    together = generate_batch(model, reqs, onnx=onnx)
     for a, b in zip(alone, together):
         assert torch.equal(a, b)
+    if onnx:   # the same tokens as PyTorch's steps
+        assert all(torch.equal(a, torch.stack(list(generate_frames(model, r)), 1)) for a, r in zip(alone, reqs))
     # Join mid-flight: the last two requests enter after a few steps of the first two.
-    batch = BatchGenerator(model)
+    batch = BatchGenerator(model, onnx=onnx)
     ids = [batch.add(r) for r in reqs[:2]]
     out = {}
     for n in range(200):
@@ -260,22 +263,30 @@ def test_backbone_bench_helpers():
     assert len(chosen) == 4 and len({u.speaker for u in chosen[:3]}) == 3    # every voice before any twice
 
 
-def test_step_model_matches_the_transformer_and_int8_stays_close():
-    """The hand-written decoding step (fused weights, own KV cache) computes what LlamaModel computes."""
+def _step_input(step_model, model: Backbone, tokens: torch.Tensor) -> torch.Tensor:
+    """What a step model takes for one step's tokens [B, K]: the tokens, or their embeddings."""
+    return tokens if step_model.takes_tokens else model.embed_audio(tokens[:, :, None])[:, 0]
+
+
+def test_step_models_match_the_transformer_and_int8_stays_close():
+    """The decoding steps (hand-written with fused weights, and on ONNX Runtime; own KV cache) compute what
+    LlamaModel computes."""
     from backbone.fast import StepModel
+    from backbone.onnx_step import OnnxStepModel
 
     model = tiny_model(3).eval()
     prompt = model.embed_prompt(torch.randn(2, 8), torch.tensor([[1, 4, 2], [3, 3, 5]]))
     steps = torch.randint(0, 12, (2, 3, 6))
     full = model.transformer(inputs_embeds=torch.cat([prompt, model.embed_audio(steps)], 1)).last_hidden_state
     expected = model.logits(full[:, prompt.shape[1]:])                        # [B, K, S, V]
-    for step_model, tolerance in ((StepModel(model), 1e-4), (StepModel(model).quantized(), 0.15)):
+    for step_model, tolerance in ((StepModel(model), 1e-4), (StepModel(model).quantized(), 0.15),
+                                  (OnnxStepModel(model), 1e-4), (OnnxStepModel(model, quantized=True), 0.15)):
         cache = step_model.new_cache()
         prefill = model.transformer(inputs_embeds=prompt, use_cache=True).past_key_values
         for b in range(2):
             cache.add_row([layer.keys[b] for layer in prefill.layers], [layer.values[b] for layer in prefill.layers])
         for t in range(6):
-            got, alignment = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+            got, alignment = step_model(_step_input(step_model, model, steps[:, :, t]), cache)
             assert alignment is None                                          # no alignment heads
             scale = expected[:, :, t].abs().max()
             assert (got - expected[:, :, t]).abs().max() < tolerance * scale
@@ -288,22 +299,21 @@ def aligned_tiny_model(seed: int = 0) -> Backbone:
     return Backbone(BackboneConfig(**TINY, align_layers=(1,), align_heads=1))
 
 
-def test_step_model_reports_the_alignment_heads_attention():
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_step_model_reports_the_alignment_heads_attention(runtime):
     """What generation reads as the text position is the attention LlamaModel computes in those heads."""
-    from backbone.fast import StepModel
-
     model = aligned_tiny_model(4).eval()
     model.transformer.set_attn_implementation("eager")
     prompt = model.embed_prompt(torch.randn(1, 8), torch.tensor([[1, 4, 2, 7]]))
     steps = torch.randint(0, 12, (1, 3, 5))
     out = model.transformer(inputs_embeds=torch.cat([prompt, model.embed_audio(steps)], 1), output_attentions=True)
-    step_model = StepModel(model)
+    step_model = model.step_model(onnx=runtime == "onnx")
     cache = step_model.new_cache()
     prefill = model.transformer(inputs_embeds=prompt, use_cache=True).past_key_values
     cache.add_row([layer.keys[0] for layer in prefill.layers], [layer.values[0] for layer in prefill.layers])
     n = prompt.shape[1]
     for t in range(5):
-        _, alignment = step_model(model.embed_audio(steps[:, :, t:t + 1])[:, 0], cache)
+        _, alignment = step_model(_step_input(step_model, model, steps[:, :, t]), cache)
         expected = out.attentions[1][0, 0, n + t, :n + t + 1]
         assert alignment.shape == (1, n + t + 1) and torch.allclose(alignment[0], expected, atol=1e-5)
 

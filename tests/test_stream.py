@@ -238,7 +238,7 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
     for i, seg in enumerate(engine.segments(text, options)):
         req = Request(engine.tokenizer.encode(seg.text, normalized=True), torch.from_numpy(speaker), len(seg.text),
                       options.seed + i, FAST)
-        codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8)), 1)
+        codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8, engine.onnx_steps)), 1)
         pieces.append(codec.decode_aligned(codes[None])[0, 0].numpy())
         pieces.append(np.zeros(int(seg.pause_after * codec.sample_rate), np.float32))
     assert len(engine.segments(text, options)) >= 3

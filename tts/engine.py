@@ -23,6 +23,7 @@ from backbone.model import Backbone, load_backbone
 from backbone.tokenizer import TextTokenizer
 from codec.loaders import load_codec
 from codec.model import CodecModel
+from backbone.onnx_step import onnx_step_capable
 from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.segment import Segment, TextAccumulator, segment_text
 from tts.stream.decoder import ChunkedDecoder
@@ -129,11 +130,13 @@ class Engine:
                  encoder_path: str | Path | None = None, int8: bool = True, onnx: bool = True) -> None:
         """`encoder` or, loaded at the first clone, the encoder file `encoder_path` (default: the shipped one).
 
-        `int8`: decoding steps with int8 linear layers (about a quarter faster on one CPU thread; the next-token
-        distributions differ from float32 by 0.0004 nats of KL, see backbone/fast.py). Off on a GPU.
-        `onnx`: streams decode codec frames on ONNX Runtime (codec/onnx_runtime.py: the same samples, a few
-        times cheaper per call) where the codec can (an ISTFT decoder on the CPU). The session is built
-        here, so the first request does not pay for it.
+        `int8`: decoding steps with int8 weight products (on ONNX Runtime about twice as fast on one CPU
+        thread; the next-token distributions differ from float32 by ~0.004 nats of KL, measured on
+        generated speech). Off on a GPU.
+        `onnx`: on the CPU, decoding steps run on ONNX Runtime (backbone/onnx_step.py: the same logits, a few
+        times cheaper per step), and streams decode codec frames there too where the codec can (an ISTFT
+        decoder; codec/onnx_runtime.py). The sessions one stream uses are built here, so the first
+        request does not pay for them.
         """
         self.codec, self.backbone, self.tokenizer = codec, backbone, tokenizer
         self.int8 = int8 and backbone.text_emb.weight.device.type == "cpu"
@@ -153,6 +156,9 @@ class Engine:
         if onnx and onnx_capable(codec) and next(codec.parameters()).device.type == "cpu":
             self.codec_runtime = CodecRuntime(codec)
             self.codec_runtime.decoder_session(cfg.n_codebooks)
+        self.onnx_steps = onnx and onnx_step_capable() and backbone.text_emb.weight.device.type == "cpu"
+        if self.onnx_steps:
+            backbone.step_model(self.int8, onnx=True)
 
     @classmethod
     def load(cls, backbone: str | Path | None = None, codec: str | Path | None = None,
@@ -169,7 +175,7 @@ class Engine:
         float32, because dynamic int8 scales its activations per batch, and a stream's audio would then
         depend on the streams beside it (a seed must give the same audio whatever else runs).
         """
-        return BatchGenerator(self.backbone, quantized=self.int8 and not shared)
+        return BatchGenerator(self.backbone, quantized=self.int8 and not shared, onnx=self.onnx_steps)
 
     @property
     def sample_rate(self) -> int:
