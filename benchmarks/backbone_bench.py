@@ -172,10 +172,24 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
                          "identified": identified / max(1, len(chosen))}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
-    speaker = next(iter(refs.values()))
-    result["speed"] = [step_speed(engine, speaker, b, int8, onnx, sampling=sampling)
-                       for onnx in (False, True) for int8 in (False, True) for b in (1, 8)]
+    result["speed"] = speed_table(engine, next(iter(refs.values())), sampling)
     return result
+
+
+def speed_table(engine: Engine, speaker: np.ndarray, sampling: SamplingConfig = SamplingConfig()) -> list[dict]:
+    """`step_speed` at batch 1 and 8, float32 and int8, on PyTorch and on ONNX Runtime."""
+    return [step_speed(engine, speaker, b, int8, onnx, sampling=sampling)
+            for onnx in (False, True) for int8 in (False, True) for b in (1, 8)]
+
+
+def speed_report(result: dict) -> list[str]:
+    lines = []
+    for s in result["speed"]:
+        runtime = "ONNX Runtime" if s.get("onnx") else "PyTorch"
+        lines.append(f"speed, batch {s['batch']}, {runtime}, {'int8' if s['int8'] else 'float32'}: "
+                     f"{s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
+                     f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
+    return lines
 
 
 def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
@@ -221,9 +235,4 @@ def format_report(result: dict) -> str:
                  f"{rb['run_on']} run-on (duration outside {SANE_DURATION[0]}-{SANE_DURATION[1]}x of "
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
-    for s in result["speed"]:
-        runtime = "ONNX Runtime" if s.get("onnx") else "PyTorch"
-        lines.append(f"speed, batch {s['batch']}, {runtime}, {'int8' if s['int8'] else 'float32'}: "
-                     f"{s['ms_per_step']:.1f} ms per step, {s['steps_per_s']:.0f} steps/s, "
-                     f"{s['realtime_streams']:.1f} real-time streams (transformer + sampling, one thread)")
-    return "\n".join(lines)
+    return "\n".join(lines + speed_report(result))

@@ -152,15 +152,15 @@ class CodecRuntime:
     def encoder_session(self, n_q: int):
         def build():
             inputs = (torch.zeros(1, 1, self.model.hop_length), *map(torch.zeros, self.encoder_state_shapes))
-            return export_session(_EncoderStep(self.model, n_q), inputs, {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}},
-                            len(inputs), self.threads)
+            dynamic = {"in0": {0: "b", 2: "t"}, "out0": {0: "b", 2: "f"}}
+            return export_session(_EncoderStep(self.model, n_q), inputs, dynamic, len(inputs), self.threads)
         return self._get(self._encoders, n_q, build)
 
     def decoder_session(self, n_q: int):
         def build():
             inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), *map(torch.zeros, self.decoder_state_shapes))
-            return export_session(_DecoderStep(self.model), inputs, {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}},
-                            len(inputs), self.threads)
+            dynamic = {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}}
+            return export_session(_DecoderStep(self.model), inputs, dynamic, len(inputs), self.threads)
         return self._get(self._decoders, n_q, build)
 
     def encoder_stream(self, n_q: int) -> "EncoderStream":

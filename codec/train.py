@@ -38,7 +38,7 @@ from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, ge
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
-from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint
+from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,15 @@ class TrainConfig(TrainerOptions):
     decoder_only: bool = False        # freeze encoder and codebooks: tokens unchanged, decoder trained
     focus_n_q: int = 0                # when set, a `focus_prob` share of examples uses exactly this many quantizers
     focus_prob: float = 0.5
+    decay_from: int = 0               # from this step the lr falls (cosine) to `lr_final` at `steps`; 0 = constant
+    lr_final: float = 1e-5
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """Constant `lr`, or from `decay_from` a cosine fall to `lr_final` at `steps` (a fine-tune's last stretch)."""
+    if not cfg.decay_from or step < cfg.decay_from:
+        return cfg.lr
+    return warmup_cosine(step - cfg.decay_from, cfg.lr, 0, cfg.steps - cfg.decay_from, floor=cfg.lr_final / cfg.lr)
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -142,6 +151,8 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[st
 
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a codec training; returns the last validation figures."""
+    if cfg.decay_from and not 0 < cfg.decay_from < cfg.steps:
+        raise TrainingSetupError(f"the lr decay must start before the last step ({cfg.steps}); got {cfg.decay_from}")
     torch.set_num_threads(cfg.threads)
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -254,6 +265,8 @@ def train(cfg: TrainConfig) -> dict:
                 losses["adv"] = generator_adversarial_loss(fake_logits)
                 losses["fm"] = feature_matching_loss(real_feats, fake_feats)
                 total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
+            for group in opt_g.param_groups + opt_d.param_groups:
+                group["lr"] = _lr_at(step, cfg)
             opt_g.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)
@@ -268,7 +281,8 @@ def train(cfg: TrainConfig) -> dict:
                 losses["disc"] = d_loss
             step += 1
             if is_main() and step % cfg.log_every == 0:
-                row = {"step": step, "sec_per_step": round(time.time() - t0, 3), "total": round(total.item(), 4),
+                row = {"step": step, "sec_per_step": round(time.time() - t0, 3),
+                       "lr": float(f"{_lr_at(step, cfg):.4g}"), "total": round(total.item(), 4),
                        "commit": round(q.commitment_loss.item(), 4),
                        **{k: round(v.item(), 4) for k, v in losses.items()}}
                 print(json.dumps(row), file=log_file, flush=True)

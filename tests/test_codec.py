@@ -363,3 +363,16 @@ def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss(
     losses = MultiResolutionSpectralLoss(16_000, fft_sizes=(512,))(y_hat, x)
     sum(losses.values()).backward()
     assert y_hat.grad is not None and torch.isfinite(y_hat.grad).all()
+
+
+def test_learning_rate_is_constant_or_falls_to_its_final_value_and_a_late_decay_is_refused():
+    from codec.train import TrainConfig, _lr_at, train
+
+    constant = TrainConfig(lr=3e-4, steps=1000)
+    assert _lr_at(0, constant) == _lr_at(999, constant) == 3e-4
+    decaying = TrainConfig(lr=3e-4, steps=1000, decay_from=600, lr_final=1e-5)
+    lrs = [_lr_at(s, decaying) for s in (0, 600, 700, 800, 900, 1000)]
+    assert lrs[0] == lrs[1] == 3e-4 and lrs[-1] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))                    # falls every step after the start
+    with pytest.raises(ValueError, match="lr decay must start before the last step"):
+        train(TrainConfig(steps=100, decay_from=100))

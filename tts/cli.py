@@ -243,6 +243,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
+                      decay_from=args.decay_from, lr_final=args.lr_final,
                       codec={"decoder": args.decoder} if args.decoder else {},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
@@ -530,13 +531,20 @@ def _cmd_bench_tts(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_backbone(args: argparse.Namespace) -> int:
-    from benchmarks.backbone_bench import format_report, run
+    from benchmarks.backbone_bench import format_report, run, speed_report, speed_table
     from tts.engine import Engine
 
-    _require_corpus(args.corpus)
-    result = run(Engine.load(backbone=args.backbone), args.corpus, args.utterances, args.sentences,
-                 sampling=_sampling_config(args))
-    print(format_report(result))
+    engine = Engine.load(backbone=args.backbone)
+    if args.speed_only:   # no corpus needed: a unit-norm voice stands in for a reference
+        import numpy as np
+
+        dim = engine.backbone.config.speaker_dim
+        result = {"speed": speed_table(engine, np.full(dim, dim ** -0.5, np.float32), _sampling_config(args))}
+        print("\n".join(speed_report(result)))
+    else:
+        _require_corpus(args.corpus)
+        result = run(engine, args.corpus, args.utterances, args.sentences, sampling=_sampling_config(args))
+        print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
@@ -724,6 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="decoder of a new run, or with --decoder-only a new decoder for --init-from's tokens")
     tc.add_argument("--focus-n-q", type=int, default=0,
                     help="train half the examples at exactly this many quantizers (the backbone's: 4)")
+    tc.add_argument("--decay-from", type=int, default=0,
+                    help="from this step the lr falls (cosine) to --lr-final at --steps (default: constant lr)")
+    tc.add_argument("--lr-final", type=float, default=1e-5)
     tc.set_defaults(func=_cmd_train_codec)
     tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
     _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,
@@ -802,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
     bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
     bb.add_argument("--json", default="", help="also write the figures to this file")
+    bb.add_argument("--speed-only", action="store_true", help="only the steps/s figures (no corpus needed)")
     bb.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight (default: the engine's)")
     bb.set_defaults(func=_cmd_bench_backbone)
