@@ -151,7 +151,7 @@ class BatchGenerator:
                                                     text[:, :0])
             logits = self._guide(logits, self._prefill(unconditional), request.sampling.guidance)
         self.rows.append(row)
-        self._sample(row, logits)
+        self._sample([(row, logits)])
         return row.id
 
     def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
@@ -197,44 +197,66 @@ class BatchGenerator:
             return cfg.eos, False
         return None, k == 0 and t >= row.min_frames and row.may_end()
 
-    def _sample(self, row: _Row, logits: torch.Tensor) -> None:
-        """Choose the K tokens of the row's next step from logits [K, V]; free streams are drawn together."""
-        cfg, s = self.cfg, row.request.sampling
-        t = len(row.steps)
-        tokens: list[int | None] = []
-        free, eos_ok = [], []
-        for k in range(cfg.n_codebooks):
-            forced, may_end = self._allowed(row, t, k)
-            tokens.append(forced)
-            if forced is None:
-                free.append(k)
-                eos_ok.append(may_end)
-        if free:
-            masked = logits[free].float()                 # a copy: indexing with a list
+    def _sample(self, batch: list[tuple[_Row, torch.Tensor]]) -> None:
+        """Choose the K tokens of each row's next step from its logits [K, V].
+
+        The free streams of every row with the same sampling settings are drawn in one go (a few
+        operators per step, not per row); each row still draws its uniforms from its own generator,
+        so its tokens do not depend on the rows beside it.
+        """
+        cfg = self.cfg
+        plans = []                          # (row, t, tokens with the forced ones set, free streams, eos allowed)
+        groups: dict[tuple, list[int]] = {}
+        for row, logits in batch:
+            t = len(row.steps)
+            tokens, free, eos_ok = [], [], []
+            for k in range(cfg.n_codebooks):
+                forced, may_end = self._allowed(row, t, k)
+                tokens.append(forced)
+                if forced is None:
+                    free.append(k)
+                    eos_ok.append(may_end)
+            if free:
+                s = row.request.sampling
+                groups.setdefault((s.temperature, s.top_k, s.top_p), []).append(len(plans))
+            plans.append((row, t, tokens, free, eos_ok))
+        for members in groups.values():
+            masked = torch.cat([batch[i][1][plans[i][3]] for i in members]).float()   # [free streams, V]
             masked[:, cfg.card:] = float("-inf")
-            for i, k in enumerate(free):
-                if eos_ok[i]:
-                    masked[i, cfg.eos] = logits[k, cfg.eos]
-            drawn = self._draw(masked, s, row.generator)
-            for i, k in enumerate(free):
-                recent = [step[k] for step in row.steps[-s.repetition_window:]]
-                token = drawn[i]
-                if s.temperature and recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
-                    # re-draw from the full distribution (VALL-E 2's repetition-aware sampling)
-                    token = int(torch.multinomial(torch.softmax(masked[i], -1), 1, generator=row.generator))
-                tokens[k] = token
-        if tokens[0] == cfg.eos and row.n_frames is None:
-            row.n_frames = t
-        row.steps.append(tokens)
+            at = 0
+            for i in members:
+                for j, k in enumerate(plans[i][3]):
+                    if plans[i][4][j]:
+                        masked[at + j, cfg.eos] = batch[i][1][k, cfg.eos]
+                at += len(plans[i][3])
+            drawn = self._draw(masked, plans[members[0]][0].request.sampling,
+                               [(plans[i][0].generator, len(plans[i][3])) for i in members])
+            at = 0
+            for i in members:
+                row, _, tokens, free, _ = plans[i]
+                s = row.request.sampling
+                for j, k in enumerate(free):
+                    recent = [step[k] for step in row.steps[-s.repetition_window:]]
+                    token = drawn[at + j]
+                    if s.temperature and recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
+                        # re-draw from the full distribution (VALL-E 2's repetition-aware sampling)
+                        token = int(torch.multinomial(torch.softmax(masked[at + j], -1), 1, generator=row.generator))
+                    tokens[k] = token
+                at += len(free)
+        for row, t, tokens, _, _ in plans:
+            if tokens[0] == cfg.eos and row.n_frames is None:
+                row.n_frames = t
+            row.steps.append(tokens)
 
     @staticmethod
-    def _draw(logits: torch.Tensor, s: SamplingConfig, g: torch.Generator) -> list[int]:
-        """One token per row of logits [m, V]: greedy, or temperature + top-k + top-p sampling.
+    def _draw(logits: torch.Tensor, s: SamplingConfig, draws: list[tuple[torch.Generator, int]]) -> list[int]:
+        """One token per row of logits [m, V]: greedy, or temperature + top-k + top-p sampling; `draws`
+        says whose generator draws how many of the rows, in order.
 
-        Written for few operators per call (a step samples every stream of every request, so this runs
-        as often as the transformer): one `topk` gives the candidates already sorted for top-p, and the
-        draw is one uniform per row looked up in the cumulative distribution (torch.multinomial costs
-        ~0.15 ms a call on one CPU thread, more than all the rest together).
+        Written for few operators per call (this runs as often as the transformer): one `topk` gives the
+        candidates already sorted for top-p, and the draw is one uniform per row looked up in the
+        cumulative distribution (torch.multinomial costs ~0.15 ms a call on one CPU thread, more than all
+        the rest together).
         """
         if s.temperature == 0:
             return logits.argmax(-1).tolist()
@@ -244,7 +266,7 @@ class BatchGenerator:
         if s.top_p < 1:   # the smallest head of the list whose mass reaches top_p
             probs = probs.masked_fill(probs.cumsum(-1) - probs > s.top_p, 0.0)
         cumulative = probs.cumsum(-1)
-        uniform = torch.rand(len(probs), 1, generator=g) * cumulative[:, -1:]
+        uniform = torch.cat([torch.rand(count, 1, generator=g) for g, count in draws]) * cumulative[:, -1:]
         choice = torch.searchsorted(cumulative, uniform).clamp_max(n - 1)
         return candidates.gather(-1, choice)[:, 0].tolist()
 
@@ -272,7 +294,7 @@ class BatchGenerator:
             inputs = last if self.step_model.takes_tokens else \
                 self.model.embed_audio(last[:, :, None])[:, 0]
             logits, attention = self.step_model(inputs, self.cache)      # [C, K, V]
-            c = 0
+            c, batch = 0, []
             for row in self.rows:
                 if attention is not None:
                     row.follow(attention[c])
@@ -281,7 +303,8 @@ class BatchGenerator:
                     row_logits = self._guide(row_logits, logits[c + 1], row.request.sampling.guidance)
                 c += 1 + row.guided
                 if not row.done:
-                    self._sample(row, row_logits)
+                    batch.append((row, row_logits))
+            self._sample(batch)
         # Frames completed since the last call, including any the prefill's first sample completed.
         results = {row.id: (self._new_frames(row), row.done) for row in self.rows}
         self._drop_finished()
