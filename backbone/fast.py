@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,22 @@ class StepModel(nn.Module):
         half = x.shape[-1] // 2
         return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
+    def layer(self, i: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+              attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """Layer i on one position per row, x [B, d] -> [B, d]. `attend(i, q, k, v)` (each [B, h, hd], rotated)
+        returns the attention output, h * hd values per row: the PyTorch step and the ONNX Runtime graph
+        (backbone/onnx_step.py) differ only in where the keys and values live."""
+        b = x.shape[0]
+        q, k, v = self.qkv[i](self._norm(x, self.in_norm[i])).view(b, 3, self.n_heads, self.head_dim).unbind(1)
+        att = attend(i, self._rotate(q, cos, sin), self._rotate(k, cos, sin), v)
+        x = x + self.out[i](att.reshape(b, -1))
+        gate, up = self.gate_up[i](self._norm(x, self.post_norm[i])).chunk(2, -1)
+        return x + self.down[i](F.silu(gate) * up)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden state [B, d] -> next-step logits [B, K, V]."""
+        return self.heads(self._norm(x, self.final_norm)).view(x.shape[0], self.n_codebooks, self.audio_vocab)
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x [B, d] for the B rows of `cache` (in order); appends each row's keys and values.
@@ -138,7 +155,7 @@ class StepModel(nn.Module):
         Returns the next-step logits [B, K, V] and, for a model with alignment heads, their mean
         attention over each row's positions [B, L] (None otherwise).
         """
-        b, d = x.shape
+        b = x.shape[0]
         cache.reserve_step()
         positions = cache.lengths
         rows = torch.arange(b, device=x.device)
@@ -146,24 +163,22 @@ class StepModel(nn.Module):
         span = int(positions.max()) + 1
         visible = (torch.arange(span, device=x.device)[None] <= positions[:, None])[:, None, None]  # [B,1,1,L]
         alignment = torch.zeros(b, span, device=x.device) if self.align_layers else None
-        for i in range(len(self.qkv)):
-            h = self._norm(x, self.in_norm[i])
-            q, k, v = self.qkv[i](h).view(b, 3, self.n_heads, self.head_dim).unbind(1)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            nonlocal alignment
             cache.keys[i, rows, :, positions] = k
             cache.values[i, rows, :, positions] = v
             keys, values = cache.keys[i, :b, :, :span], cache.values[i, :b, :, :span]
             if i in self.align_layers:
                 alignment = alignment + self._attention(q[:, :self.align_heads], keys[:, :self.align_heads], visible)
-            att = F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=visible)
-            x = x + self.out[i](att.reshape(b, d))
-            gate, up = self.gate_up[i](self._norm(x, self.post_norm[i])).chunk(2, -1)
-            x = x + self.down[i](F.silu(gate) * up)
+            return F.scaled_dot_product_attention(q[:, :, None], keys, values, attn_mask=visible)
+
+        for i in range(len(self.qkv)):
+            x = self.layer(i, x, cos, sin, attend)
         cache.lengths = positions + 1
-        logits = self.heads(self._norm(x, self.final_norm)).view(b, self.n_codebooks, self.audio_vocab)
         if alignment is not None:
             alignment = alignment / (len(self.align_layers) * self.align_heads)
-        return logits, alignment
+        return self.logits(x), alignment
 
     def _attention(self, q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Attention weights of one query per row, summed over heads: q [B, h, hd], keys [B, h, L, hd] -> [B, L]."""

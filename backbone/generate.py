@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import torch
 from transformers import DynamicCache
@@ -106,6 +106,17 @@ class _Row:
     @property
     def done(self) -> bool:
         return self.cancelled or self.n_frames is not None and len(self.steps) >= self.n_frames + len(self.steps[0])
+
+
+class _Plan(NamedTuple):
+    """One row's next step while it is being sampled."""
+
+    row: _Row
+    logits: torch.Tensor          # [K, V]
+    t: int                        # the step's index
+    tokens: list[int | None]      # forced tokens set, free ones None until drawn
+    free: list[int]               # streams to draw
+    eos_ok: list[bool]            # per free stream: may it draw EOS
 
 
 class BatchGenerator:
@@ -205,48 +216,47 @@ class BatchGenerator:
         so its tokens do not depend on the rows beside it.
         """
         cfg = self.cfg
-        plans = []                          # (row, t, tokens with the forced ones set, free streams, eos allowed)
-        groups: dict[tuple, list[int]] = {}
+        plans: list[_Plan] = []
+        groups: dict[tuple, list[_Plan]] = {}      # by sampling settings
         for row, logits in batch:
             t = len(row.steps)
-            tokens, free, eos_ok = [], [], []
+            plan = _Plan(row, logits, t, [], [], [])
             for k in range(cfg.n_codebooks):
                 forced, may_end = self._allowed(row, t, k)
-                tokens.append(forced)
+                plan.tokens.append(forced)
                 if forced is None:
-                    free.append(k)
-                    eos_ok.append(may_end)
-            if free:
+                    plan.free.append(k)
+                    plan.eos_ok.append(may_end)
+            if plan.free:
                 s = row.request.sampling
-                groups.setdefault((s.temperature, s.top_k, s.top_p), []).append(len(plans))
-            plans.append((row, t, tokens, free, eos_ok))
+                groups.setdefault((s.temperature, s.top_k, s.top_p), []).append(plan)
+            plans.append(plan)
         for members in groups.values():
-            masked = torch.cat([batch[i][1][plans[i][3]] for i in members]).float()   # [free streams, V]
+            masked = torch.cat([p.logits[p.free] for p in members]).float()   # [free streams of the group, V]
             masked[:, cfg.card:] = float("-inf")
             at = 0
-            for i in members:
-                for j, k in enumerate(plans[i][3]):
-                    if plans[i][4][j]:
-                        masked[at + j, cfg.eos] = batch[i][1][k, cfg.eos]
-                at += len(plans[i][3])
-            drawn = self._draw(masked, plans[members[0]][0].request.sampling,
-                               [(plans[i][0].generator, len(plans[i][3])) for i in members])
+            for p in members:
+                for j, k in enumerate(p.free):
+                    if p.eos_ok[j]:
+                        masked[at + j, cfg.eos] = p.logits[k, cfg.eos]
+                at += len(p.free)
+            drawn = self._draw(masked, members[0].row.request.sampling,
+                               [(p.row.generator, len(p.free)) for p in members])
             at = 0
-            for i in members:
-                row, _, tokens, free, _ = plans[i]
-                s = row.request.sampling
-                for j, k in enumerate(free):
-                    recent = [step[k] for step in row.steps[-s.repetition_window:]]
+            for p in members:
+                s = p.row.request.sampling
+                for j, k in enumerate(p.free):
+                    recent = [step[k] for step in p.row.steps[-s.repetition_window:]]
                     token = drawn[at + j]
                     if s.temperature and recent and recent.count(token) >= s.repetition_threshold * s.repetition_window:
                         # re-draw from the full distribution (VALL-E 2's repetition-aware sampling)
-                        token = int(torch.multinomial(torch.softmax(masked[at + j], -1), 1, generator=row.generator))
-                    tokens[k] = token
-                at += len(free)
-        for row, t, tokens, _, _ in plans:
-            if tokens[0] == cfg.eos and row.n_frames is None:
-                row.n_frames = t
-            row.steps.append(tokens)
+                        token = int(torch.multinomial(torch.softmax(masked[at + j], -1), 1, generator=p.row.generator))
+                    p.tokens[k] = token
+                at += len(p.free)
+        for p in plans:
+            if p.tokens[0] == cfg.eos and p.row.n_frames is None:
+                p.row.n_frames = p.t
+            p.row.steps.append(p.tokens)
 
     @staticmethod
     def _draw(logits: torch.Tensor, s: SamplingConfig, draws: list[tuple[torch.Generator, int]]) -> list[int]:

@@ -20,11 +20,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from backbone.fast import KVCache, StepModel
-from codec.onnx_runtime import available, cpu_session, export_onnx
+from codec.onnx_runtime import cpu_session, export_onnx
 
 
 class _StepGraph(nn.Module):
@@ -47,10 +46,9 @@ class _StepGraph(nn.Module):
         scale = s.head_dim ** -0.5
         alignment = torch.zeros(b, length)
         new_keys, new_values = [], []
-        for i in range(len(s.qkv)):
-            h = s._norm(x, s.in_norm[i])
-            q, k, v = s.qkv[i](h).view(b, 3, s.n_heads, s.head_dim).unbind(1)        # [B, h, hd] each
-            q, k = s._rotate(q, cos, sin), s._rotate(k, cos, sin)
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            nonlocal alignment
             past_k, past_v = cache[2 * i], cache[2 * i + 1]                          # [B, h, T, hd]
             scores = torch.cat([torch.matmul(past_k, q[..., None])[..., 0] * scale + mask,
                                 (q * k).sum(-1, keepdim=True) * scale], -1)           # [B, h, T + 1]
@@ -58,16 +56,15 @@ class _StepGraph(nn.Module):
             if i in s.align_layers:   # the step's own weight sits at its position, as in StepModel
                 own = weights[:, :s.align_heads, -1].sum(1, keepdim=True)
                 alignment = alignment + weights[:, :s.align_heads, :-1].sum(1) + (slots == positions[:, None]) * own
-            att = torch.matmul(weights[:, :, None, :-1], past_v)[:, :, 0] + weights[..., -1:] * v
-            x = x + s.out[i](att.reshape(b, -1))
-            gate, up = s.gate_up[i](s._norm(x, s.post_norm[i])).chunk(2, -1)
-            x = x + s.down[i](F.silu(gate) * up)
             new_keys.append(k)
             new_values.append(v)
-        logits = s.heads(s._norm(x, s.final_norm)).view(b, s.n_codebooks, s.audio_vocab)
+            return torch.matmul(weights[:, :, None, :-1], past_v)[:, :, 0] + weights[..., -1:] * v
+
+        for i in range(len(s.qkv)):
+            x = s.layer(i, x, cos, sin, attend)
         if s.align_layers:
             alignment = alignment / (len(s.align_layers) * s.align_heads)
-        return logits, alignment, torch.stack(new_keys), torch.stack(new_values)
+        return s.logits(x), alignment, torch.stack(new_keys), torch.stack(new_values)
 
 
 class OnnxStepModel:
@@ -145,7 +142,3 @@ def _int8_weights(onnx_model: bytes) -> bytes:
             logging.disable(logging.NOTSET)
         return target.read_bytes()
 
-
-def onnx_step_capable() -> bool:
-    """Whether decoding steps can run on ONNX Runtime here."""
-    return available()
