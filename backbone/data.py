@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import multiprocessing
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,59 @@ def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: Sp
     arrays["meta"] = np.array(repr(meta))
     _save(path, arrays)
     return meta, previous
+
+
+def _encode_utterances(corpus: str, codec_path: str, ids: list[str], n_codebooks: int) -> list[np.ndarray]:
+    """One worker's share of `recode_token_cache`: the first K codes (int16) of these utterances."""
+    from codec.loaders import load_codec
+
+    torch.set_num_threads(1)
+    codec = load_codec(codec_path).eval()
+    by_id = {u.id: u for u in read_manifest(corpus)}
+    out = []
+    with torch.inference_mode():
+        for uid in ids:
+            x, sr = sf.read(str(audio_path(corpus, by_id[uid])), dtype="float32")
+            if sr != codec.config.sample_rate:
+                raise TokenCacheError(f"{uid}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
+            out.append(codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16))
+    return out
+
+
+def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, codec_path: str | Path,
+                       workers: int = 1) -> dict:
+    """A copy of a cache whose codes come from another codec (texts and speaker embeddings stay); written atomically.
+
+    For a new codec whose tokens differ: the backbone is then re-targeted (backbone/retarget.py) and fine-tuned.
+    `workers` processes encode in parallel, one thread each. Returns the new metadata.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from codec.loaders import load_codec
+
+    with np.load(Path(path), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = _meta(arrays["meta"])
+    ids = arrays["ids"].tolist()
+    missing = set(ids) - {u.id for u in read_manifest(corpus)}
+    if missing:
+        raise TokenCacheError(f"{len(missing)} cached utterances are not in {corpus} (e.g. {sorted(missing)[0]})")
+    codec = load_codec(codec_path)
+    shares = [ids[w::workers] for w in range(workers)]
+    if workers == 1:
+        done = [_encode_utterances(str(corpus), str(codec_path), ids, meta["n_codebooks"])]
+    else:   # spawned, not forked: a forked torch with live threads can hang
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_encode_utterances, [str(corpus)] * workers, [str(codec_path)] * workers, shares,
+                                 [meta["n_codebooks"]] * workers))
+    codes = [None] * len(ids)
+    for w, share in enumerate(done):
+        codes[w::workers] = share
+    arrays["codes"], arrays["code_offsets"] = _flatten(codes)
+    meta.update(codec_id=codec.tokens_id, frame_rate=codec.config.frame_rate)
+    arrays["meta"] = np.array(repr(meta))
+    _save(Path(out), arrays)
+    return meta
 
 
 def _meta(stored: np.ndarray) -> dict:

@@ -364,3 +364,48 @@ def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path, capsys):
     assert np.allclose(np.linalg.norm(after.speaker_embeddings, axis=-1), 1.0, atol=1e-4)
     assert all(np.array_equal(a, b) for a, b in zip(before.codes, after.codes, strict=True))
     assert before.speakers == after.speakers
+
+
+def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
+    """`tts train recode`: a codec whose first codebook is the old one re-ordered gives the re-ordered ids, and the
+    re-targeted backbone predicts for new ids exactly what the old one predicted for the old ids."""
+    from backbone.data import build_token_cache, load_token_cache
+    from codec.loaders import load_codec, save_codec
+    from tests.test_voice import speaker_corpus
+    from tts.cli import main
+    from voice.encoder import load_encoder
+
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=2, clips=2, seconds=3.0, text="One two.")
+    codec = load_codec()
+    old_cache, new_cache = tmp_path / "old.npz", tmp_path / "new.npz"
+    build_token_cache(corpus, old_cache, codec, TextTokenizer(), load_encoder(), 2)
+    order = torch.randperm(codec.config.card, generator=torch.Generator().manual_seed(0))
+    codec.quantizer.layers[0].embed.copy_(codec.quantizer.layers[0].embed[order])
+    new_codec_id = save_codec(codec, tmp_path / "moved.safetensors")
+    old = load_token_cache(old_cache)
+    model = Backbone(BackboneConfig(**{**TINY, "n_codebooks": 2, "card": codec.config.card,
+                                       "speaker_dim": old.speaker_embeddings.shape[-1]},
+                                    codec_id=old.meta["codec_id"])).eval()
+    save_backbone(model, tmp_path / "old_backbone.safetensors")
+    model = load_backbone(tmp_path / "old_backbone.safetensors")   # the weights as stored (float16)
+    assert main(["train", "recode", "--cache", str(old_cache), "--out", str(new_cache), "--codec",
+                 str(tmp_path / "moved.safetensors"), "--corpus", str(corpus), "--backbone",
+                 str(tmp_path / "old_backbone.safetensors"), "--backbone-out", str(tmp_path / "b.safetensors")]) == 0
+    assert json.loads(capsys.readouterr().out)["codec_id"] == new_codec_id
+    new = load_token_cache(new_cache)
+    back = torch.argsort(order).numpy()      # new id of each old id
+    for a, b in zip(old.codes, new.codes, strict=True):
+        assert np.array_equal(back[a[0]], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(old.speaker_embeddings, new.speaker_embeddings) and old.texts == new.texts
+
+    moved = load_backbone(tmp_path / "b.safetensors")
+    assert moved.config.codec_id == new_codec_id
+    old_ids = torch.from_numpy(old.codes[0][:, :6].astype(np.int64))[None]
+    new_ids = torch.from_numpy(new.codes[0][:, :6].astype(np.int64))[None]
+    seen = torch.from_numpy(np.unique(new.codes[0][0]).astype(np.int64))   # ids the correspondence has evidence of
+    hidden = torch.randn(1, 3, model.config.d_model)
+    with torch.no_grad():
+        assert torch.allclose(model.embed_audio(old_ids), moved.embed_audio(new_ids), atol=1e-5)
+        before, after = model.logits(hidden)[0, 0], moved.logits(hidden)[0, 0]
+    old_of_new = torch.from_numpy(order.numpy())   # the old id of each new id
+    assert torch.allclose(after[:, seen], before[:, old_of_new[seen]], atol=1e-5)

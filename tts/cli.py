@@ -25,6 +25,7 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from backbone.data import TokenCacheError
     from tts.audio import AudioError
     from tts.corpus.common import OutputDirError
     from tts.corpus.engines import EngineMissingError
@@ -41,7 +42,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError,
             AudioError, OutputDirError, EngineMissingError, CorpusImportError, ManifestError, TextSourceError,
-            FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError)
+            FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError, TokenCacheError)
 
 
 # ---------------------------------------------------------------- data
@@ -304,6 +305,28 @@ def _cmd_train_reembed(args: argparse.Namespace) -> int:
     _require_corpus(args.corpus)
     meta, before = refresh_speaker_embeddings(args.cache, args.corpus, load_encoder(args.encoder))
     print(json.dumps({"cache": args.cache, "encoder_id": meta["encoder_id"], "was": before}))
+    return 0
+
+
+def _cmd_train_recode(args: argparse.Namespace) -> int:
+    from backbone.data import load_token_cache, recode_token_cache
+    from backbone.model import load_backbone, save_backbone
+    from backbone.retarget import code_correspondence, retarget
+    from tts.training import TrainingSetupError
+
+    _require_corpus(args.corpus)
+    meta = recode_token_cache(args.cache, args.out, args.corpus, args.codec, args.workers)
+    report = {"cache": args.out, **meta}
+    if args.backbone:
+        model = load_backbone(args.backbone)
+        old, new = load_token_cache(args.cache), load_token_cache(args.out)
+        if model.config.codec_id != old.meta["codec_id"]:
+            raise TrainingSetupError(f"{args.backbone} speaks codec {model.config.codec_id}, "
+                             f"but {args.cache} holds codec {old.meta['codec_id']}'s tokens")
+        retarget(model, code_correspondence(old, new, model.config.card), meta["codec_id"])
+        report["backbone"] = args.backbone_out
+        report["backbone_id"] = save_backbone(model, args.backbone_out, 0, {"retargeted_from": model.model_id})
+    print(json.dumps(report))
     return 0
 
 
@@ -763,6 +786,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one)")
     tr.add_argument("--corpus", default="data/corpus")
     tr.set_defaults(func=_cmd_train_reembed)
+
+    tc = train.add_parser("recode", help="re-tokenise a token cache with a new codec (texts and speaker embeddings "
+                          "stay) and re-target a backbone to its tokens, to fine-tune with --init-from")
+    tc.add_argument("--cache", required=True, help="token cache made with the old codec")
+    tc.add_argument("--out", required=True, help="the new token cache")
+    tc.add_argument("--codec", required=True, help="the new codec file")
+    tc.add_argument("--corpus", default="data/corpus")
+    tc.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
+    tc.add_argument("--backbone", default="", help="a backbone speaking the old codec, to re-target")
+    tc.add_argument("--backbone-out", default="runs/backbone/retargeted.safetensors")
+    tc.set_defaults(func=_cmd_train_recode)
 
     tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")
     tt.add_argument("--corpus", default="data/corpus")
