@@ -156,6 +156,8 @@ def _encode_utterances(corpus: str, codec_path: str, ids: list[str], n_codebooks
             if sr != codec.config.sample_rate:
                 raise TokenCacheError(f"{uid}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
             out.append(codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16))
+            if len(out) % 1000 == 0:
+                print(f"worker: encoded {len(out)} / {len(ids)} utterances", flush=True)   # a spawned process: no log
     return out
 
 

@@ -116,6 +116,10 @@ class StepModel(nn.Module):
         self.to(model.text_emb.weight.device)
         self.eval()
 
+    def extra_repr(self) -> str:   # settings that shape the exported graph (tts/graph_cache.py keys on it)
+        return (f"heads={self.n_heads}, head_dim={self.head_dim}, eps={self.eps}, codebooks={self.n_codebooks}, "
+                f"vocab={self.audio_vocab}, align={sorted(self.align_layers)}x{self.align_heads}")
+
     def new_cache(self, rows: int = 1) -> KVCache:
         return KVCache(len(self.qkv), self.n_heads, self.head_dim, self.cos.device, rows)
 

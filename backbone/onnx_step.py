@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from backbone.fast import KVCache, StepModel
-from codec.onnx_runtime import cpu_session, export_onnx
+from codec.onnx_runtime import export_session
 
 
 class _StepGraph(nn.Module):
@@ -86,8 +86,7 @@ class OnnxStepModel:
         example = (torch.zeros(2, cfg.n_codebooks, dtype=torch.long), torch.tensor([3, 5]), *layers)
         dynamic = {"in0": {0: "rows"}, "in1": {0: "rows"},
                    **{f"in{2 + j}": {0: "rows", 2: "length"} for j in range(len(layers))}}
-        onnx_model = export_onnx(graph, example, dynamic, 4)
-        self.session = cpu_session(_int8_weights(onnx_model) if quantized else onnx_model, threads)
+        self.session = export_session(graph, example, dynamic, 4, threads, _int8_weights if quantized else None)
         self.align_layers = self.step.align_layers
 
     def new_cache(self, rows: int = 1) -> KVCache:

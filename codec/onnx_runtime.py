@@ -27,6 +27,7 @@ from torch.nn.utils import parametrize
 from codec.model import CodecModel, InvalidCodesError
 from codec.modules.conv import StreamingConv1d, _ConvState
 from codec.modules.istft import IstftDecoder
+from tts.graph_cache import cached, graph_key
 
 
 def available() -> bool:
@@ -64,6 +65,9 @@ class _EncoderStep(nn.Module):
         super().__init__()
         self.model, self.n_q = model, n_q
         self.convs = _convs_with_history(model)
+
+    def extra_repr(self) -> str:
+        return f"n_q={self.n_q}"     # part of the graph cache key (tts/graph_cache.py)
 
     def forward(self, audio: torch.Tensor, *histories: torch.Tensor) -> tuple[torch.Tensor, ...]:
         for conv, history in zip(self.convs, histories, strict=True):
@@ -114,9 +118,15 @@ def cpu_session(model: bytes, threads: int):
 
 
 def export_session(step: nn.Module, inputs: tuple[torch.Tensor, ...], dynamic: dict[str, dict[int, str]],
-                   n_outputs: int, threads: int):
-    """An ONNX Runtime session of `step` traced on `inputs` (see `export_onnx`)."""
-    return cpu_session(export_onnx(step, inputs, dynamic, n_outputs), threads)
+                   n_outputs: int, threads: int, transform: Callable[[bytes], bytes] | None = None):
+    """An ONNX Runtime session of `step` traced on `inputs` (see `export_onnx`), the serialised model passed
+    through `transform` (e.g. quantisation) if given; the result is kept on disk (tts/graph_cache.py)."""
+    def build() -> bytes:
+        graph = export_onnx(step, inputs, dynamic, n_outputs)
+        return transform(graph) if transform is not None else graph
+
+    options = (dynamic, n_outputs, getattr(transform, "__qualname__", None))
+    return cached(graph_key(step, inputs, *options), build, lambda graph: cpu_session(graph, threads))
 
 
 def _feed(first: np.ndarray, state: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -24,6 +24,9 @@ class UserError(Exception):
     """An error caused by input or environment, shown without a traceback."""
 
 
+CODEC_HELP = "codec model file (default: the shipped one); it must be the one the backbone speaks"
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from backbone.data import TokenCacheError
     from tts.audio import AudioError
@@ -372,7 +375,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
     if not args.out and not args.play:
         args.play = True
     clip = _read_clip(args.clone) if args.clone else None
-    engine = Engine.load(backbone=args.backbone, store=VoiceStore(args.store) if args.store else None)
+    engine = Engine.load(backbone=args.backbone, codec=args.codec, store=VoiceStore(args.store) if args.store else None)
     options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
     engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
@@ -431,7 +434,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
     store = VoiceStore(args.store)
-    engine = Engine.load(backbone=args.backbone, store=store)
+    engine = Engine.load(backbone=args.backbone, codec=args.codec, store=store)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TTS_TOKEN"),
                           tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=args.max_streams)
     asyncio.run(serve_forever(engine, store, config))
@@ -549,7 +552,7 @@ def _cmd_bench_tts(args: argparse.Namespace) -> int:
     from tts.engine import Engine
 
     corpus = args.corpus if (Path(args.corpus) / "manifest.jsonl").is_file() else None
-    print(format_report(run(Engine.load(backbone=args.backbone), args.voice, args.seeds, corpus)))
+    print(format_report(run(Engine.load(backbone=args.backbone, codec=args.codec), args.voice, args.seeds, corpus)))
     return 0
 
 
@@ -557,7 +560,7 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
     from benchmarks.backbone_bench import format_report, run, speed_report, speed_table
     from tts.engine import Engine
 
-    engine = Engine.load(backbone=args.backbone)
+    engine = Engine.load(backbone=args.backbone, codec=args.codec)
     if args.speed_only:   # no corpus needed: a unit-norm voice stands in for a reference
         import numpy as np
 
@@ -583,7 +586,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     levels = [int(n) for n in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         store = VoiceStore(Path(tmp) / "voices.db")
-        print(format_report(run(Engine.load(backbone=args.backbone), store, levels)))
+        print(format_report(run(Engine.load(backbone=args.backbone, codec=args.codec), store, levels)))
     return 0
 
 
@@ -631,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifier-free guidance weight (1 = off; used when the model was trained for it)")
     sp.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the codec's, 16000)")
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
+    sp.add_argument("--codec", default=None, help=CODEC_HELP)
     sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
     sp.set_defaults(func=_cmd_say)
 
@@ -642,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--tls-key", default=None)
     sv.add_argument("--max-streams", type=int, default=16, help="concurrent synthesis streams")
     sv.add_argument("--backbone", default=None)
+    sv.add_argument("--codec", default=None, help=CODEC_HELP)
     sv.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
     sv.set_defaults(func=_cmd_serve)
 
@@ -836,6 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     bv.set_defaults(func=_cmd_bench_voice)
     bt = bench.add_parser("tts", help="time to first audio, real-time factor, underruns, memory (one stream)")
     bt.add_argument("--backbone", default=None)
+    bt.add_argument("--codec", default=None, help=CODEC_HELP)
     bt.add_argument("--voice", default="slt")
     bt.add_argument("--seeds", type=int, default=3)
     bt.add_argument("--corpus", default="data/corpus", help="for the recogniser's baseline WER (if present)")
@@ -843,6 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb = bench.add_parser("backbone", help="held-out intelligibility (WER against real audio), voice similarity, "
                           "robustness (run-on, truncation, repeats), steps/s at batch 1 and 8")
     bb.add_argument("--backbone", default=None)
+    bb.add_argument("--codec", default=None, help=CODEC_HELP)
     bb.add_argument("--corpus", default="data/corpus")
     bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
     bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
@@ -853,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
     bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
+    bs.add_argument("--codec", default=None, help=CODEC_HELP)
     bs.add_argument("--streams", default="1,2,4,8,12,16", help="comma-separated concurrency levels")
     bs.set_defaults(func=_cmd_bench_serve)
     return parser
