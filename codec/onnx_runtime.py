@@ -30,6 +30,9 @@ from codec.modules.istft import IstftDecoder
 from tts.graph_cache import cached, graph_key
 
 
+EMA_STATISTICS = (".cluster_size", ".embed_avg")   # the codebooks' training-only running sums
+
+
 def available() -> bool:
     """Whether onnxruntime can be imported here."""
     try:
@@ -49,7 +52,10 @@ def _inference_copy(model: CodecModel) -> CodecModel:
     copy = CodecModel(model.config)
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
         copy.remove_weight_norm()   # a loaded model has folded its weight norm already
-    copy.load_state_dict({k: v.detach().float().cpu() for k, v in model.state_dict().items()})
+    # The codebooks' training-only EMA statistics are zeroed: a loaded model has them at random, and they
+    # would change the graph cache's key (tts/graph_cache.py) from one run to the next.
+    copy.load_state_dict({k: torch.zeros_like(v) if k.endswith(EMA_STATISTICS) else v.detach().float().cpu()
+                          for k, v in model.state_dict().items()})
     return copy.remove_weight_norm().eval().requires_grad_(False)
 
 
