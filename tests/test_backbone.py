@@ -388,6 +388,12 @@ def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
                                     codec_id=old.meta["codec_id"])).eval()
     save_backbone(model, tmp_path / "old_backbone.safetensors")
     model = load_backbone(tmp_path / "old_backbone.safetensors")   # the weights as stored (float16)
+    stranger = Backbone(BackboneConfig(**{**TINY, "n_codebooks": 2, "card": codec.config.card}, codec_id="other"))
+    save_backbone(stranger, tmp_path / "stranger.safetensors")
+    assert main(["train", "recode", "--cache", str(old_cache), "--out", str(new_cache), "--codec",
+                 str(tmp_path / "moved.safetensors"), "--corpus", str(corpus), "--backbone",
+                 str(tmp_path / "stranger.safetensors")]) == 2
+    assert "speaks codec other" in capsys.readouterr().err and not new_cache.exists()   # refused before encoding
     assert main(["train", "recode", "--cache", str(old_cache), "--out", str(new_cache), "--codec",
                  str(tmp_path / "moved.safetensors"), "--corpus", str(corpus), "--backbone",
                  str(tmp_path / "old_backbone.safetensors"), "--backbone-out", str(tmp_path / "b.safetensors")]) == 0

@@ -318,15 +318,15 @@ def _cmd_train_recode(args: argparse.Namespace) -> int:
     from tts.training import TrainingSetupError
 
     _require_corpus(args.corpus)
+    old = load_token_cache(args.cache)
+    model = load_backbone(args.backbone) if args.backbone else None
+    if model is not None and model.config.codec_id != old.meta["codec_id"]:   # checked before the long encode
+        raise TrainingSetupError(f"{args.backbone} speaks codec {model.config.codec_id}, "
+                                 f"but {args.cache} holds codec {old.meta['codec_id']}'s tokens")
     meta = recode_token_cache(args.cache, args.out, args.corpus, args.codec, args.workers)
     report = {"cache": args.out, **meta}
-    if args.backbone:
-        model = load_backbone(args.backbone)
-        old, new = load_token_cache(args.cache), load_token_cache(args.out)
-        if model.config.codec_id != old.meta["codec_id"]:
-            raise TrainingSetupError(f"{args.backbone} speaks codec {model.config.codec_id}, "
-                             f"but {args.cache} holds codec {old.meta['codec_id']}'s tokens")
-        retarget(model, code_correspondence(old, new, model.config.card), meta["codec_id"])
+    if model is not None:
+        retarget(model, code_correspondence(old, load_token_cache(args.out), model.config.card), meta["codec_id"])
         report["backbone"] = args.backbone_out
         report["backbone_id"] = save_backbone(model, args.backbone_out, 0, {"retargeted_from": model.model_id})
     print(json.dumps(report))
