@@ -23,7 +23,7 @@ import torch
 
 from backbone.tokenizer import TextTokenizer
 from codec.model import CodecModel
-from tts.corpus.manifest import audio_path, read_manifest
+from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.text import normalize_text
 from voice.encoder import SpeakerEncoder
 from voice.verification import cut_clips, speaker_streams
@@ -64,6 +64,14 @@ def _flatten(arrays: list[np.ndarray], axis: int = -1) -> tuple[np.ndarray, np.n
     return np.concatenate(arrays, axis=axis), np.concatenate([[0], np.cumsum(lengths)])
 
 
+def _utterance_codes(codec: CodecModel, corpus: str | Path, utt: Utterance, n_codebooks: int) -> np.ndarray:
+    """The first K codes of one utterance's audio, int16 [K, F]."""
+    x, sr = sf.read(str(audio_path(corpus, utt)), dtype="float32")
+    if sr != codec.config.sample_rate:
+        raise TokenCacheError(f"{utt.id}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
+    return codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16)
+
+
 def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, tokenizer: TextTokenizer,
                       encoder: SpeakerEncoder, n_codebooks: int, splits: tuple[str, ...] = ("train", "valid", "test",
                       "unseen"), max_hours_per_split: float | None = None, seed: int = 0) -> dict:
@@ -87,10 +95,7 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
     texts, text_ids, codes = [], [], []
     with torch.inference_mode():
         for n, u in enumerate(utts):
-            x, sr = sf.read(str(audio_path(corpus, u)), dtype="float32")
-            if sr != codec.config.sample_rate:
-                raise TokenCacheError(f"{u.id}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
-            codes.append(codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16))
+            codes.append(_utterance_codes(codec, corpus, u, n_codebooks))
             texts.append(normalize_text(u.text))
             text_ids.append(np.asarray(tokenizer.encode(texts[-1], normalized=True), dtype=np.int32))
             if (n + 1) % 500 == 0:
@@ -142,22 +147,18 @@ def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: Sp
     return meta, previous
 
 
-def _encode_utterances(corpus: str, codec_path: str, ids: list[str], n_codebooks: int) -> list[np.ndarray]:
+def _encode_utterances(corpus: str, codec_path: str, utts: list[Utterance], n_codebooks: int) -> list[np.ndarray]:
     """One worker's share of `recode_token_cache`: the first K codes (int16) of these utterances."""
     from codec.loaders import load_codec
 
     torch.set_num_threads(1)
     codec = load_codec(codec_path).eval()
-    by_id = {u.id: u for u in read_manifest(corpus)}
     out = []
     with torch.inference_mode():
-        for uid in ids:
-            x, sr = sf.read(str(audio_path(corpus, by_id[uid])), dtype="float32")
-            if sr != codec.config.sample_rate:
-                raise TokenCacheError(f"{uid}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
-            out.append(codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16))
+        for utt in utts:
+            out.append(_utterance_codes(codec, corpus, utt, n_codebooks))
             if len(out) % 1000 == 0:
-                print(f"worker: encoded {len(out)} / {len(ids)} utterances", flush=True)   # a spawned process: no log
+                print(f"worker: encoded {len(out)} / {len(utts)} utterances", flush=True)   # a spawned process: no log
     return out
 
 
@@ -170,28 +171,29 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
     """
     from concurrent.futures import ProcessPoolExecutor
 
-    from codec.loaders import load_codec
+    from codec.loaders import read_codec_file, tokens_id_of
 
+    config, _, codec_meta = read_codec_file(codec_path)   # its ids, without building the model here
     with np.load(Path(path), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = _meta(arrays["meta"])
-    ids = arrays["ids"].tolist()
-    missing = set(ids) - {u.id for u in read_manifest(corpus)}
+    by_id = {u.id: u for u in read_manifest(corpus)}
+    missing = [uid for uid in arrays["ids"].tolist() if uid not in by_id]
     if missing:
         raise TokenCacheError(f"{len(missing)} cached utterances are not in {corpus} (e.g. {sorted(missing)[0]})")
-    codec = load_codec(codec_path)
-    shares = [ids[w::workers] for w in range(workers)]
+    utts = [by_id[uid] for uid in arrays["ids"].tolist()]
+    shares = [utts[w::workers] for w in range(workers)]
     if workers == 1:
-        done = [_encode_utterances(str(corpus), str(codec_path), ids, meta["n_codebooks"])]
+        done = [_encode_utterances(str(corpus), str(codec_path), utts, meta["n_codebooks"])]
     else:   # spawned, not forked: a forked torch with live threads can hang
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_encode_utterances, [str(corpus)] * workers, [str(codec_path)] * workers, shares,
                                  [meta["n_codebooks"]] * workers))
-    codes = [None] * len(ids)
+    codes = [None] * len(utts)
     for w, share in enumerate(done):
         codes[w::workers] = share
     arrays["codes"], arrays["code_offsets"] = _flatten(codes)
-    meta.update(codec_id=codec.tokens_id, frame_rate=codec.config.frame_rate)
+    meta.update(codec_id=tokens_id_of(codec_meta), frame_rate=config.frame_rate)
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)
     return meta

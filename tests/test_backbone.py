@@ -395,7 +395,7 @@ def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
                  str(tmp_path / "stranger.safetensors")]) == 2
     assert "speaks codec other" in capsys.readouterr().err and not new_cache.exists()   # refused before encoding
     assert main(["train", "recode", "--cache", str(old_cache), "--out", str(new_cache), "--codec",
-                 str(tmp_path / "moved.safetensors"), "--corpus", str(corpus), "--backbone",
+                 str(tmp_path / "moved.safetensors"), "--corpus", str(corpus), "--workers", "2", "--backbone",
                  str(tmp_path / "old_backbone.safetensors"), "--backbone-out", str(tmp_path / "b.safetensors")]) == 0
     assert json.loads(capsys.readouterr().out)["codec_id"] == new_codec_id
     new = load_token_cache(new_cache)

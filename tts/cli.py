@@ -792,16 +792,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--corpus", default="data/corpus")
     tr.set_defaults(func=_cmd_train_reembed)
 
-    tc = train.add_parser("recode", help="re-tokenise a token cache with a new codec (texts and speaker embeddings "
+    rc = train.add_parser("recode", help="re-tokenise a token cache with a new codec (texts and speaker embeddings "
                           "stay) and re-target a backbone to its tokens, to fine-tune with --init-from")
-    tc.add_argument("--cache", required=True, help="token cache made with the old codec")
-    tc.add_argument("--out", required=True, help="the new token cache")
-    tc.add_argument("--codec", required=True, help="the new codec file")
-    tc.add_argument("--corpus", default="data/corpus")
-    tc.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
-    tc.add_argument("--backbone", default="", help="a backbone speaking the old codec, to re-target")
-    tc.add_argument("--backbone-out", default="runs/backbone/retargeted.safetensors")
-    tc.set_defaults(func=_cmd_train_recode)
+    rc.add_argument("--cache", required=True, help="token cache made with the old codec")
+    rc.add_argument("--out", required=True, help="the new token cache")
+    rc.add_argument("--codec", required=True, help="the new codec file")
+    rc.add_argument("--corpus", default="data/corpus")
+    rc.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
+    rc.add_argument("--backbone", default="", help="a backbone speaking the old codec, to re-target")
+    rc.add_argument("--backbone-out", default="runs/backbone/retargeted.safetensors")
+    rc.set_defaults(func=_cmd_train_recode)
 
     tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")
     tt.add_argument("--corpus", default="data/corpus")
