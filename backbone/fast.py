@@ -6,8 +6,9 @@ matrix products (mask building, cache concatenation, module dispatch), and
 its dynamic cache grows by concatenation every step. Here the same weights
 (read from the Llama state dict, so checkpoints stay standard) are fused into
 three products per layer (QKV, gate+up, down) plus the output projection, and
-each generator owns a `KVCache` allocated once and grown in steps of 64 positions. The
-prompt is still prefilled by `transformers` (once per request) and copied in.
+each generator owns a `KVCache` allocated once and grown in steps of 64 positions. Prompts
+are prefilled here too (`StepModel.prefill`, causal attention over the prompt), so inference
+needs no `transformers` code at all (backbone/model.py's `LlamaWeights`).
 
 `StepModel.quantized()` gives the same model with int8 dynamically quantised
 linear layers (torch.ao), about a quarter faster again on one thread.
@@ -21,6 +22,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from backbone.model import RMS_NORM_EPS, ROPE_THETA
 
 
 GROWTH = 64   # cache length grows in steps of this: ONNX Runtime's step attends over the whole allocated length
@@ -90,7 +93,7 @@ class StepModel(nn.Module):
         super().__init__()
         cfg = model.config
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
-        self.eps = model.transformer.config.rms_norm_eps
+        self.eps = RMS_NORM_EPS
         self.in_norm = nn.ParameterList()
         self.post_norm = nn.ParameterList()
         self.qkv, self.out, self.gate_up, self.down = (nn.ModuleList() for _ in range(4))
@@ -107,12 +110,13 @@ class StepModel(nn.Module):
             self.heads = copy.deepcopy(model.heads)
         self.n_codebooks, self.audio_vocab = cfg.n_codebooks, cfg.audio_vocab
         self.align_layers, self.align_heads = set(cfg.align_layers), cfg.align_heads
-        rotary = model.transformer.rotary_emb
+        # Llama's default rotary embedding (LlamaRotaryEmbedding, rope_type "default": no scaling)
+        inv_freq = 1.0 / ROPE_THETA ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32) / self.head_dim)
         positions = torch.arange(cfg.max_positions, dtype=torch.float32)
-        freqs = positions[:, None] * rotary.inv_freq.float()[None].cpu()
+        freqs = positions[:, None] * inv_freq[None]
         angles = torch.cat([freqs, freqs], -1)
-        self.register_buffer("cos", angles.cos() * rotary.attention_scaling, persistent=False)
-        self.register_buffer("sin", angles.sin() * rotary.attention_scaling, persistent=False)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
         self.to(model.text_emb.weight.device)
         self.eval()
 
@@ -183,6 +187,27 @@ class StepModel(nn.Module):
         if alignment is not None:
             alignment = alignment / (len(self.align_layers) * self.align_heads)
         return self.logits(x), alignment
+
+    @torch.inference_mode()
+    def prefill(self, prompt: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """A prompt's embeddings [n, d] through every layer, causal attention, into a new row of `cache`;
+        returns the next step's logits [K, V]. The n positions go through `layer` as a batch of n."""
+        n = prompt.shape[0]
+        if n > self.cos.shape[0]:
+            raise ValueError(f"prompt of {n} positions is longer than the model's {self.cos.shape[0]}")
+        keys, values = [], []
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            keys.append(k.transpose(0, 1))          # [h, n, hd]
+            values.append(v.transpose(0, 1))
+            mixed = F.scaled_dot_product_attention(q.transpose(0, 1), keys[-1], values[-1], is_causal=True)
+            return mixed.transpose(0, 1)
+
+        x = prompt
+        for i in range(len(self.qkv)):
+            x = self.layer(i, x, self.cos[:n, None], self.sin[:n, None], attend)
+        cache.add_row(keys, values)
+        return self.logits(x[-1:])[0]
 
     def _attention(self, q: torch.Tensor, keys: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """Attention weights of one query per row, summed over heads: q [B, h, hd], keys [B, h, L, hd] -> [B, L]."""

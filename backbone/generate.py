@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
 import torch
-from transformers import DynamicCache
 
 from backbone.fast import KVCache
 from backbone.model import Backbone
@@ -122,16 +121,17 @@ class _Plan(NamedTuple):
 class BatchGenerator:
     """Steps every active request together; `step()` returns the frames each completed.
 
-    Prompts are prefilled by the model's transformer; decoding steps run on its
-    step model (backbone/fast.py, or on ONNX Runtime with `onnx`, backbone/onnx_step.py;
-    int8 weights when `quantized`) over this generator's own preallocated KV cache,
-    one cache row per request.
+    Prompts are prefilled by the model's float32 step model (backbone/fast.py); decoding
+    steps run on its step model of the kind asked for (float32, int8 weights when
+    `quantized`, on ONNX Runtime with `onnx`, backbone/onnx_step.py) over this
+    generator's own preallocated KV cache, one cache row per request.
     """
 
     def __init__(self, model: Backbone, quantized: bool = False, onnx: bool = False) -> None:
         self.model = model
         self.cfg = model.config
         self.step_model = model.step_model(quantized, onnx)
+        self.prefill_model = model.step_model()
         self.rows: list[_Row] = []
         self.cache: KVCache = self.step_model.new_cache()
         self._ids = itertools.count()
@@ -167,12 +167,7 @@ class BatchGenerator:
 
     def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         """Run a prompt [1, n, d] through the transformer into a new cache row; its next-step logits [K, V]."""
-        n = prompt.shape[1]
-        out = self.model.transformer(inputs_embeds=prompt, past_key_values=DynamicCache(), use_cache=True,
-                                     position_ids=torch.arange(n, device=prompt.device)[None])
-        layers = out.past_key_values.layers
-        self.cache.add_row([layer.keys[0] for layer in layers], [layer.values[0] for layer in layers])
-        return self.model.logits(out.last_hidden_state[:, -1:])[0, :, 0]
+        return self.prefill_model.prefill(prompt[0], self.cache)
 
     @staticmethod
     def _guide(conditional: torch.Tensor, unconditional: torch.Tensor, weight: float) -> torch.Tensor:

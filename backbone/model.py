@@ -9,6 +9,11 @@ tokens have their own table; an audio step's input is the sum of its K
 delayed codebook embeddings (backbone/delay.py), and K linear heads predict
 the next step's K codes. The transformer itself is `transformers.LlamaModel`,
 so weights are a standard Llama state dict under `transformer.`.
+
+Inference never runs LlamaModel (backbone/fast.py steps and prefills the same
+weights faster), so a backbone loaded for inference holds the weights in
+`LlamaWeights`, a container with LlamaModel's names and no code: the engine
+then never imports transformers, which took about 3 s of a `tts say` start.
 """
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import LlamaConfig, LlamaModel
 
 from backbone.delay import delay, loss_mask
 from tts.modelfile import ASSETS, load_model_file, save_model_file
 
 DEFAULT_BACKBONE = ASSETS / "backbone.safetensors"
 KIND = "backbone"
+RMS_NORM_EPS = 1e-5      # the transformer's settings that are not in BackboneConfig (LlamaConfig's defaults)
+ROPE_THETA = 10000.0
 
 
 @dataclass
@@ -75,24 +81,70 @@ class BackboneConfig:
         data["align_layers"] = tuple(data.get("align_layers", ()))
         return cls(**data)
 
-    def llama(self) -> LlamaConfig:
+    def llama(self):
+        """The transformers.LlamaConfig of this model's transformer."""
+        from transformers import LlamaConfig   # imported here: inference does without it (module doc)
+
         return LlamaConfig(hidden_size=self.d_model, intermediate_size=self.ffn, num_hidden_layers=self.n_layers,
                            num_attention_heads=self.n_heads, num_key_value_heads=self.n_heads,
                            max_position_embeddings=self.max_positions, vocab_size=1, attention_dropout=self.dropout,
-                           rms_norm_eps=1e-5, tie_word_embeddings=False, bos_token_id=None,
+                           rms_norm_eps=RMS_NORM_EPS, tie_word_embeddings=False, bos_token_id=None,
                            eos_token_id=None, pad_token_id=None)
 
 
-class Backbone(nn.Module):
+class _Norm(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+
+class _Linears(nn.Module):
+    """Bias-free linear layers by name: {name: (out, in)}."""
+
+    def __init__(self, shapes: dict[str, tuple[int, int]]) -> None:
+        super().__init__()
+        for name, (n_out, n_in) in shapes.items():
+            self.add_module(name, nn.Linear(n_in, n_out, bias=False))
+
+
+class LlamaWeights(nn.Module):
+    """The parameters of a `transformers.LlamaModel` under the same names, without its code (module doc)."""
+
     def __init__(self, config: BackboneConfig) -> None:
+        super().__init__()
+        d, ffn = config.d_model, config.ffn
+        self.layers = nn.ModuleList()
+        for _ in range(config.n_layers):
+            layer = nn.Module()
+            layer.self_attn = _Linears({name: (d, d) for name in ("q_proj", "k_proj", "v_proj", "o_proj")})
+            layer.mlp = _Linears({"gate_proj": (ffn, d), "up_proj": (ffn, d), "down_proj": (d, ffn)})
+            layer.input_layernorm, layer.post_attention_layernorm = _Norm(d), _Norm(d)
+            self.layers.append(layer)
+        self.norm = _Norm(d)
+
+
+class Backbone(nn.Module):
+    """Speaker, text and audio embeddings, the transformer and the K heads (module doc).
+
+    `inference_only`: the transformer's weights without transformers' code (`LlamaWeights`), for the
+    step models of backbone/fast.py; such a model generates but cannot train.
+    """
+
+    def __init__(self, config: BackboneConfig, inference_only: bool = False) -> None:
         super().__init__()
         self.config = config
         d, k = config.d_model, config.n_codebooks
         self.speaker_proj = nn.Linear(config.speaker_dim, d)
         self.text_emb = nn.Embedding(config.text_vocab, d)
         self.audio_emb = nn.Embedding(k * config.audio_vocab, d)   # stream k uses rows k*V .. (k+1)*V - 1
-        self.transformer = LlamaModel(config.llama())
-        self.transformer.embed_tokens = None  # inputs are always embeddings
+        self.inference_only = inference_only
+        if inference_only:
+            self.transformer = LlamaWeights(config)
+        else:
+            from transformers import LlamaModel
+
+            self.transformer = LlamaModel(config.llama())
+            self.transformer.embed_tokens = None  # inputs are always embeddings
         self.heads = nn.Linear(d, k * config.audio_vocab)
         self.register_buffer("stream_offset", torch.arange(k) * config.audio_vocab, persistent=False)
         self.model_id = "untrained"
@@ -149,6 +201,8 @@ class Backbone(nn.Module):
             {"loss", "accuracy", "per_codebook", "alignment"}: cross-entropy over every code and EOS, plus
             the guide's penalty (0 without a guide), already added to "loss" with its weight.
         """
+        if self.inference_only:
+            raise RuntimeError("this backbone was loaded for inference only; load it with load_backbone(path)")
         cfg, device = self.config, speaker.device
         rows, targets, masks = [], [], []
         for i in range(len(text)):
@@ -226,13 +280,15 @@ def save_backbone(model: Backbone, path: str | Path, step: int = 0, extra: dict 
     return save_model_file(path, model.state_dict(), KIND, model.config.to_dict(), step, extra)
 
 
-def load_backbone(path: str | Path | None = None) -> Backbone:
-    """Load a backbone file (the shipped one by default), eval mode, float32.
+def load_backbone(path: str | Path | None = None, inference_only: bool = False) -> Backbone:
+    """Load a backbone file (the shipped one by default), eval mode, float32; `inference_only`: without
+    transformers' LlamaModel (see `Backbone`).
 
     Raises:
         ModelFileError: missing, not a backbone, or weights that do not fit.
     """
     path = Path(path) if path is not None else DEFAULT_BACKBONE
-    model, meta = load_model_file(path, KIND, lambda config: Backbone(BackboneConfig.from_dict(config)))
+    model, meta = load_model_file(path, KIND,
+                                  lambda config: Backbone(BackboneConfig.from_dict(config), inference_only))
     model.train_step = int(meta.get("step", 0))
     return model

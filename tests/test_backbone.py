@@ -88,12 +88,37 @@ def test_tiny_model_overfits_and_reproduces_its_fixture(tmp_path):
         opt.step()
     assert out["accuracy"] == 1.0
     save_backbone(model, tmp_path / "b.safetensors")
-    model = load_backbone(tmp_path / "b.safetensors")
     greedy = SamplingConfig(temperature=0.0, min_seconds_per_char=0.0)
-    for i in range(2):
-        got = torch.stack(list(generate_frames(model, Request(text[i].tolist(), spk[i], n_chars=20,
-                                                              sampling=greedy))), 1)
-        assert torch.equal(got, codes[i])                              # stopped at its end-of-speech
+    for inference_only in (False, True):   # with LlamaModel, and with its weights alone (as the engine loads)
+        model = load_backbone(tmp_path / "b.safetensors", inference_only)
+        for i in range(2):
+            got = torch.stack(list(generate_frames(model, Request(text[i].tolist(), spk[i], n_chars=20,
+                                                                  sampling=greedy))), 1)
+            assert torch.equal(got, codes[i])                          # stopped at its end-of-speech
+
+
+def test_inference_weights_mirror_llama_and_the_prefill_computes_what_it_computes():
+    """A backbone loaded for inference holds LlamaModel's parameters under LlamaModel's names (no transformers
+    code), and the step model's prefill gives LlamaModel's keys, values and next-step logits."""
+    model = tiny_model(5).eval()
+    light = Backbone(model.config, inference_only=True)
+    assert {k: v.shape for k, v in light.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    light.load_state_dict(model.state_dict())
+    prompt = model.embed_prompt(torch.randn(1, 8), torch.tensor([[1, 4, 2, 7, 3, 3, 9]]))
+    out = model.transformer(inputs_embeds=prompt, use_cache=True)
+    expected = model.logits(out.last_hidden_state[:, -1:])[0, :, 0]
+    step = light.step_model()
+    cache = step.new_cache()
+    got = step.prefill(prompt[0], cache)
+    scale = expected.abs().max()
+    assert (got - expected).abs().max() < 1e-5 * scale
+    n = prompt.shape[1]
+    assert int(cache.lengths[0]) == n
+    for i, layer in enumerate(out.past_key_values.layers):
+        assert torch.allclose(cache.keys[i, 0, :, :n], layer.keys[0], atol=1e-5)
+        assert torch.allclose(cache.values[i, 0, :, :n], layer.values[0], atol=1e-5)
+    with pytest.raises(RuntimeError, match="inference only"):
+        light(torch.randn(1, 8), [torch.tensor([1])], [torch.zeros(3, 2, dtype=torch.long)])
 
 
 def test_generation_stops_at_the_length_bound():

@@ -36,6 +36,16 @@ def test_python_dash_m_entry_point():
     assert result.returncode == 0 and "data" in result.stdout
 
 
+def test_say_does_without_transformers(tmp_path):
+    """Speaking runs the backbone on its own step code: importing transformers took seconds of every start."""
+    out = tmp_path / "hi.wav"
+    script = (f"import sys; from tts.cli import main; code = main(['say', 'Hi.', '--out', {str(out)!r}]); "
+              "print(code, 'transformers' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["0", "False"], result.stderr
+    assert out.stat().st_size > 1000
+
+
 def test_training_setup_errors_are_messages(tmp_path, capsys):
     """A trainer that cannot start (bad options, missing checkpoint) says why, with no traceback."""
     corpus = tmp_path / "corpus"

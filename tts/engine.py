@@ -165,7 +165,8 @@ class Engine:
              store: VoiceStore | None = None, int8: bool = True) -> "Engine":
         """The shipped models by default (the speaker encoder is loaded only when a clip is cloned)."""
         torch.set_num_threads(1)   # fastest on the CPUs we measured; see the README
-        return cls(load_codec(codec), load_backbone(backbone), TextTokenizer(tokenizer), None, store, encoder, int8)
+        return cls(load_codec(codec), load_backbone(backbone, inference_only=True), TextTokenizer(tokenizer), None,
+                   store, encoder, int8)
 
     def generator(self, shared: bool = False) -> BatchGenerator:
         """A new batch of decoding requests on this engine's backbone.
