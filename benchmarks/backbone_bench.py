@@ -142,7 +142,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
     all_utts = read_manifest(corpus)
     result: dict = {"backbone": getattr(engine.backbone, "model_id", "?"),
                     "step": getattr(engine.backbone, "train_step", 0),
-                    "guidance": sampling.guidance if engine.backbone.config.unconditional else 1.0}
+                    "guidance": sampling.guidance if engine.backbone.config.unconditional else 1.0,
+                    "temperature": sampling.temperature}
     for split in ("test", "unseen"):
         chosen = pick([u for u in all_utts if u.split == split], utterances, rng)
         refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine)
@@ -218,7 +219,8 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
 
 
 def format_report(result: dict) -> str:
-    lines = [f"backbone {result['backbone']} (step {result['step']}, guidance {result.get('guidance', 1.0)}), "
+    lines = [f"backbone {result['backbone']} (step {result['step']}, guidance {result.get('guidance', 1.0)}, "
+             f"temperature {result.get('temperature', 0.8)}), "
              "held-out sentences and speakers",
              "| split | utterances / speakers | WER ours | WER real audio | through the codec | ratio | "
              "cos to own reference | cos between speakers | closest to own reference |",

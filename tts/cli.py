@@ -857,6 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--speed-only", action="store_true", help="only the steps/s figures (no corpus needed)")
     bb.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight (default: the engine's)")
+    bb.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature (default: the engine's, 0.8)")
     bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
