@@ -166,7 +166,7 @@ class BatchGenerator:
         return row.id
 
     def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
-        """Run a prompt [1, n, d] through the transformer into a new cache row; its next-step logits [K, V]."""
+        """Run a prompt [1, n, d] through the float32 step model into a new cache row; its next-step logits [K, V]."""
         return self.prefill_model.prefill(prompt[0], self.cache)
 
     @staticmethod

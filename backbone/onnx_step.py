@@ -78,7 +78,7 @@ class OnnxStepModel:
     takes_tokens = True
 
     def __init__(self, model: nn.Module, quantized: bool = False, threads: int = 1) -> None:
-        self.step = model.step_model().cpu()   # the float32 step model, shared with the prefill
+        self.step = StepModel(model).cpu()
         cfg = model.config
         graph = _StepGraph(self.step, model.audio_emb.cpu(), model.stream_offset.cpu()).cpu().eval()
         cache = self.step.new_cache(2)
