@@ -78,9 +78,11 @@ class OnnxStepModel:
     takes_tokens = True
 
     def __init__(self, model: nn.Module, quantized: bool = False, threads: int = 1) -> None:
-        self.step = StepModel(model).cpu()
+        if model.audio_emb.weight.device.type != "cpu":   # tracing would move the model's own modules
+            raise ValueError("ONNX Runtime steps run on the CPU: load the backbone there")
+        self.step = model.step_model()   # the float32 step model, the generator's prefill uses it too
         cfg = model.config
-        graph = _StepGraph(self.step, model.audio_emb.cpu(), model.stream_offset.cpu()).cpu().eval()
+        graph = _StepGraph(self.step, model.audio_emb, model.stream_offset).eval()
         cache = self.step.new_cache(2)
         layers = [t for i in range(cfg.n_layers) for t in (cache.keys[i], cache.values[i])]
         example = (torch.zeros(2, cfg.n_codebooks, dtype=torch.long), torch.tensor([3, 5]), *layers)
