@@ -74,8 +74,13 @@ def _utterance_codes(codec: CodecModel, corpus: str | Path, utt: Utterance, n_co
 
 def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, tokenizer: TextTokenizer,
                       encoder: SpeakerEncoder, n_codebooks: int, splits: tuple[str, ...] = ("train", "valid", "test",
-                      "unseen"), max_hours_per_split: float | None = None, seed: int = 0) -> dict:
-    """Tokenise a corpus (see module doc); writes `out` atomically and returns its metadata."""
+                      "unseen"), max_hours_per_split: float | None = None, seed: int = 0, workers: int = 1,
+                      codec_path: str | Path | None = None) -> dict:
+    """Tokenise a corpus (see module doc); writes `out` atomically and returns its metadata.
+
+    `workers` > 1 encodes the audio in that many processes, which load the codec from `codec_path` (the file
+    `codec` was loaded from): 30 h take about 50 minutes on one CPU thread.
+    """
     rng = random.Random(seed)
     utts = []
     for split in splits:
@@ -92,20 +97,25 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
         utts += part
     if not utts:
         raise TokenCacheError(f"{corpus} has no utterances in {splits}")
-    texts, text_ids, codes = [], [], []
-    with torch.inference_mode():
-        for n, u in enumerate(utts):
-            codes.append(_utterance_codes(codec, corpus, u, n_codebooks))
-            texts.append(normalize_text(u.text))
-            text_ids.append(np.asarray(tokenizer.encode(texts[-1], normalized=True), dtype=np.int32))
-            if (n + 1) % 500 == 0:
-                log.info("tokenised %d / %d utterances", n + 1, len(utts))
+    texts = [normalize_text(u.text) for u in utts]
+    text_ids = [np.asarray(tokenizer.encode(t, normalized=True), dtype=np.int32) for t in texts]
+    if workers > 1:
+        if codec_path is None:
+            raise ValueError("parallel workers load the codec from codec_path")
+        codes = _encode_parallel(corpus, codec_path, utts, n_codebooks, workers)
+    else:
+        codes = []
+        with torch.inference_mode():
+            for n, u in enumerate(utts):
+                codes.append(_utterance_codes(codec, corpus, u, n_codebooks))
+                if (n + 1) % 500 == 0:
+                    log.info("tokenised %d / %d utterances", n + 1, len(utts))
     speaker_names = sorted({u.speaker for u in utts})
     embeddings = speaker_embeddings(corpus, utts, encoder, speaker_names)
     flat_codes, code_offsets = _flatten(codes)
     flat_text, text_offsets = _flatten(text_ids)
-    meta = {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer.id, "encoder_id": encoder.model_id,
-            "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate, "utterances": len(utts),
+    meta = {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer.id, "text_vocab": tokenizer.vocab_size,
+            "encoder_id": encoder.model_id, "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate, "utterances": len(utts),
             "hours": round(sum(c.shape[1] for c in codes) / codec.config.frame_rate / 3600, 2)}
     _save(Path(out), dict(ids=np.array([u.id for u in utts]), speakers=np.array([u.speaker for u in utts]),
                         splits=np.array([u.split for u in utts]), texts=np.array(texts), codes=flat_codes,
@@ -162,6 +172,24 @@ def _encode_utterances(corpus: str, codec_path: str, utts: list[Utterance], n_co
     return out
 
 
+def _encode_parallel(corpus: str | Path, codec_path: str | Path, utts: list[Utterance], n_codebooks: int,
+                     workers: int) -> list[np.ndarray]:
+    """The first K codes of each utterance, in order, encoded by `workers` processes of one thread each."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares = [utts[w::workers] for w in range(workers)]
+    if workers == 1:
+        done = [_encode_utterances(str(corpus), str(codec_path), utts, n_codebooks)]
+    else:   # spawned, not forked: a forked torch with live threads can hang
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_encode_utterances, [str(corpus)] * workers, [str(codec_path)] * workers, shares,
+                                 [n_codebooks] * workers))
+    codes: list[np.ndarray] = [None] * len(utts)   # type: ignore[list-item]
+    for w, share in enumerate(done):
+        codes[w::workers] = share
+    return codes
+
+
 def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, codec_path: str | Path,
                        workers: int = 1) -> dict:
     """A copy of a cache whose codes come from another codec (texts and speaker embeddings stay); written atomically.
@@ -169,8 +197,6 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
     For a new codec whose tokens differ: the backbone is then re-targeted (backbone/retarget.py) and fine-tuned.
     `workers` processes encode in parallel, one thread each. Returns the new metadata.
     """
-    from concurrent.futures import ProcessPoolExecutor
-
     from codec.loaders import read_codec_file, tokens_id_of
 
     config, _, codec_meta = read_codec_file(codec_path)   # its ids, without building the model here
@@ -182,18 +208,23 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
     if missing:
         raise TokenCacheError(f"{len(missing)} cached utterances are not in {corpus} (e.g. {sorted(missing)[0]})")
     utts = [by_id[uid] for uid in arrays["ids"].tolist()]
-    shares = [utts[w::workers] for w in range(workers)]
-    if workers == 1:
-        done = [_encode_utterances(str(corpus), str(codec_path), utts, meta["n_codebooks"])]
-    else:   # spawned, not forked: a forked torch with live threads can hang
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(_encode_utterances, [str(corpus)] * workers, [str(codec_path)] * workers, shares,
-                                 [meta["n_codebooks"]] * workers))
-    codes = [None] * len(utts)
-    for w, share in enumerate(done):
-        codes[w::workers] = share
+    codes = _encode_parallel(corpus, codec_path, utts, meta["n_codebooks"], workers)
     arrays["codes"], arrays["code_offsets"] = _flatten(codes)
     meta.update(codec_id=tokens_id_of(codec_meta), frame_rate=config.frame_rate)
+    arrays["meta"] = np.array(repr(meta))
+    _save(Path(out), arrays)
+    return meta
+
+
+def retokenize_token_cache(path: str | Path, out: str | Path, tokenizer) -> dict:
+    """A copy of a cache whose text ids come from another tokenizer (e.g. phonemes); codes and speaker embeddings
+    stay. Written atomically; returns the new metadata."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = _meta(arrays["meta"])
+    ids = [np.asarray(tokenizer.encode(t, normalized=True), dtype=np.int32) for t in arrays["texts"].tolist()]
+    arrays["text"], arrays["text_offsets"] = _flatten(ids)
+    meta.update(tokenizer_id=tokenizer.id, text_vocab=tokenizer.vocab_size)
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)
     return meta

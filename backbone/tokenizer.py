@@ -4,12 +4,16 @@ sentencepiece (unigram) is trained on the normalised transcripts of a corpus
 (`tts train tokenizer`) and shipped as assets/tokenizer.model. The vocabulary
 is small on purpose: with a few tens of hours of speech a model generalises
 better from sub-word pieces close to letters than from whole words.
+
+A backbone may instead read phonemes (backbone/phonemes.py); `tokenizer_for`
+picks the one a backbone was trained with.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sentencepiece as spm
 
@@ -17,6 +21,9 @@ from tts.corpus.manifest import read_manifest
 from tts.modelfile import ASSETS, ModelFileError
 from tts.text import normalize_text
 from tts.training import TrainingSetupError
+
+if TYPE_CHECKING:
+    from backbone.phonemes import PhonemeTokenizer
 
 DEFAULT_TOKENIZER = ASSETS / "tokenizer.model"
 
@@ -65,3 +72,26 @@ def train_tokenizer(corpus: str | Path, out: str | Path = DEFAULT_TOKENIZER, voc
     tmp.write_bytes(model.getvalue())
     tmp.replace(out)
     return {"sentences": len(texts), "vocab_size": TextTokenizer(out).vocab_size, "out": str(out)}
+
+
+def load_tokenizer(path: str | Path | None = None) -> "TextTokenizer | PhonemeTokenizer":
+    """A tokenizer file: a phoneme inventory (.json, backbone/phonemes.py) or a sentencepiece model."""
+    from backbone.phonemes import PhonemeTokenizer
+
+    if path is not None and Path(path).suffix == ".json":
+        return PhonemeTokenizer(path)
+    return TextTokenizer(path)
+
+
+def tokenizer_for(tokenizer_id: str, path: str | Path | None = None) -> "TextTokenizer | PhonemeTokenizer":
+    """The tokenizer a backbone was trained with: the file `path` when given, else the shipped one whose id is
+    `tokenizer_id` (the sentencepiece model when none is: the engine then names the mismatch)."""
+    from backbone.phonemes import DEFAULT_PHONEMES
+
+    if path is not None:
+        return load_tokenizer(path)
+    if DEFAULT_PHONEMES.is_file():
+        phonemes = load_tokenizer(DEFAULT_PHONEMES)
+        if phonemes.id == tokenizer_id:
+            return phonemes
+    return TextTokenizer()

@@ -40,6 +40,7 @@ class BackboneTrainConfig(TrainerOptions):
     valid_every: int = 500
     model: dict = field(default_factory=dict)  # BackboneConfig overrides for a new run
     init_from: str = ""               # a new run starts from these weights (backbone file or checkpoint)
+    new_text_tokens: bool = False     # with init_from: the cache's text tokens are new; text embeddings start afresh
     guide_weight: float = 0.0         # alignment guide (backbone.model.AlignmentGuide); 0 = off
     guide_sigma: float = 0.2
     guide_layers: tuple[int, ...] = (1, 2)
@@ -58,6 +59,15 @@ def initial_weights(path: str) -> tuple[dict, dict]:
         return state["model"], state["model_config"]
     model = load_backbone(path)
     return model.state_dict(), model.config.to_dict()
+
+
+def fresh_text_embeddings(state: dict, vocab: int, seed: int = 0) -> dict:
+    """`state` with a new text embedding table of `vocab` rows, drawn at the old table's scale, for a model that
+    keeps everything it learnt but reads other text tokens (e.g. phonemes instead of sub-word pieces)."""
+    old = state["text_emb.weight"].float()
+    generator = torch.Generator().manual_seed(seed)
+    fresh = old.mean(0) + old.std() * torch.randn(vocab, old.shape[1], generator=generator)
+    return {**state, "text_emb.weight": fresh.to(state["text_emb.weight"].dtype)}
 
 
 def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int, rng: random.Random) -> list[list[int]]:
@@ -133,8 +143,14 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     elif cfg.init_from:
         init_state, init_config = initial_weights(cfg.init_from)
         model_cfg = BackboneConfig.from_dict(init_config)
+        if cfg.new_text_tokens:
+            if "text_vocab" not in meta:
+                raise TrainingSetupError(f"{cfg.cache} does not record its text vocabulary: rebuild or retokenize it")
+            init_state = fresh_text_embeddings(init_state, meta["text_vocab"], cfg.seed)
+            model_cfg.tokenizer_id, model_cfg.text_vocab = meta["tokenizer_id"], meta["text_vocab"]
     else:
         model_cfg = BackboneConfig(**{"n_codebooks": meta["n_codebooks"], "frame_rate": meta["frame_rate"],
+                                      "text_vocab": meta.get("text_vocab", BackboneConfig.text_vocab),
                                       "codec_id": meta["codec_id"], "tokenizer_id": meta["tokenizer_id"],
                                       "encoder_id": meta["encoder_id"],
                                       "speaker_dim": int(cache.speaker_embeddings.shape[-1]), **cfg.model})

@@ -301,6 +301,31 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_phonemes(args: argparse.Namespace) -> int:
+    from backbone.phonemes import PhonemizerError, train_phoneme_inventory
+    from tts.corpus.manifest import read_manifest
+    from tts.text import normalize_text
+
+    _require_corpus(args.corpus)
+    texts = sorted({normalize_text(u.text) for u in read_manifest(args.corpus, ["train"])})
+    if not texts:
+        raise UserError(f"{args.corpus} has no training transcripts")
+    try:
+        print(json.dumps(train_phoneme_inventory(texts, args.out, args.voice)))
+    except PhonemizerError as exc:
+        raise UserError(str(exc)) from exc
+    return 0
+
+
+def _cmd_train_retokenize(args: argparse.Namespace) -> int:
+    from backbone.data import retokenize_token_cache
+    from backbone.tokenizer import load_tokenizer
+
+    meta = retokenize_token_cache(args.cache, args.out, load_tokenizer(args.tokenizer))
+    print(json.dumps({"cache": args.out, **meta}))
+    return 0
+
+
 def _cmd_train_reembed(args: argparse.Namespace) -> int:
     from backbone.data import refresh_speaker_embeddings
     from voice.encoder import load_encoder
@@ -339,18 +364,19 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
     cache = Path(args.cache)
     if not cache.is_file():
         from backbone.data import build_token_cache
-        from backbone.tokenizer import TextTokenizer
-        from codec.loaders import load_codec
+        from backbone.tokenizer import load_tokenizer
+        from codec.loaders import DEFAULT_CODEC, load_codec
         from voice.encoder import load_encoder
 
         _require_corpus(args.corpus)
         print(f"tokenising {args.corpus} into {cache} (once) ...", file=sys.stderr)
-        build_token_cache(args.corpus, cache, load_codec(), TextTokenizer(), load_encoder(), args.codebooks,
-                          max_hours_per_split=args.max_hours or None)
+        build_token_cache(args.corpus, cache, load_codec(), load_tokenizer(args.tokenizer), load_encoder(),
+                          args.codebooks, max_hours_per_split=args.max_hours or None, workers=args.workers,
+                          codec_path=DEFAULT_CODEC)
     model = {k: v for k, v in {"d_model": args.d_model, "n_layers": args.layers, "n_heads": args.heads,
                                 "ffn": args.ffn, "dropout": args.dropout}.items() if v}
     cfg = BackboneTrainConfig(cache=str(cache), frames_per_batch=args.batch_frames, model=model,
-                              init_from=args.init_from,
+                              init_from=args.init_from, new_text_tokens=args.new_text_tokens,
                               uncond_dropout=args.uncond_dropout, warmup_steps=args.warmup_steps,
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
@@ -808,12 +834,30 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--out", default="assets/tokenizer.model")
     tt.add_argument("--vocab-size", type=int, default=384)
     tt.set_defaults(func=_cmd_train_tokenizer)
+    tp = train.add_parser("phonemes", help="make the phoneme inventory (espeak-ng) of a corpus's transcripts, "
+                          "the text tokens of a phoneme backbone")
+    tp.add_argument("--corpus", default="data/corpus")
+    tp.add_argument("--out", default="assets/phonemes.json")
+    tp.add_argument("--voice", default="en-us", help="espeak-ng voice whose pronunciations are used")
+    tp.set_defaults(func=_cmd_train_phonemes)
+    rt = train.add_parser("retokenize", help="a copy of a token cache with its texts cut by another tokenizer "
+                          "(codes and speaker embeddings stay)")
+    rt.add_argument("--cache", required=True, help="existing token cache")
+    rt.add_argument("--out", required=True, help="the new token cache")
+    rt.add_argument("--tokenizer", required=True, help="phoneme inventory (.json) or sentencepiece model")
+    rt.set_defaults(func=_cmd_train_retokenize)
     tb = train.add_parser("backbone", help="train the backbone (tokenises the corpus once; resumes from OUT/last.pt)")
     _add_trainer_args(tb, "backbone", steps=50_000, batch_size=None, lr=1e-3, valid_every=500)
     tb.add_argument("--cache", default="runs/backbone/tokens.npz", help="token cache (built from --corpus if missing)")
     tb.add_argument("--batch-frames", type=int, default=2000, help="audio frames per batch")
     tb.add_argument("--codebooks", type=int, default=4, help="codec quantizers modelled (when building the cache)")
     tb.add_argument("--max-hours", type=float, default=0.0, help="hours per split put in the cache (0: all)")
+    tb.add_argument("--tokenizer", default=None,
+                    help="text tokens of a new cache: sentencepiece model (default) or phoneme inventory (.json)")
+    tb.add_argument("--workers", type=int, default=1, help="encoding processes when building the cache")
+    tb.add_argument("--new-text-tokens", action="store_true",
+                    help="with --init-from: the cache's text tokens differ from the model's; start the text "
+                         "embeddings afresh and keep the rest")
     for flag in ("--d-model", "--layers", "--heads", "--ffn"):
         tb.add_argument(flag, type=int, default=0, help="model shape for a new run (0: default)")
     tb.add_argument("--dropout", type=float, default=0.0, help="attention dropout for a new run")

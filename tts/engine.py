@@ -20,7 +20,8 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from backbone.model import Backbone, load_backbone
-from backbone.tokenizer import TextTokenizer
+from backbone.phonemes import PhonemeTokenizer
+from backbone.tokenizer import TextTokenizer, tokenizer_for
 from codec.loaders import load_codec
 from codec.model import CodecModel
 from codec.onnx_runtime import CodecRuntime, available as onnx_available, onnx_capable
@@ -124,7 +125,7 @@ class SpeechStream:
 class Engine:
     """The models of one synthesis setup, checked to belong together."""
 
-    def __init__(self, codec: CodecModel, backbone: Backbone, tokenizer: TextTokenizer,
+    def __init__(self, codec: CodecModel, backbone: Backbone, tokenizer: "TextTokenizer | PhonemeTokenizer",
                  encoder: SpeakerEncoder | None = None, store: VoiceStore | None = None,
                  encoder_path: str | Path | None = None, int8: bool = True, onnx: bool = True) -> None:
         """`encoder` or, loaded at the first clone, the encoder file `encoder_path` (default: the shipped one).
@@ -165,8 +166,9 @@ class Engine:
              store: VoiceStore | None = None, int8: bool = True) -> "Engine":
         """The shipped models by default (the speaker encoder is loaded only when a clip is cloned)."""
         torch.set_num_threads(1)   # fastest on the CPUs we measured; see the README
-        return cls(load_codec(codec), load_backbone(backbone, inference_only=True), TextTokenizer(tokenizer), None,
-                   store, encoder, int8)
+        model = load_backbone(backbone, inference_only=True)
+        return cls(load_codec(codec), model, tokenizer_for(model.config.tokenizer_id, tokenizer), None, store,
+                   encoder, int8)
 
     def generator(self, shared: bool = False) -> BatchGenerator:
         """A new batch of decoding requests on this engine's backbone.
