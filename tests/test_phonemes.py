@@ -133,3 +133,37 @@ def test_a_trained_backbone_moves_onto_new_text_tokens_keeping_the_rest(tmp_path
     assert after.heads.weight.shape == before["heads.weight"].shape
     old_scale = before["text_emb.weight"].std().item()
     assert 0.3 * old_scale < after.text_emb.weight.std().item() < 3 * old_scale
+
+
+def test_text_reliance_compares_own_other_and_no_text(tmp_path, capsys):
+    """`tts bench backbone --text-reliance CACHE`: the same teacher-forced loss with three texts per utterance."""
+    from backbone.data import load_token_cache
+    from backbone.train import BackboneTrainConfig, _swapped_texts, text_reliance, train_backbone
+    from tts.cli import main
+
+    _tiny_cache(tmp_path / "tokens.npz")
+    cache = load_token_cache(tmp_path / "tokens.npz")
+    indices = list(range(12))
+    other = _swapped_texts(cache, indices)
+    assert all(other[other[i]] == i for i in indices) and sum(other[i] != i for i in indices) == 12
+    by_length = sorted(indices, key=lambda i: (len(cache.text_ids[i]), i))
+    assert all(other[a] == b for a, b in zip(by_length[0::2], by_length[1::2]))   # neighbours by length
+    model = {k: v for k, v in TINY.items() if k not in ("n_codebooks", "speaker_dim", "frame_rate")}
+    train_backbone(BackboneTrainConfig(cache=str(tmp_path / "tokens.npz"), out_dir=str(tmp_path / "a"),
+                                       export=str(tmp_path / "a.safetensors"), steps=2, frames_per_batch=60,
+                                       valid_every=2, warmup_steps=1, model=model))
+    result = text_reliance(str(tmp_path / "a.safetensors"), str(tmp_path / "tokens.npz"))
+    assert result["utterances"] == 2
+    losses = [result[m]["valid_loss"] for m in ("own", "other", "none")]
+    assert all(np.isfinite(losses)) and len(set(losses)) == 3   # three different inputs, three different losses
+    assert main(["bench", "backbone", "--backbone", str(tmp_path / "a.safetensors"),
+                 "--text-reliance", str(tmp_path / "tokens.npz")]) == 0
+    assert "another's text of its length" in capsys.readouterr().out
+    _cache_with_texts(tmp_path / "texts.npz", SENTENCES * 2 + SENTENCES[:2])
+    train_phoneme_inventory(SENTENCES, tmp_path / "ph.json")
+    from backbone.data import retokenize_token_cache
+
+    retokenize_token_cache(tmp_path / "texts.npz", tmp_path / "ph.npz", PhonemeTokenizer(tmp_path / "ph.json"))
+    assert main(["bench", "backbone", "--backbone", str(tmp_path / "a.safetensors"),
+                 "--text-reliance", str(tmp_path / "ph.npz")]) == 2             # a cache of other text tokens
+    assert "tokenizer_id" in capsys.readouterr().err

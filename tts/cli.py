@@ -586,6 +586,18 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
     from benchmarks.backbone_bench import format_report, run, speed_report, speed_table
     from tts.engine import Engine
 
+    if args.text_reliance:   # teacher-forced, on the token cache: no synthesis, no recogniser
+        from backbone.model import DEFAULT_BACKBONE
+        from backbone.train import text_reliance
+
+        result = text_reliance(args.backbone or str(DEFAULT_BACKBONE), args.text_reliance, args.utterances)
+        print(f"text reliance, {result['utterances']} validation utterances, teacher-forced loss (per codebook): "
+              + "; ".join(f"{label} {result[mode]['valid_loss']:.4f} {result[mode]['valid_per_codebook']}"
+                          for mode, label in (("own", "own text"), ("other", "another's text of its length"),
+                                              ("none", "no text"))))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1))
+        return 0
     engine = Engine.load(backbone=args.backbone, codec=args.codec)
     if args.speed_only:   # no corpus needed: a unit-norm voice stands in for a reference
         import numpy as np
@@ -903,6 +915,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifier-free guidance weight (default: the engine's)")
     bb.add_argument("--temperature", type=float, default=None,
                     help="sampling temperature (default: the engine's, 0.8)")
+    bb.add_argument("--text-reliance", default="", metavar="CACHE",
+                    help="only: teacher-forced loss on this token cache's validation utterances (--utterances of "
+                         "them) with their own text, another's and none")
     bb.set_defaults(func=_cmd_bench_backbone)
     bs = bench.add_parser("serve", help="N concurrent gRPC streaming clients over loopback")
     bs.add_argument("--backbone", default=None)
