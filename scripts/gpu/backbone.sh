@@ -8,7 +8,8 @@
 # corpus can be built. Trains for $1 minutes with the alignment guide, resuming from
 # runs/backbone/last.pt when carried (INIT=path starts a new run from other weights instead), and
 # leaves the exported weights, the checkpoint and the log in $OUT to bring back. Call it again with
-# the returned last.pt carried to go on.
+# the returned last.pt carried to go on. A cache built there cuts its texts with TOKENIZER (default: the
+# shipped phoneme inventory; assets/tokenizer.model for sub-word pieces).
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -19,7 +20,9 @@ source scripts/gpu/env.sh
 [[ -f "$CACHE" ]] || build_corpus_once "$OUT/build.log"
 INIT_ARGS=()
 if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
-"$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \
+# NEW_TEXT_TOKENS=1 with INIT: the cache's text tokens differ from INIT's (e.g. phonemes); text embeddings start afresh
+if [[ -n "${NEW_TEXT_TOKENS:-}" ]]; then INIT_ARGS+=(--new-text-tokens); fi
+"$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
     --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 --uncond-dropout 0.1 \
     --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
