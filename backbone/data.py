@@ -115,7 +115,8 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
     flat_codes, code_offsets = _flatten(codes)
     flat_text, text_offsets = _flatten(text_ids)
     meta = {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer.id, "text_vocab": tokenizer.vocab_size,
-            "encoder_id": encoder.model_id, "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate, "utterances": len(utts),
+            "encoder_id": encoder.model_id, "n_codebooks": n_codebooks, "frame_rate": codec.config.frame_rate,
+            "utterances": len(utts),
             "hours": round(sum(c.shape[1] for c in codes) / codec.config.frame_rate / 3600, 2)}
     _save(Path(out), dict(ids=np.array([u.id for u in utts]), speakers=np.array([u.speaker for u in utts]),
                         splits=np.array([u.split for u in utts]), texts=np.array(texts), codes=flat_codes,

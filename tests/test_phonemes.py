@@ -1,4 +1,5 @@
-"""Phonemes as text tokens: espeak-ng's names, the inventory, caches re-cut with it, a backbone moved onto it."""
+"""Phonemes as text tokens (espeak-ng names, the inventory, caches re-cut with it, a backbone moved onto it), text
+reliance, and token caches built by parallel workers."""
 from __future__ import annotations
 
 import json
@@ -167,3 +168,22 @@ def test_text_reliance_compares_own_other_and_no_text(tmp_path, capsys):
     assert main(["bench", "backbone", "--backbone", str(tmp_path / "a.safetensors"),
                  "--text-reliance", str(tmp_path / "ph.npz")]) == 2             # a cache of other text tokens
     assert "tokenizer_id" in capsys.readouterr().err
+
+
+def test_token_cache_built_by_parallel_workers_equals_one_process(tmp_path):
+    from backbone.data import build_token_cache, load_token_cache
+    from codec.loaders import DEFAULT_CODEC, load_codec
+    from tests.test_voice import speaker_corpus
+    from voice.encoder import load_encoder
+
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=2, clips=2, seconds=2.0, text="One two.")
+    codec, encoder = load_codec(), load_encoder()
+    one = build_token_cache(corpus, tmp_path / "one.npz", codec, TextTokenizer(), encoder, 2)
+    two = build_token_cache(corpus, tmp_path / "two.npz", codec, TextTokenizer(), encoder, 2, workers=2,
+                            codec_path=DEFAULT_CODEC)
+    assert one == two and one["text_vocab"] == TextTokenizer().vocab_size
+    a, b = load_token_cache(tmp_path / "one.npz"), load_token_cache(tmp_path / "two.npz")
+    assert a.ids == b.ids and len(a.codes) == 4
+    assert all(np.array_equal(x, y) for x, y in zip(a.codes, b.codes, strict=True))
+    with pytest.raises(ValueError, match="codec_path"):
+        build_token_cache(corpus, tmp_path / "three.npz", codec, TextTokenizer(), encoder, 2, workers=2)
