@@ -55,12 +55,21 @@ class TextTokenizer:
         return self.sp.DecodeIds(list(ids))
 
 
-def train_tokenizer(corpus: str | Path, out: str | Path = DEFAULT_TOKENIZER, vocab_size: int = 384) -> dict:
-    """Train on the normalised transcripts of the corpus's training split; written atomically."""
-    texts = sorted({normalize_text(u.text) for u in read_manifest(corpus, ["train"])})
-    texts = [t for t in texts if t]
+def training_texts(corpus: str | Path) -> list[str]:
+    """The distinct normalised transcripts of the corpus's training split, what every tokenizer learns from.
+
+    Raises:
+        TrainingSetupError: there are none.
+    """
+    texts = [t for t in sorted({normalize_text(u.text) for u in read_manifest(corpus, ["train"])}) if t]
     if not texts:
         raise TrainingSetupError(f"{corpus} has no training transcripts")
+    return texts
+
+
+def train_tokenizer(corpus: str | Path, out: str | Path = DEFAULT_TOKENIZER, vocab_size: int = 384) -> dict:
+    """Train on the normalised transcripts of the corpus's training split; written atomically."""
+    texts = training_texts(corpus)
     model = io.BytesIO()
     spm.SentencePieceTrainer.Train(sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
                                    model_type="unigram", character_coverage=1.0, num_threads=1,

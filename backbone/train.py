@@ -129,7 +129,7 @@ def validate(model: Backbone, cache: TokenCache, indices: list[int], device: tor
         raise ValueError(f"text must be one of {TEXT_MODES}")
     model.eval()
     rng = random.Random(0)
-    other = _swapped_texts(cache, indices)
+    other = _swapped_texts(cache, indices) if text == "other" else {}
     total, n = 0.0, 0
     per_codebook = torch.zeros(model.config.n_codebooks)
     for batch in length_batches(cache, indices, frames_per_batch, rng):

@@ -29,6 +29,7 @@ CODEC_HELP = "codec model file (default: the shipped one); it must be the one th
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from backbone.data import TokenCacheError
+    from backbone.phonemes import PhonemizerError
     from tts.audio import AudioError
     from tts.corpus.common import OutputDirError
     from tts.corpus.engines import EngineMissingError
@@ -45,7 +46,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (UserError, SynthesisError, ModelMismatchError, NoAudioDeviceError, BitstreamError, ModelFileError,
             AudioError, OutputDirError, EngineMissingError, CorpusImportError, ManifestError, TextSourceError,
-            FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError, TokenCacheError)
+            FileNotFoundError, EnrollmentError, VoiceStoreError, TrainingSetupError, TokenCacheError, PhonemizerError)
 
 
 # ---------------------------------------------------------------- data
@@ -302,18 +303,11 @@ def _cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_phonemes(args: argparse.Namespace) -> int:
-    from backbone.phonemes import PhonemizerError, train_phoneme_inventory
-    from tts.corpus.manifest import read_manifest
-    from tts.text import normalize_text
+    from backbone.phonemes import train_phoneme_inventory
+    from backbone.tokenizer import training_texts
 
     _require_corpus(args.corpus)
-    texts = sorted({normalize_text(u.text) for u in read_manifest(args.corpus, ["train"])})
-    if not texts:
-        raise UserError(f"{args.corpus} has no training transcripts")
-    try:
-        print(json.dumps(train_phoneme_inventory(texts, args.out, args.voice)))
-    except PhonemizerError as exc:
-        raise UserError(str(exc)) from exc
+    print(json.dumps(train_phoneme_inventory(training_texts(args.corpus), args.out, args.voice)))
     return 0
 
 

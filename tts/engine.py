@@ -13,14 +13,13 @@ import collections
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from backbone.model import Backbone, load_backbone
-from backbone.phonemes import PhonemeTokenizer
 from backbone.tokenizer import TextTokenizer, tokenizer_for
 from codec.loaders import load_codec
 from codec.model import CodecModel
@@ -30,6 +29,9 @@ from tts.stream.decoder import ChunkedDecoder
 from voice.encoder import SpeakerEncoder, load_encoder
 from voice.enroll import ClipLimits, check_clip, resolve_voice
 from voice.store import VoiceStore
+
+if TYPE_CHECKING:
+    from backbone.phonemes import PhonemeTokenizer
 
 log = logging.getLogger(__name__)
 # Audio expected per spoken character, for the playout buffer's estimate of what is still to come.
