@@ -47,6 +47,7 @@ class TokenCache:
     speaker_names: list[str]
     speaker_embeddings: np.ndarray        # [S, E, D] float32
     meta: dict
+    token_starts: list[np.ndarray] | None = None   # per text token, the frame where it starts (backbone/aligner.py)
 
     def indices(self, split: str) -> list[int]:
         return [i for i, s in enumerate(self.splits) if s == split]
@@ -211,6 +212,7 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
     utts = [by_id[uid] for uid in arrays["ids"].tolist()]
     codes = _encode_parallel(corpus, codec_path, utts, meta["n_codebooks"], workers)
     arrays["codes"], arrays["code_offsets"] = _flatten(codes)
+    arrays.pop("token_starts", None)        # found on the old codes: align the new cache again
     meta.update(codec_id=tokens_id_of(codec_meta), frame_rate=config.frame_rate)
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)
@@ -225,6 +227,7 @@ def retokenize_token_cache(path: str | Path, out: str | Path, tokenizer) -> dict
     meta = _meta(arrays["meta"])
     ids = [np.asarray(tokenizer.encode(t, normalized=True), dtype=np.int32) for t in arrays["texts"].tolist()]
     arrays["text"], arrays["text_offsets"] = _flatten(ids)
+    arrays.pop("token_starts", None)        # they placed the old tokens
     meta.update(tokenizer_id=tokenizer.id, text_vocab=tokenizer.vocab_size)
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)
@@ -263,6 +266,9 @@ def load_token_cache(path: str | Path, expect: dict | None = None) -> TokenCache
                                codes=[flat_codes[:, co[i]:co[i + 1]] for i in range(len(co) - 1)],
                                speaker_names=z["speaker_names"].tolist(),
                                speaker_embeddings=z["speaker_embeddings"], meta=meta)
+            if "token_starts" in z.files:
+                flat_starts = z["token_starts"]
+                cache.token_starts = [flat_starts[to[i]:to[i + 1]] for i in range(len(to) - 1)]
     except (OSError, KeyError, ValueError, SyntaxError) as exc:
         raise TokenCacheError(f"cannot read token cache {path}: {exc}") from exc
     for key, value in (expect or {}).items():

@@ -191,12 +191,14 @@ class Backbone(nn.Module):
     # ------------------------------------------------------------ training
 
     def forward(self, speaker: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
-                guide: "AlignmentGuide | None" = None) -> dict:
+                guide: "AlignmentGuide | None" = None, token_starts: list[torch.Tensor] | None = None) -> dict:
         """Teacher-forced loss over a batch of utterances.
 
         Args:
             speaker: [B, speaker_dim] embeddings; text: B token-id tensors; codes: B tensors [K, F].
             guide: when given, some heads are pulled towards a monotonic text alignment (see AlignmentGuide).
+            token_starts: with the guide, B tensors [N]: the frame where each text token starts (the band
+                then follows them rather than the diagonal).
         Returns:
             {"loss", "accuracy", "per_codebook", "alignment"}: cross-entropy over every code and EOS, plus
             the guide's penalty (0 without a guide), already added to "loss" with its weight.
@@ -235,7 +237,8 @@ class Backbone(nn.Module):
         alignment = torch.zeros((), device=device)
         if guide is not None:
             text_lengths = [len(t) for t in text]
-            alignment = guide.penalty(out.attentions, text_lengths, [s.shape[1] for s in targets], lengths)
+            alignment = guide.penalty(out.attentions, text_lengths, [s.shape[1] for s in targets], lengths,
+                                      token_starts)
             loss = loss + guide.weight * alignment
         return {"loss": loss, "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets),
                 "alignment": alignment.detach()}
@@ -252,24 +255,38 @@ class AlignmentGuide:
     attention on text token n of N costs 1 - exp(-(n/N - s/S)^2 / (2 sigma^2)),
     and attention outside the text costs 1. The penalty only shapes training;
     inference is unchanged (and needs no duration).
+
+    With `token_starts` (the frame where each text token starts, found by
+    backbone/aligner.py) the band follows the real alignment instead of the
+    diagonal: at the query that predicts frame f, text token n costs
+    1 - exp(-(n - c)^2 / (2 token_sigma^2)), c the token spoken at frame f.
     """
 
     weight: float = 1.0
     sigma: float = 0.2
     layers: tuple[int, ...] = (1, 2)
     heads: int = 2
+    token_sigma: float = 1.0
+
+    def cost(self, n: int, s: int, starts: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+        """[S, N]: what each audio query pays per unit of attention on each text token."""
+        grid_n = torch.arange(n, device=device, dtype=torch.float32)[None]
+        if starts is None:
+            grid_s = torch.arange(s, device=device, dtype=torch.float32)[:, None] / s
+            return 1 - torch.exp(-(((grid_n + 0.5) / n - grid_s) ** 2) / (2 * self.sigma ** 2))
+        frames = torch.arange(s, device=device)          # query q (q = 0: BOS) predicts frame q of codebook 0
+        spoken = (torch.searchsorted(starts.to(device), frames, right=True) - 1).clamp(min=0)
+        return 1 - torch.exp(-((grid_n - spoken[:, None].float()) ** 2) / (2 * self.token_sigma ** 2))
 
     def penalty(self, attentions: tuple[torch.Tensor, ...], text_lengths: list[int], audio_steps: list[int],
-                row_lengths: list[int]) -> torch.Tensor:
+                row_lengths: list[int], token_starts: list[torch.Tensor] | None = None) -> torch.Tensor:
         """attentions: per layer [B, H, L, L]; row layout [speaker, text (N), BOS + audio (S)] then padding."""
         total = []
         for i, (n, s) in enumerate(zip(text_lengths, audio_steps)):
             if n == 0:
                 continue                                   # an unconditional example has nothing to align
             start = row_lengths[i] - s                     # BOS: the first audio query
-            grid_s = torch.arange(s, device=attentions[0].device, dtype=torch.float32)[:, None] / s
-            grid_n = (torch.arange(n, device=attentions[0].device, dtype=torch.float32)[None] + 0.5) / n
-            cost = 1 - torch.exp(-((grid_n - grid_s) ** 2) / (2 * self.sigma ** 2))        # [S, N]
+            cost = self.cost(n, s, None if token_starts is None else token_starts[i], attentions[0].device)
             for layer in self.layers:
                 a = attentions[layer][i, :self.heads, start:start + s, 1:1 + n]              # [h, S, N]
                 total.append(((a * cost).sum(-1) + (1 - a.sum(-1))).mean())

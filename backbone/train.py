@@ -45,11 +45,14 @@ class BackboneTrainConfig(TrainerOptions):
     guide_sigma: float = 0.2
     guide_layers: tuple[int, ...] = (1, 2)
     guide_heads: int = 2
+    guide_aligned: bool = False       # the guide follows the cache's token starts (tts train align), not the diagonal
+    guide_token_sigma: float = 1.0    # its band, in text tokens
 
     def guide(self) -> AlignmentGuide | None:
         if not self.guide_weight:
             return None
-        return AlignmentGuide(self.guide_weight, self.guide_sigma, tuple(self.guide_layers), self.guide_heads)
+        return AlignmentGuide(self.guide_weight, self.guide_sigma, tuple(self.guide_layers), self.guide_heads,
+                              self.guide_token_sigma)
 
 
 def initial_weights(path: str) -> tuple[dict, dict]:
@@ -210,6 +213,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         if bad or not 0 < guide.heads <= model_cfg.n_heads:
             raise TrainingSetupError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
                              f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
+        if cfg.guide_aligned and cache.token_starts is None:
+            raise TrainingSetupError(f"{cfg.cache} has no token starts for the aligned guide: make them with "
+                                     "'tts train aligner' and 'tts train align'")
         model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
         model_cfg.align_layers, model_cfg.align_heads = tuple(guide.layers), guide.heads  # saved: inference reads them
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -245,7 +251,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         for batch in batches:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
-            result = net(*_tensors(cache, batch, rng, device, cfg.uncond_dropout), guide=guide)
+            starts = [torch.from_numpy(cache.token_starts[i].astype("int64")) for i in batch] \
+                if guide is not None and cfg.guide_aligned else None
+            result = net(*_tensors(cache, batch, rng, device, cfg.uncond_dropout), guide=guide, token_starts=starts)
             opt.zero_grad(set_to_none=True)
             result["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -320,6 +320,21 @@ def _cmd_train_retokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_aligner(args: argparse.Namespace) -> int:
+    from backbone.aligner import AlignerTrainConfig, train_aligner
+
+    cfg = AlignerTrainConfig(**_trainer_options(args), cache=args.cache, frames_per_batch=args.batch_frames)
+    print(json.dumps(train_aligner(cfg)))
+    return 0
+
+
+def _cmd_train_align(args: argparse.Namespace) -> int:
+    from backbone.aligner import align_token_cache
+
+    print(json.dumps({"cache": args.out, **align_token_cache(args.cache, args.aligner, args.out)}))
+    return 0
+
+
 def _cmd_train_reembed(args: argparse.Namespace) -> int:
     from backbone.data import refresh_speaker_embeddings
     from voice.encoder import load_encoder
@@ -374,6 +389,7 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                               uncond_dropout=args.uncond_dropout, warmup_steps=args.warmup_steps,
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
+                              guide_aligned=args.guide_aligned, guide_token_sigma=args.guide_token_sigma,
                               **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
@@ -852,6 +868,19 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--out", required=True, help="the new token cache")
     rt.add_argument("--tokenizer", required=True, help="phoneme inventory (.json) or sentencepiece model")
     rt.set_defaults(func=_cmd_train_retokenize)
+    ta = train.add_parser("aligner", help="train the CTC aligner that finds where each text token of a token cache "
+                          "is spoken (for the backbone's alignment guide)")
+    _add_trainer_args(ta, "aligner", steps=3000, batch_size=None, lr=2e-3, valid_every=250,
+                      export="runs/aligner/aligner.pt")
+    ta.add_argument("--cache", default="runs/backbone/cache_ph.npz", help="token cache to learn from")
+    ta.add_argument("--batch-frames", type=int, default=4000, help="codec frames per batch")
+    ta.set_defaults(func=_cmd_train_aligner)
+    tl = train.add_parser("align", help="a copy of a token cache with the frame where each text token starts "
+                          "(the alignment guide then follows them)")
+    tl.add_argument("--cache", required=True, help="existing token cache")
+    tl.add_argument("--aligner", default="runs/aligner/aligner.pt", help="from 'tts train aligner'")
+    tl.add_argument("--out", required=True, help="the new token cache")
+    tl.set_defaults(func=_cmd_train_align)
     tb = train.add_parser("backbone", help="train the backbone (tokenises the corpus once; resumes from OUT/last.pt)")
     _add_trainer_args(tb, "backbone", steps=50_000, batch_size=None, lr=1e-3, valid_every=500)
     tb.add_argument("--cache", default="runs/backbone/tokens.npz", help="token cache (built from --corpus if missing)")
@@ -876,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--guide-sigma", type=float, default=0.2, help="width of the guide's diagonal band")
     tb.add_argument("--guide-layers", type=int, nargs="+", default=[1, 2], help="layers with alignment heads")
     tb.add_argument("--guide-heads", type=int, default=2, help="alignment heads per guided layer (the first ones)")
+    tb.add_argument("--guide-aligned", action="store_true",
+                    help="the guide follows the token starts of an aligned cache ('tts train align'), not a diagonal")
+    tb.add_argument("--guide-token-sigma", type=float, default=1.0, help="width of the aligned guide's band, in tokens")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
