@@ -126,7 +126,7 @@ def forced_align(log_probs: np.ndarray, tokens: np.ndarray) -> np.ndarray | None
     path = np.empty(n_frames, np.int64)
     for t in range(n_frames - 1, -1, -1):
         path[t] = end
-        end -= back[t, end]
+        end -= int(back[t, end])     # int8 steps: keep the index a Python int
     starts = np.full(n, -1, np.int64)
     for t in range(n_frames - 1, -1, -1):           # backwards: the first frame of each token wins
         if path[t] % 2:

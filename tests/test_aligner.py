@@ -26,6 +26,10 @@ def test_forced_align_finds_each_tokens_first_frame_and_refuses_too_few_frames()
     # a repeated token needs a blank between its two: three tokens cannot fit in three frames here
     assert forced_align(_log_probs([3, 0, 3]), np.array([2, 2, 4])) is None
     assert forced_align(_log_probs([3, 5]), np.array([2, 4])).tolist() == [0, 1]
+    # a long sentence: more than 127 CTC states (the back-pointers are int8)
+    tokens = np.arange(80) % 6
+    path = [int(t) + 1 for t in tokens for _ in range(2)]
+    assert forced_align(_log_probs(path), tokens).tolist() == list(range(0, 160, 2))
 
 
 def test_aligned_guide_band_follows_the_token_being_spoken():
