@@ -9,7 +9,10 @@
 # runs/backbone/last.pt when carried (INIT=path starts a new run from other weights instead), and
 # leaves the exported weights, the checkpoint and the log in $OUT to bring back. Call it again with
 # the returned last.pt carried to go on. A cache built there cuts its texts with TOKENIZER (default: the
-# shipped phoneme inventory; assets/tokenizer.model for sub-word pieces).
+# shipped phoneme inventory; assets/tokenizer.model for sub-word pieces). ALIGN=1 trains the CTC
+# aligner there when the cache has no token starts (tts train aligner, a few minutes on a GPU), writes
+# them into the cache (tts train align) and has the guide follow them (--guide-aligned); the aligned
+# cache comes back in $OUT.
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -22,8 +25,20 @@ INIT_ARGS=()
 if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
 # NEW_TEXT_TOKENS=1 with INIT: the cache's text tokens differ from INIT's (e.g. phonemes); text embeddings start afresh
 if [[ -n "${NEW_TEXT_TOKENS:-}" ]]; then INIT_ARGS+=(--new-text-tokens); fi
+GUIDE_ARGS=()
+if [[ -n "${ALIGN:-}" ]]; then
+    ALIGNED="${CACHE%.npz}_aligned.npz"
+    if [[ ! -f "$ALIGNED" ]]; then
+        "$PY" -m tts -v train aligner --cache "$CACHE" --out "$RUN/aligner" --export "$RUN/aligner/aligner.pt" \
+            --device "${DEVICE:-cuda}" --steps "${ALIGNER_STEPS:-6000}" --batch-frames 16000 2>&1 | tee "$OUT/aligner.log"
+        "$PY" -m tts -v train align --cache "$CACHE" --aligner "$RUN/aligner/aligner.pt" --out "$ALIGNED"
+        cp "$ALIGNED" "$OUT/"
+    fi
+    CACHE="$ALIGNED"
+    GUIDE_ARGS=(--guide-aligned)
+fi
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
-    --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 --uncond-dropout 0.1 \
+    --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}" --uncond-dropout 0.1 \
     --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
 cp "$RUN/last.pt" "$RUN/train.log" "$OUT/"
