@@ -197,11 +197,12 @@ class Backbone(nn.Module):
         Args:
             speaker: [B, speaker_dim] embeddings; text: B token-id tensors; codes: B tensors [K, F].
             guide: when given, some heads are pulled towards a monotonic text alignment (see AlignmentGuide).
-            token_starts: with the guide, B tensors [N]: the frame where each text token starts (the band
-                then follows them rather than the diagonal).
+            token_starts: B tensors [N], the frame where each text token starts: the guide's band then
+                follows them rather than the diagonal, and a ReadingHead (`self.reading`) learns from them.
         Returns:
-            {"loss", "accuracy", "per_codebook", "alignment"}: cross-entropy over every code and EOS, plus
-            the guide's penalty (0 without a guide), already added to "loss" with its weight.
+            {"loss", "accuracy", "per_codebook", "alignment", "reading"}: cross-entropy over every code and EOS,
+            plus the guide's penalty (0 without a guide) and, when the model has a ReadingHead and token_starts
+            are given, its loss ("reading", else None), both already added to "loss" with their weights.
         """
         if self.inference_only:
             raise RuntimeError("this backbone was loaded for inference only; load it with load_backbone(path)")
@@ -220,6 +221,7 @@ class Backbone(nn.Module):
         attention = torch.tensor([[1] * n + [0] * (longest - n) for n in lengths], device=device)
         out = self.transformer(inputs_embeds=x, attention_mask=attention, output_attentions=guide is not None)
         hidden = out.last_hidden_state
+        reading = self._reading_loss(hidden, text, codes, token_starts, lengths, [s.shape[1] for s in targets])
         losses, correct, count = [], 0, 0
         per_codebook = torch.zeros(cfg.n_codebooks, device=device)
         for i, steps in enumerate(targets):
@@ -240,8 +242,59 @@ class Backbone(nn.Module):
             alignment = guide.penalty(out.attentions, text_lengths, [s.shape[1] for s in targets], lengths,
                                       token_starts)
             loss = loss + guide.weight * alignment
+        if reading is not None:
+            loss = loss + self.reading.weight * reading
         return {"loss": loss, "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets),
-                "alignment": alignment.detach()}
+                "alignment": alignment.detach(), "reading": reading.detach() if reading is not None else None}
+
+    def _reading_loss(self, hidden: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
+                      token_starts: list[torch.Tensor] | None, lengths: list[int],
+                      steps: list[int]) -> torch.Tensor | None:
+        """The ReadingHead's loss over the examples that have text (None without the head or token starts)."""
+        if getattr(self, "reading", None) is None or token_starts is None:
+            return None
+        device = hidden.device
+        parts = [self.reading.loss(hidden[i, lengths[i] - steps[i]:lengths[i] - steps[i] + codes[i].shape[1]],
+                                   text[i].to(device), token_starts[i].to(device))
+                 for i in range(len(text)) if len(text[i])]
+        return torch.stack(parts).mean() if parts else torch.zeros((), device=device)
+
+
+def spoken_tokens(starts: torch.Tensor, steps: int) -> torch.Tensor:
+    """[steps]: the text token being spoken at frames 0 .. steps-1, from each token's first frame (before the
+    first token: token 0; after the last frame: the last token). Audio query q predicts frame q of codebook 0."""
+    frames = torch.arange(steps, device=starts.device)
+    return (torch.searchsorted(starts, frames, right=True) - 1).clamp(min=0)
+
+
+class ReadingHead(nn.Module):
+    """Training only: from each audio step's last hidden state, name the text token its frame speaks.
+
+    The backbone predicts most of a frame's codes from the frames before it (speech
+    changes slowly at 25 frames a second), so the codes alone reward reading the text
+    only at phoneme changes: the session-15 model did almost as well with another
+    sentence's text. This loss asks every step's state to hold what is being said,
+    which it can only learn by reading the text at the right place (the targets
+    come from the aligner's token starts). Its weights are dropped on export
+    (`TRAINING_ONLY`): generation never uses it.
+    """
+
+    def __init__(self, d_model: int, text_vocab: int, weight: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_model, text_vocab)
+        self.weight = weight
+
+    def loss(self, hidden: torch.Tensor, text: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+        """hidden [F, d] (the queries that predict frames 0 .. F-1), text ids [N], token starts [N] -> mean CE."""
+        return F.cross_entropy(self.proj(hidden), text[spoken_tokens(starts, hidden.shape[0])])
+
+
+TRAINING_ONLY = ("reading.",)   # state-dict prefixes of modules a backbone file does not keep
+
+
+def backbone_weights(state: dict) -> dict:
+    """A state dict without the training-only modules (ReadingHead)."""
+    return {k: v for k, v in state.items() if not k.startswith(TRAINING_ONLY)}
 
 
 @dataclass(frozen=True)
@@ -274,8 +327,7 @@ class AlignmentGuide:
         if starts is None:
             grid_s = torch.arange(s, device=device, dtype=torch.float32)[:, None] / s
             return 1 - torch.exp(-(((grid_n + 0.5) / n - grid_s) ** 2) / (2 * self.sigma ** 2))
-        frames = torch.arange(s, device=device)          # query q (q = 0: BOS) predicts frame q of codebook 0
-        spoken = (torch.searchsorted(starts.to(device), frames, right=True) - 1).clamp(min=0)
+        spoken = spoken_tokens(starts.to(device), s)
         return 1 - torch.exp(-((grid_n - spoken[:, None].float()) ** 2) / (2 * self.token_sigma ** 2))
 
     def penalty(self, attentions: tuple[torch.Tensor, ...], text_lengths: list[int], audio_steps: list[int],
@@ -294,7 +346,7 @@ class AlignmentGuide:
 
 
 def save_backbone(model: Backbone, path: str | Path, step: int = 0, extra: dict | None = None) -> str:
-    return save_model_file(path, model.state_dict(), KIND, model.config.to_dict(), step, extra)
+    return save_model_file(path, backbone_weights(model.state_dict()), KIND, model.config.to_dict(), step, extra)
 
 
 def load_backbone(path: str | Path | None = None, inference_only: bool = False) -> Backbone:

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from backbone.data import TokenCache, load_token_cache
-from backbone.model import AlignmentGuide, Backbone, BackboneConfig, load_backbone, save_backbone
+from backbone.model import (AlignmentGuide, Backbone, BackboneConfig, ReadingHead, backbone_weights, load_backbone,
+                            save_backbone)
 from tts.distributed import any_rank, is_main, setup_distributed
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 
@@ -47,6 +48,7 @@ class BackboneTrainConfig(TrainerOptions):
     guide_heads: int = 2
     guide_aligned: bool = False       # the guide follows the cache's token starts (tts train align), not the diagonal
     guide_token_sigma: float = 1.0    # its band, in text tokens
+    reading_weight: float = 0.0       # backbone.model.ReadingHead on the cache's token starts; 0 = off
 
     def guide(self) -> AlignmentGuide | None:
         if not self.guide_weight:
@@ -56,10 +58,11 @@ class BackboneTrainConfig(TrainerOptions):
 
 
 def initial_weights(path: str) -> tuple[dict, dict]:
-    """(state dict, model config dict) from a backbone file or a training checkpoint."""
+    """(state dict, model config dict) from a backbone file or a training checkpoint (without training-only
+    modules such as a ReadingHead)."""
     if path.endswith(".pt"):
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return state["model"], state["model_config"]
+        return backbone_weights(state["model"]), state["model_config"]
     model = load_backbone(path)
     return model.state_dict(), model.config.to_dict()
 
@@ -204,8 +207,15 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
     torch.manual_seed(cfg.seed)
     model = Backbone(model_cfg).to(device)
+    needs_starts = (cfg.guide_aligned and bool(cfg.guide_weight)) or bool(cfg.reading_weight)
+    if needs_starts and cache.token_starts is None:
+        raise TrainingSetupError(f"{cfg.cache} has no token starts (for the aligned guide or the reading loss): "
+                                 "make them with 'tts train aligner' and 'tts train align'")
+    if cfg.reading_weight:
+        model.reading = ReadingHead(model_cfg.d_model, model_cfg.text_vocab, cfg.reading_weight).to(device)
     if init_state is not None:
-        model.load_state_dict(init_state)
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith("reading.")}
+        model.load_state_dict({**fresh, **init_state})
         log.info("new run starts from the weights of %s", cfg.init_from)
     guide = cfg.guide()
     if guide is not None:
@@ -213,9 +223,6 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         if bad or not 0 < guide.heads <= model_cfg.n_heads:
             raise TrainingSetupError(f"alignment guide layers {list(guide.layers)} / heads {guide.heads} do not fit a "
                              f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
-        if cfg.guide_aligned and cache.token_starts is None:
-            raise TrainingSetupError(f"{cfg.cache} has no token starts for the aligned guide: make them with "
-                                     "'tts train aligner' and 'tts train align'")
         model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
         model_cfg.align_layers, model_cfg.align_heads = tuple(guide.layers), guide.heads  # saved: inference reads them
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -252,7 +259,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step, cfg)
             starts = [torch.from_numpy(cache.token_starts[i].astype("int64")) for i in batch] \
-                if guide is not None and cfg.guide_aligned else None
+                if needs_starts else None
             result = net(*_tensors(cache, batch, rng, device, cfg.uncond_dropout), guide=guide, token_starts=starts)
             opt.zero_grad(set_to_none=True)
             result["loss"].backward()
@@ -263,6 +270,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             if step % cfg.log_every == 0:
                 metrics = {"step": step, "loss": round(result["loss"].item(), 4),
                            "acc": round(result["accuracy"], 3), "align": round(result["alignment"].item(), 4),
+                           **({"read": round(result["reading"].item(), 4)} if result["reading"] is not None else {}),
                            "lr": round(_lr_at(step, cfg), 6),
                            "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
             if (step % cfg.valid_every == 0 or step == cfg.steps) and is_main() and valid_idx:

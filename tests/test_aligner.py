@@ -9,7 +9,7 @@ import torch
 
 from backbone.aligner import AlignerTrainConfig, align_token_cache, even_starts, forced_align, train_aligner
 from backbone.data import _save, load_token_cache
-from backbone.model import AlignmentGuide
+from backbone.model import AlignmentGuide, load_backbone
 
 
 def _log_probs(path: list[int], classes: int = 8) -> np.ndarray:
@@ -104,6 +104,17 @@ def test_aligner_learns_where_tokens_are_spoken_and_the_backbone_guide_uses_them
                                        export=str(tmp_path / "bb.safetensors"), **base))
     log = [json.loads(line) for line in (tmp_path / "bb" / "train.log").read_text().splitlines()]
     assert log[-1]["step"] == 2 and log[-1]["align"] > 0
+    # the reading loss: logged, trained, resumed, and not in the exported file
+    reading = dict(base, guide_weight=0.0, guide_aligned=False, reading_weight=0.5, steps=40, lr=3e-3)
+    run = BackboneTrainConfig(cache=str(tmp_path / "aligned.npz"), out_dir=str(tmp_path / "rd"),
+                              export=str(tmp_path / "rd.safetensors"), **reading)
+    train_backbone(run)
+    log = [json.loads(line) for line in (tmp_path / "rd" / "train.log").read_text().splitlines()]
+    assert log[-1]["read"] < log[0]["read"] - 0.3
+    run.steps = 42
+    assert train_backbone(run)["step"] == 42
+    exported = load_backbone(tmp_path / "rd.safetensors")
+    assert not any(k.startswith("reading.") for k in exported.state_dict())
     with pytest.raises(TrainingSetupError, match="no token starts"):
         train_backbone(BackboneTrainConfig(cache=str(tmp_path / "tokens.npz"), out_dir=str(tmp_path / "bb2"),
                                            export=str(tmp_path / "bb2.safetensors"), **base))

@@ -390,6 +390,7 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
                               guide_aligned=args.guide_aligned, guide_token_sigma=args.guide_token_sigma,
+                              reading_weight=args.reading,
                               **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
@@ -908,6 +909,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--guide-aligned", action="store_true",
                     help="the guide follows the token starts of an aligned cache ('tts train align'), not a diagonal")
     tb.add_argument("--guide-token-sigma", type=float, default=1.0, help="width of the aligned guide's band, in tokens")
+    tb.add_argument("--reading", type=float, default=0.0,
+                    help="weight of the reading loss: each audio step names the text token it speaks (needs an "
+                         "aligned cache; training only, not in the exported model; 0: off)")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
