@@ -85,7 +85,8 @@ class KVCache:
 
 
 class StepModel(nn.Module):
-    """One decoding step for a batch of rows: audio-step embeddings [B, d] -> next-step logits [B, K, V]."""
+    """One decoding step for a batch of rows: audio-step embeddings [B, d] -> next-step logits [B, K, V]
+    (a read-pointer model: [B, K + 1, V], see `logits`)."""
 
     takes_tokens = False    # it takes the step's embeddings (backbone/onnx_step.py's twin takes tokens)
 
@@ -108,6 +109,7 @@ class StepModel(nn.Module):
                 self.down.append(_fused([mlp.down_proj]))
             self.final_norm = nn.Parameter(model.transformer.norm.weight.detach().clone())
             self.heads = copy.deepcopy(model.heads)
+            self.advance = copy.deepcopy(model.advance_head) if cfg.read_pointer else None
         self.n_codebooks, self.audio_vocab = cfg.n_codebooks, cfg.audio_vocab
         self.align_layers, self.align_heads = set(cfg.align_layers), cfg.align_heads
         # Llama's default rotary embedding (LlamaRotaryEmbedding, rope_type "default": no scaling)
@@ -122,7 +124,8 @@ class StepModel(nn.Module):
 
     def extra_repr(self) -> str:   # settings that shape the exported graph (tts/graph_cache.py keys on it)
         return (f"heads={self.n_heads}, head_dim={self.head_dim}, eps={self.eps}, codebooks={self.n_codebooks}, "
-                f"vocab={self.audio_vocab}, align={sorted(self.align_layers)}x{self.align_heads}")
+                f"vocab={self.audio_vocab}, align={sorted(self.align_layers)}x{self.align_heads}, "
+                f"pointer={0 if self.advance is None else self.advance.out_features}")
 
     def new_cache(self, rows: int = 1) -> KVCache:
         return KVCache(len(self.qkv), self.n_heads, self.head_dim, self.cos.device, rows)
@@ -153,8 +156,17 @@ class StepModel(nn.Module):
         return x + self.down[i](F.silu(gate) * up)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Final hidden state [B, d] -> next-step logits [B, K, V]."""
-        return self.heads(self._norm(x, self.final_norm)).view(x.shape[0], self.n_codebooks, self.audio_vocab)
+        """Final hidden state [B, d] -> next-step logits [B, K, V]; a read-pointer model's are [B, K + 1, V],
+        the last row its advance logits (padded with -inf): one output, so the ONNX graph and every caller
+        of the step keep their shape of interface."""
+        b = x.shape[0]
+        x = self._norm(x, self.final_norm)
+        logits = self.heads(x).view(b, self.n_codebooks, self.audio_vocab)
+        if self.advance is None:
+            return logits
+        advance = self.advance(x)
+        padding = torch.full((b, self.audio_vocab - advance.shape[1]), float("-inf"), device=x.device)
+        return torch.cat([logits, torch.cat([advance, padding], 1)[:, None]], 1)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:

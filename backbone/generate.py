@@ -14,6 +14,9 @@ distribution when it already fills much of the recent window (anti-babbling).
 A model trained with alignment heads also reports where in the text it reads;
 EOS then waits until most of the text is read (no truncated sentences) and is
 forced soon after the reading reaches its end (no babbling on after the last word).
+A read-pointer model (backbone/model.py) says where it reads outright: each step
+also samples how far its pointer advances, which the next step's input carries,
+and EOS follows the pointer the same way.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from backbone.fast import KVCache
-from backbone.model import Backbone
+from backbone.model import Backbone, pointer_ids
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class SamplingConfig:
     eos_min_read: float = 0.7
     end_margin_tokens: float = 2.0
     end_hold_seconds: float = 1.0
+    # A read pointer moves on after dwelling this long on one token (no stalled speech).
+    max_token_seconds: float = 1.0
     # Classifier-free guidance for a model trained with unconditional examples (1 = off): logits
     # u + w (c - u), u from the same audio with no text and no voice; sharper words and voice.
     guidance: float = 1.0
@@ -85,6 +90,9 @@ class _Row:
     cancelled: bool = False
 
     aligned: bool = False               # the model has alignment heads: EOS follows the reading position
+    reads: bool = False                 # the model has a read pointer: EOS follows it
+    pointer: int = 0                    # the text token it speaks (read pointer)
+    dwell: int = 0                      # frames the pointer has stayed there
     guided: bool = False                # classifier-free guidance: a second, unconditional cache row
     text_position: float = 0.0          # where they read, in text tokens (0 .. N-1; centroid of attention)
     steps_at_end: int = 0               # decoding steps spent reading the text's end
@@ -97,9 +105,26 @@ class _Row:
         self.text_position = float(centroid / on_text.sum().clamp_min(1e-6))
         self.steps_at_end += self.text_position >= n - self.request.sampling.end_margin_tokens
 
+    def move(self, advance: torch.Tensor, max_dwell: int) -> None:
+        """Move the read pointer by a draw from the advance logits [classes] (always sampled, from the row's
+        own generator: a greedy pointer that never advances on a hazard under one half would stall)."""
+        probs = torch.softmax(advance.float(), -1)
+        cumulative = probs.cumsum(-1)
+        draw = torch.rand(1, generator=self.generator) * cumulative[-1]
+        step = int(torch.searchsorted(cumulative, draw).clamp_max(len(probs) - 1))
+        if self.dwell + 1 >= max_dwell:
+            step = max(step, 1)
+        last = len(self.request.text_ids) - 1
+        moved = min(self.pointer + step, last)
+        self.dwell = 0 if moved != self.pointer else self.dwell + 1
+        self.pointer = moved
+        self.steps_at_end += moved == last
+
     def may_end(self) -> bool:
         """EOS is allowed as far as the reading goes: no alignment heads, or enough of the text read."""
         last = len(self.request.text_ids) - 1
+        if self.reads:
+            return self.pointer >= last + 1 - self.request.sampling.end_margin_tokens
         return not self.aligned or self.text_position >= self.request.sampling.eos_min_read * last
 
     @property
@@ -155,24 +180,44 @@ class BatchGenerator:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
         row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
                    round(request.sampling.end_hold_seconds * cfg.frame_rate), aligned=cfg.align_heads > 0,
-                   guided=cfg.unconditional and request.sampling.guidance != 1.0)
+                   guided=cfg.unconditional and request.sampling.guidance != 1.0, reads=cfg.read_pointer > 0)
         logits = self._prefill(prompt)
         if row.guided:   # its unconditional twin: no speaker, no text; its cache row follows the request's
             unconditional = self.model.embed_prompt(torch.zeros_like(request.speaker, device=device).float()[None],
                                                     text[:, :0])
             logits = self._guide(logits, self._prefill(unconditional), request.sampling.guidance)
         self.rows.append(row)
-        self._sample([(row, logits)])
+        self._sample_and_move([(row, logits)])
         return row.id
 
     def _prefill(self, prompt: torch.Tensor) -> torch.Tensor:
         """Run a prompt [1, n, d] through the float32 step model into a new cache row; its next-step logits [K, V]."""
         return self.prefill_model.prefill(prompt[0], self.cache)
 
-    @staticmethod
-    def _guide(conditional: torch.Tensor, unconditional: torch.Tensor, weight: float) -> torch.Tensor:
-        """Classifier-free guidance: push the logits away from what the model says with no text or voice."""
-        return unconditional + weight * (conditional - unconditional)
+    def _guide(self, conditional: torch.Tensor, unconditional: torch.Tensor, weight: float) -> torch.Tensor:
+        """Classifier-free guidance: push the logits away from what the model says with no text or voice
+        (a read pointer's advance row, after the K code rows, keeps the conditional logits)."""
+        k = self.cfg.n_codebooks
+        guided = unconditional[:k] + weight * (conditional[:k] - unconditional[:k])
+        return torch.cat([guided, conditional[k:]])
+
+    def _sample_and_move(self, batch: list[tuple[_Row, torch.Tensor]]) -> None:
+        """`_sample` the codes of each row's next step from its logits [K (+ 1), V]; a read-pointer model's
+        rows then move their pointer by the last row (advance logits)."""
+        k = self.cfg.n_codebooks
+        self._sample([(row, logits[:k]) for row, logits in batch])
+        if self.cfg.read_pointer:
+            for row, logits in batch:
+                if row.n_frames is None:       # after EOS the pointer no longer matters
+                    max_dwell = max(1, round(row.request.sampling.max_token_seconds * self.cfg.frame_rate))
+                    row.move(logits[k, :self.cfg.read_pointer], max_dwell)
+
+    def _pointer(self, row: _Row, twin: bool) -> list[int]:
+        """The ids a read pointer adds to the row's next step input (`backbone.model.pointer_ids`);
+        a guided row's unconditional twin reads no text."""
+        text = torch.tensor([] if twin else row.request.text_ids, dtype=torch.long)
+        return pointer_ids(text, torch.tensor([row.pointer]), torch.tensor([row.dwell]),
+                           self.cfg.no_token)[0].tolist()
 
     def _cache_rows(self) -> list[int]:
         """Index into `rows` of every cache row, in cache order (a guided row has two)."""
@@ -295,13 +340,16 @@ class BatchGenerator:
         if live:
             device = self.cache.device
             owners = self._cache_rows()
-            last = torch.tensor([self.rows[i].steps[-1] for i in owners], device=device)   # [C, K]
-            inputs = last if self.step_model.takes_tokens else \
-                self.model.embed_audio(last[:, :, None])[:, 0]
-            logits, attention = self.step_model(inputs, self.cache)      # [C, K, V]
+            last = [self.rows[i].steps[-1] for i in owners]                                 # [C][K]
+            if self.cfg.read_pointer:
+                last = [tokens + self._pointer(self.rows[i], twin=c > 0 and owners[c - 1] == i)
+                        for c, (i, tokens) in enumerate(zip(owners, last))]
+            last = torch.tensor(last, device=device)                                        # [C, K (+ 3)]
+            inputs = last if self.step_model.takes_tokens else self.model.embed_step(last)
+            logits, attention = self.step_model(inputs, self.cache)      # [C, K (+ 1), V]
             c, batch = 0, []
             for row in self.rows:
-                if attention is not None:
+                if attention is not None and not row.reads:
                     row.follow(attention[c])
                 row_logits = logits[c]
                 if row.guided:
@@ -309,7 +357,7 @@ class BatchGenerator:
                 c += 1 + row.guided
                 if not row.done:
                     batch.append((row, row_logits))
-            self._sample(batch)
+            self._sample_and_move(batch)
         # Frames completed since the last call, including any the prefill's first sample completed.
         results = {row.id: (self._new_frames(row), row.done) for row in self.rows}
         self._drop_finished()

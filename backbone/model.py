@@ -10,6 +10,15 @@ delayed codebook embeddings (backbone/delay.py), and K linear heads predict
 the next step's K codes. The transformer itself is `transformers.LlamaModel`,
 so weights are a standard Llama state dict under `transformer.`.
 
+A model with a read pointer (`BackboneConfig.read_pointer`, session 17) also knows, at every
+audio step, which text token it is speaking: the step's input adds embeddings of that token,
+the next one and how many frames the pointer has dwelt on it, and an advance head predicts how
+many tokens the pointer moves before the next frame. Training takes the pointer from the CTC
+aligner's token starts (backbone/aligner.py); generation moves it by sampling the advance head.
+Why: a small model on a CPU budget never learnt to find its place in the text by attention
+alone (sessions 13-16: output in the right voice, not the right words); given its place, it
+only has to learn what a token sounds like, and EOS, truncation and run-on follow the pointer.
+
 Inference never runs LlamaModel (backbone/fast.py steps and prefills the same
 weights faster), so a backbone loaded for inference holds the weights in
 `LlamaWeights`, a container with LlamaModel's names and no code: the engine
@@ -52,6 +61,8 @@ class BackboneConfig:
     align_layers: tuple[int, ...] = ()   # layers whose first `align_heads` heads were trained to align
     align_heads: int = 0                 # (AlignmentGuide); inference reads them to place EOS
     unconditional: bool = False          # also trained without text and speaker: guidance is available
+    read_pointer: int = 0                # > 0: the model follows a read pointer over its text (module doc);
+                                         # its advance head has this many classes (0 .. n-1 tokens per frame)
 
     @property
     def pad(self) -> int:
@@ -68,6 +79,11 @@ class BackboneConfig:
     @property
     def audio_vocab(self) -> int:
         return self.card + 3
+
+    @property
+    def no_token(self) -> int:
+        """The pointer's text id for "no token" (past the end, or an example without text)."""
+        return self.text_vocab
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +163,12 @@ class Backbone(nn.Module):
             self.transformer.embed_tokens = None  # inputs are always embeddings
         self.heads = nn.Linear(d, k * config.audio_vocab)
         self.register_buffer("stream_offset", torch.arange(k) * config.audio_vocab, persistent=False)
+        if config.read_pointer:
+            # one table, three streams (as audio_emb): the token spoken now, the next one, frames dwelt on it
+            self.pointer_emb = nn.Embedding(2 * (config.text_vocab + 1) + DWELL_FRAMES, d)
+            self.register_buffer("pointer_offset", torch.tensor([0, config.text_vocab + 1, 2 * (config.text_vocab + 1)]),
+                                 persistent=False)
+            self.advance_head = nn.Linear(d, config.read_pointer)
         self.model_id = "untrained"
         self._step_models: dict[tuple[bool, bool], object] = {}   # plain dict: not submodules, not in the state dict
 
@@ -177,11 +199,28 @@ class Backbone(nn.Module):
         """steps [B, K, S] delayed tokens -> [B, S, d] (sum over the K streams)."""
         return self.audio_emb(steps + self.stream_offset[None, :, None]).sum(1)
 
+    def embed_pointer(self, pointer: torch.Tensor) -> torch.Tensor:
+        """pointer [..., 3] ids (token now, next token, dwell; `pointer_ids`) -> [..., d]."""
+        return self.pointer_emb(pointer + self.pointer_offset).sum(-2)
+
+    def embed_step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One decoding step's input: tokens [B, K] (a read-pointer model: [B, K + 3], the pointer's ids
+        after the codes) -> [B, d]."""
+        k = self.config.n_codebooks
+        x = self.embed_audio(tokens[:, :k, None])[:, 0]
+        return x + self.embed_pointer(tokens[:, k:]) if self.config.read_pointer else x
+
     def embed_prompt(self, speaker: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
-        """speaker [B, speaker_dim], text_ids [B, T] -> [B, 1 + T + 1, d]: speaker, text, BOS."""
+        """speaker [B, speaker_dim], text_ids [B, T] -> [B, 1 + T + 1, d]: speaker, text, BOS (with a read
+        pointer, BOS also carries the pointer at the first token: it predicts frame 0)."""
         b = text_ids.shape[0]
         bos = torch.full((b, self.config.n_codebooks, 1), self.config.bos, device=text_ids.device)
-        return torch.cat([self.speaker_proj(speaker)[:, None], self.text_emb(text_ids), self.embed_audio(bos)], 1)
+        bos = self.embed_audio(bos)
+        if self.config.read_pointer:
+            start = torch.zeros(1, dtype=torch.long, device=text_ids.device)
+            bos = bos + torch.stack([self.embed_pointer(pointer_ids(t, start, start, self.config.no_token))
+                                     for t in text_ids])
+        return torch.cat([self.speaker_proj(speaker)[:, None], self.text_emb(text_ids), bos], 1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [B, S, d] -> logits [B, K, S, audio_vocab]."""
@@ -199,19 +238,29 @@ class Backbone(nn.Module):
             guide: when given, some heads are pulled towards a monotonic text alignment (see AlignmentGuide).
             token_starts: B tensors [N], the frame where each text token starts: the guide's band then
                 follows them rather than the diagonal, and a ReadingHead (`self.reading`) learns from them.
+                A read-pointer model needs them (its pointer and advance targets come from them).
         Returns:
-            {"loss", "accuracy", "per_codebook", "alignment", "reading"}: cross-entropy over every code and EOS,
-            plus the guide's penalty (0 without a guide) and, when the model has a ReadingHead and token_starts
-            are given, its loss ("reading", else None), both already added to "loss" with their weights.
+            {"loss", "codes", "accuracy", "per_codebook", "alignment", "reading", "advance"}: "codes" is the
+            cross-entropy over every code and EOS; "loss" adds to it the guide's penalty (0 without a guide), when the model has a ReadingHead and
+            token_starts are given its loss ("reading", else None), and a read-pointer model's advance
+            cross-entropy ("advance", else None), all already added to "loss" (the first two with weights).
         """
         if self.inference_only:
             raise RuntimeError("this backbone was loaded for inference only; load it with load_backbone(path)")
         cfg, device = self.config, speaker.device
-        rows, targets, masks = [], [], []
+        if cfg.read_pointer and token_starts is None:
+            raise ValueError("a read-pointer backbone trains on token starts (tts train align)")
+        rows, targets, masks, pointers = [], [], [], []
         for i in range(len(text)):
             steps = delay(codes[i].to(device), cfg.pad, cfg.eos)                  # [K, S]
             prompt = self.embed_prompt(speaker[i:i + 1], text[i].to(device)[None])[0]
             audio_in = self.embed_audio(steps[None, :, :-1])[0]                  # step t input = step t-1 tokens
+            if cfg.read_pointer:   # query q (BOS is query 0) predicts frame q: it carries frame q's pointer
+                position = spoken_tokens(token_starts[i].to(device), steps.shape[1])
+                position[0] = 0                                          # generation starts there
+                pointer = pointer_ids(text[i].to(device), position, dwell_frames(position), cfg.no_token)
+                audio_in = audio_in + self.embed_pointer(pointer[1:])   # (BOS has frame 0's from embed_prompt)
+                pointers.append(position)
             rows.append(torch.cat([prompt, audio_in]))
             targets.append(steps)
             masks.append(loss_mask(codes[i].shape[1], cfg.n_codebooks, device))
@@ -235,7 +284,10 @@ class Backbone(nn.Module):
             correct += (picked.argmax(-1) == steps[m]).sum().item()
             count += int(m.sum())
             per_codebook += torch.stack([part.mean() for part in ce.detach().split(m.sum(1).tolist())])
-        loss = torch.cat(losses).mean()
+        loss = codes_loss = torch.cat(losses).mean()
+        advance = self._advance_loss(hidden, text, codes, pointers, lengths, [s.shape[1] for s in targets])
+        if advance is not None:
+            loss = loss + advance
         alignment = torch.zeros((), device=device)
         if guide is not None:
             text_lengths = [len(t) for t in text]
@@ -244,8 +296,25 @@ class Backbone(nn.Module):
             loss = loss + guide.weight * alignment
         if reading is not None:
             loss = loss + self.reading.weight * reading
-        return {"loss": loss, "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets),
-                "alignment": alignment.detach(), "reading": reading.detach() if reading is not None else None}
+        return {"loss": loss, "codes": codes_loss.detach(), "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets),
+                "alignment": alignment.detach(), "reading": reading.detach() if reading is not None else None,
+                "advance": advance.detach() if advance is not None else None}
+
+    def _advance_loss(self, hidden: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
+                      pointers: list[torch.Tensor], lengths: list[int], steps: list[int]) -> torch.Tensor | None:
+        """A read-pointer model's advance cross-entropy: at the query of frame q (q < F - 1), how many tokens
+        the pointer moves before frame q + 1 (None without a pointer or text)."""
+        logits, targets = [], []
+        for i, position in enumerate(pointers):
+            n_frames = codes[i].shape[1]
+            if not len(text[i]) or n_frames < 2:
+                continue
+            start = lengths[i] - steps[i]
+            logits.append(self.advance_head(hidden[i, start:start + n_frames - 1]))
+            targets.append((position[1:n_frames] - position[:n_frames - 1]).clamp(max=self.config.read_pointer - 1))
+        if not logits:
+            return None
+        return F.cross_entropy(torch.cat(logits), torch.cat(targets))
 
     def _reading_loss(self, hidden: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
                       token_starts: list[torch.Tensor] | None, lengths: list[int],
@@ -265,6 +334,29 @@ def spoken_tokens(starts: torch.Tensor, steps: int) -> torch.Tensor:
     first token: token 0; after the last frame: the last token). Audio query q predicts frame q of codebook 0."""
     frames = torch.arange(steps, device=starts.device)
     return (torch.searchsorted(starts, frames, right=True) - 1).clamp(min=0)
+
+
+DWELL_FRAMES = 16   # a read pointer's dwell embedding counts 0 .. 15 frames on its token (then stays at 15)
+
+
+def dwell_frames(position: torch.Tensor) -> torch.Tensor:
+    """[S] frames the pointer has stayed on its token at each frame (0 where it just moved), from [S] positions."""
+    frames = torch.arange(len(position), device=position.device)
+    moved = torch.ones_like(position, dtype=torch.bool)
+    moved[1:] = position[1:] != position[:-1]
+    return frames - torch.cummax(torch.where(moved, frames, 0), 0).values
+
+
+def pointer_ids(text: torch.Tensor, position: torch.Tensor, dwell: torch.Tensor, no_token: int) -> torch.Tensor:
+    """[S, 3] ids of a read pointer (the token spoken, the next one, the dwell) for text ids [N] and
+    positions, dwells [S]. Past the end, or with no text, a token is `no_token`."""
+    n = len(text)
+    if n == 0:
+        none = torch.full_like(position, no_token)
+        return torch.stack([none, none, dwell.clamp(max=DWELL_FRAMES - 1)], -1)
+    now = text[position.clamp(max=n - 1)]
+    after = torch.where(position + 1 < n, text[(position + 1).clamp(max=n - 1)], no_token)
+    return torch.stack([now, after, dwell.clamp(max=DWELL_FRAMES - 1)], -1)
 
 
 class ReadingHead(nn.Module):

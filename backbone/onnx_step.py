@@ -27,19 +27,25 @@ from codec.onnx_runtime import export_session
 
 
 class _StepGraph(nn.Module):
-    """(tokens [B, K], positions [B], then per layer its keys and values [B, h, T, hd]) ->
-    (logits [B, K, V], alignment [B, T], new keys, new values [L, B, h, hd])."""
+    """(tokens [B, K] (a read-pointer model: [B, K + 3], the pointer's ids after the codes), positions [B],
+    then per layer its keys and values [B, h, T, hd]) -> (logits [B, K (+ 1), V], alignment [B, T],
+    new keys, new values [L, B, h, hd])."""
 
-    def __init__(self, step: StepModel, audio_emb: nn.Embedding, stream_offset: torch.Tensor) -> None:
+    def __init__(self, step: StepModel, model: nn.Module) -> None:
         super().__init__()
         self.step = step
-        self.audio_emb = audio_emb
-        self.register_buffer("stream_offset", stream_offset.clone())
+        self.audio_emb = model.audio_emb
+        self.register_buffer("stream_offset", model.stream_offset.clone())
+        self.pointer_emb = getattr(model, "pointer_emb", None)     # a read-pointer model: tokens [B, K + 3]
+        if self.pointer_emb is not None:
+            self.register_buffer("pointer_offset", model.pointer_offset.clone())
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.step
-        b, length = tokens.shape[0], cache[0].shape[2]
-        x = self.audio_emb(tokens + self.stream_offset[None]).sum(1)                # [B, d]
+        b, length, k = tokens.shape[0], cache[0].shape[2], len(self.stream_offset)
+        x = self.audio_emb(tokens[:, :k] + self.stream_offset[None]).sum(1)         # [B, d]
+        if self.pointer_emb is not None:
+            x = x + self.pointer_emb(tokens[:, k:] + self.pointer_offset[None]).sum(1)
         cos, sin = s.cos[positions][:, None], s.sin[positions][:, None]               # [B, 1, hd]
         slots = torch.arange(length)[None]                                          # [1, T]
         mask = torch.zeros(b, length).masked_fill(slots >= positions[:, None], float("-inf"))[:, None]  # [B, 1, T]
@@ -82,10 +88,11 @@ class OnnxStepModel:
             raise ValueError("ONNX Runtime steps run on the CPU: load the backbone there")
         self.step = model.step_model()   # the float32 step model, the generator's prefill uses it too
         cfg = model.config
-        graph = _StepGraph(self.step, model.audio_emb, model.stream_offset).eval()
+        graph = _StepGraph(self.step, model).eval()
         cache = self.step.new_cache(2)
         layers = [t for i in range(cfg.n_layers) for t in (cache.keys[i], cache.values[i])]
-        example = (torch.zeros(2, cfg.n_codebooks, dtype=torch.long), torch.tensor([3, 5]), *layers)
+        width = cfg.n_codebooks + (3 if cfg.read_pointer else 0)
+        example = (torch.zeros(2, width, dtype=torch.long), torch.tensor([3, 5]), *layers)
         dynamic = {"in0": {0: "rows"}, "in1": {0: "rows"},
                    **{f"in{2 + j}": {0: "rows", 2: "length"} for j in range(len(layers))}}
         self.session = export_session(graph, example, dynamic, 4, threads, _int8_weights if quantized else None)
@@ -96,7 +103,8 @@ class OnnxStepModel:
 
     @torch.inference_mode()
     def __call__(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """tokens [B, K] for the B rows of `cache` (in order); appends each row's keys and values.
+        """tokens [B, K] (read pointer: [B, K + 3]) for the B rows of `cache` (in order); appends each row's
+        keys and values.
 
         Returns the next-step logits [B, K, V] and, with alignment heads, their mean attention [B, L].
         """

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from backbone.aligner import even_starts
 from backbone.data import TokenCache, load_token_cache
 from backbone.model import (AlignmentGuide, Backbone, BackboneConfig, ReadingHead, backbone_weights, load_backbone,
                             save_backbone)
@@ -49,6 +50,8 @@ class BackboneTrainConfig(TrainerOptions):
     guide_aligned: bool = False       # the guide follows the cache's token starts (tts train align), not the diagonal
     guide_token_sigma: float = 1.0    # its band, in text tokens
     reading_weight: float = 0.0       # backbone.model.ReadingHead on the cache's token starts; 0 = off
+    read_pointer: int = 0             # a new run's model follows a read pointer with this many advance classes
+                                      # (BackboneConfig.read_pointer; needs the cache's token starts)
 
     def guide(self) -> AlignmentGuide | None:
         if not self.guide_weight:
@@ -74,6 +77,9 @@ def fresh_text_embeddings(state: dict, vocab: int, seed: int = 0) -> dict:
     generator = torch.Generator().manual_seed(seed)
     fresh = old.mean(0) + old.std() * torch.randn(vocab, old.shape[1], generator=generator)
     return {**state, "text_emb.weight": fresh.to(state["text_emb.weight"].dtype)}
+
+
+NEW_MODULES = ("reading.", "pointer_emb.", "advance_head.")   # may start afresh on another model's weights
 
 
 def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int, rng: random.Random) -> list[list[int]]:
@@ -130,13 +136,17 @@ def _swapped_texts(cache: TokenCache, indices: list[int]) -> dict[int, int]:
 def validate(model: Backbone, cache: TokenCache, indices: list[int], device: torch.device,
              frames_per_batch: int, text: str = "own") -> dict:
     """Teacher-forced loss over `indices`. `text`: each utterance's own text, "other" (the text of another
-    utterance of about the same length) or "none": how far the model's predictions depend on what it reads."""
+    utterance of about the same length) or "none": how far the model's predictions depend on what it reads.
+    A read-pointer model reads its own text at the aligner's token starts, another text spread evenly.
+
+    Returns valid_loss (the codes' cross-entropy), valid_per_codebook and, with a read pointer,
+    valid_advance (the advance head's cross-entropy)."""
     if text not in TEXT_MODES:
         raise ValueError(f"text must be one of {TEXT_MODES}")
     model.eval()
     rng = random.Random(0)
     other = _swapped_texts(cache, indices) if text == "other" else {}
-    total, n = 0.0, 0
+    total, advance, n = 0.0, 0.0, 0
     per_codebook = torch.zeros(model.config.n_codebooks)
     for batch in length_batches(cache, indices, frames_per_batch, rng):
         speaker, texts, codes = _tensors(cache, batch, rng, device, 0.0)
@@ -144,13 +154,19 @@ def validate(model: Backbone, cache: TokenCache, indices: list[int], device: tor
             texts = [torch.from_numpy(cache.text_ids[other[i]].astype("int64")) for i in batch]
         elif text == "none":
             texts = [t[:0] for t in texts]
-        out = model(speaker, texts, codes)
-        total += out["loss"].item() * len(batch)
+        starts = None
+        if model.config.read_pointer:
+            starts = [torch.from_numpy(cache.token_starts[i].astype("int64")) if text == "own"
+                      else torch.from_numpy(even_starts(len(t), c.shape[1])) for i, t, c in zip(batch, texts, codes)]
+        out = model(speaker, texts, codes, token_starts=starts)
+        total += out["codes"].item() * len(batch)
+        advance += (out["advance"].item() if out["advance"] is not None else 0.0) * len(batch)
         per_codebook += out["per_codebook"].cpu() * len(batch)
         n += len(batch)
     model.train()
     return {"valid_loss": round(total / max(1, n), 4),
-            "valid_per_codebook": [round(v, 3) for v in (per_codebook / max(1, n)).tolist()]}
+            "valid_per_codebook": [round(v, 3) for v in (per_codebook / max(1, n)).tolist()],
+            **({"valid_advance": round(advance / max(1, n), 4)} if model.config.read_pointer else {})}
 
 
 def text_reliance(path: str, cache_path: str, utterances: int = 300, device: str = "cpu") -> dict:
@@ -205,18 +221,24 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             raise TrainingSetupError(f"{cfg.cache} has {key} {meta[key]!r} but the run was started with "
                              f"{getattr(model_cfg, key)!r}: rebuild the cache or start a new --out")
     model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
+    if not resume and cfg.read_pointer:
+        model_cfg.read_pointer = cfg.read_pointer
     torch.manual_seed(cfg.seed)
     model = Backbone(model_cfg).to(device)
-    needs_starts = (cfg.guide_aligned and bool(cfg.guide_weight)) or bool(cfg.reading_weight)
+    needs_starts = (cfg.guide_aligned and bool(cfg.guide_weight)) or bool(cfg.reading_weight) \
+        or bool(model_cfg.read_pointer)
     if needs_starts and cache.token_starts is None:
-        raise TrainingSetupError(f"{cfg.cache} has no token starts (for the aligned guide or the reading loss): "
-                                 "make them with 'tts train aligner' and 'tts train align'")
+        raise TrainingSetupError(f"{cfg.cache} has no token starts (for the aligned guide, the reading loss or a "
+                                 "read pointer): make them with 'tts train aligner' and 'tts train align'")
     if cfg.reading_weight:
         model.reading = ReadingHead(model_cfg.d_model, model_cfg.text_vocab, cfg.reading_weight).to(device)
     if init_state is not None:
-        fresh = {k: v for k, v in model.state_dict().items() if k.startswith("reading.")}
+        fresh = {k: v for k, v in model.state_dict().items() if k.startswith(NEW_MODULES) and k not in init_state}
+        if "pointer_emb.weight" in fresh:    # at the scale of the audio embeddings it is added to
+            fresh["pointer_emb.weight"] = fresh["pointer_emb.weight"] * init_state["audio_emb.weight"].float().std()
         model.load_state_dict({**fresh, **init_state})
-        log.info("new run starts from the weights of %s", cfg.init_from)
+        log.info("new run starts from the weights of %s (new: %s)", cfg.init_from,
+                 sorted({k.split(".")[0] for k in fresh}) or "none")
     guide = cfg.guide()
     if guide is not None:
         bad = [layer for layer in guide.layers if not 0 <= layer < model_cfg.n_layers]
@@ -271,6 +293,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                 metrics = {"step": step, "loss": round(result["loss"].item(), 4),
                            "acc": round(result["accuracy"], 3), "align": round(result["alignment"].item(), 4),
                            **({"read": round(result["reading"].item(), 4)} if result["reading"] is not None else {}),
+                           **({"adv": round(result["advance"].item(), 4)} if result["advance"] is not None else {}),
                            "lr": round(_lr_at(step, cfg), 6),
                            "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
             if (step % cfg.valid_every == 0 or step == cfg.steps) and is_main() and valid_idx:

@@ -390,7 +390,7 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                               guide_weight=args.guide, guide_sigma=args.guide_sigma,
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
                               guide_aligned=args.guide_aligned, guide_token_sigma=args.guide_token_sigma,
-                              reading_weight=args.reading,
+                              reading_weight=args.reading, read_pointer=args.read_pointer,
                               **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
@@ -912,6 +912,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--reading", type=float, default=0.0,
                     help="weight of the reading loss: each audio step names the text token it speaks (needs an "
                          "aligned cache; training only, not in the exported model; 0: off)")
+    tb.add_argument("--read-pointer", type=int, default=0, metavar="CLASSES",
+                    help="a new run's model follows a read pointer over its text, moved by an advance head of "
+                         "CLASSES classes (0 .. CLASSES-1 tokens per frame; 4 is plenty); needs an aligned cache "
+                         "('tts train align'); 0: off")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
