@@ -217,8 +217,8 @@ class Backbone(nn.Module):
         bos = torch.full((b, self.config.n_codebooks, 1), self.config.bos, device=text_ids.device)
         bos = self.embed_audio(bos)
         if self.config.read_pointer:
-            start = torch.zeros(1, dtype=torch.long, device=text_ids.device)
-            bos = bos + torch.stack([self.embed_pointer(pointer_ids(t, start, start, self.config.no_token))
+            first = torch.zeros(1, dtype=torch.long, device=text_ids.device)     # token 0, dwelt 0 frames
+            bos = bos + torch.stack([self.embed_pointer(pointer_ids(t, first, first, self.config.no_token))
                                      for t in text_ids])
         return torch.cat([self.speaker_proj(speaker)[:, None], self.text_emb(text_ids), bos], 1)
 

@@ -12,7 +12,8 @@
 # shipped phoneme inventory; assets/tokenizer.model for sub-word pieces). ALIGN=1 trains the CTC
 # aligner there when the cache has no token starts (tts train aligner, a few minutes on a GPU), writes
 # them into the cache (tts train align) and has the guide follow them (--guide-aligned); the aligned
-# cache comes back in $OUT.
+# cache comes back in $OUT. READ_POINTER=4 trains a read-pointer model instead of the guide (implies
+# ALIGN=1; with INIT, the pointer's embeddings and advance head start afresh).
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -26,6 +27,7 @@ if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
 # NEW_TEXT_TOKENS=1 with INIT: the cache's text tokens differ from INIT's (e.g. phonemes); text embeddings start afresh
 if [[ -n "${NEW_TEXT_TOKENS:-}" ]]; then INIT_ARGS+=(--new-text-tokens); fi
 GUIDE_ARGS=()
+if [[ -n "${READ_POINTER:-}" ]]; then ALIGN=1; fi
 if [[ -n "${ALIGN:-}" ]]; then
     ALIGNED="${CACHE%.npz}_aligned.npz"
     if [[ ! -f "$ALIGNED" ]]; then
@@ -37,8 +39,9 @@ if [[ -n "${ALIGN:-}" ]]; then
     CACHE="$ALIGNED"
     GUIDE_ARGS=(--guide-aligned)
 fi
+MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}" --uncond-dropout 0.1)
+if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
-    --steps "${STEPS:-20000}" --guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}" --uncond-dropout 0.1 \
-    --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
+    --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
 cp "$RUN/last.pt" "$RUN/train.log" "$OUT/"
