@@ -31,6 +31,9 @@ from backbone.fast import KVCache
 from backbone.model import Backbone, pointer_ids
 
 
+MIN_RATE, MAX_RATE = 0.5, 2.0   # speaking rates offered
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 0.8
@@ -49,6 +52,8 @@ class SamplingConfig:
     end_hold_seconds: float = 1.0
     # A read pointer moves on after dwelling this long on one token (no stalled speech).
     max_token_seconds: float = 1.0
+    # A read-pointer model's speaking rate: its odds of moving on at each frame times this (0.5 - 2).
+    speaking_rate: float = 1.0
     # Classifier-free guidance for a model trained with unconditional examples (1 = off): logits
     # u + w (c - u), u from the same audio with no text and no voice; sharper words and voice.
     guidance: float = 1.0
@@ -56,6 +61,8 @@ class SamplingConfig:
     def validate(self) -> None:
         if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1 and self.guidance >= 0):
             raise ValueError("sampling needs temperature >= 0, top_k >= 0, 0 < top_p <= 1 and guidance >= 0")
+        if not MIN_RATE <= self.speaking_rate <= MAX_RATE:
+            raise ValueError(f"speaking rate must be between {MIN_RATE} and {MAX_RATE}")
 
 
 @dataclass
@@ -70,9 +77,10 @@ class Request:
 
 
 def frame_bounds(n_chars: int, frame_rate: float, sampling: SamplingConfig) -> tuple[int, int]:
-    """(min, max) frames for a text of `n_chars` spoken characters."""
-    lo = int(n_chars * sampling.min_seconds_per_char * frame_rate)
-    hi = int(math.ceil((n_chars * sampling.max_seconds_per_char + sampling.extra_seconds) * frame_rate))
+    """(min, max) frames for a text of `n_chars` spoken characters (at the speaking rate)."""
+    rate = sampling.speaking_rate
+    lo = int(n_chars * sampling.min_seconds_per_char / rate * frame_rate)
+    hi = int(math.ceil((n_chars * sampling.max_seconds_per_char / rate + sampling.extra_seconds) * frame_rate))
     return lo, max(hi, lo + 1)
 
 
@@ -108,7 +116,9 @@ class _Row:
     def move(self, advance: torch.Tensor, max_dwell: int) -> None:
         """Move the read pointer by a draw from the advance logits [classes] (always sampled, from the row's
         own generator: a greedy pointer that never advances on a hazard under one half would stall)."""
-        probs = torch.softmax(advance.float(), -1)
+        advance = advance.float().clone()
+        advance[1:] += math.log(self.request.sampling.speaking_rate)      # odds of moving on, times the rate
+        probs = torch.softmax(advance, -1)
         cumulative = probs.cumsum(-1)
         draw = torch.rand(1, generator=self.generator) * cumulative[-1]
         step = int(torch.searchsorted(cumulative, draw).clamp_max(len(probs) - 1))
@@ -172,6 +182,8 @@ class BatchGenerator:
         """Prefill a request's prompt and join it to the batch; returns its row id."""
         request.sampling.validate()
         cfg, device = self.cfg, self.model.text_emb.weight.device
+        if request.sampling.speaking_rate != 1.0 and not cfg.read_pointer:
+            raise ValueError("this backbone has no read pointer: it cannot change its speaking rate")
         text = torch.tensor([request.text_ids], dtype=torch.long, device=device)
         prompt = self.model.embed_prompt(request.speaker.to(device).float()[None], text)
         n = prompt.shape[1]

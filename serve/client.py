@@ -42,13 +42,15 @@ class TtsClient:
     @staticmethod
     def config(voice: str = "", encoding: int = pb.LINEAR16, sample_rate: int = 0, seed: int = 0,
                codec_kbps: float = 0.0, temperature: float | None = None,
-               guidance: float | None = None) -> pb.SynthesisConfig:
+               guidance: float | None = None, speaking_rate: float | None = None) -> pb.SynthesisConfig:
         cfg = pb.SynthesisConfig(voice=voice, seed=seed, audio=pb.AudioConfig(
             encoding=encoding, sample_rate_hz=sample_rate, codec_kbps=codec_kbps))
         if temperature is not None:
             cfg.temperature = temperature
         if guidance is not None:
             cfg.guidance = guidance
+        if speaking_rate is not None:
+            cfg.speaking_rate = speaking_rate
         return cfg
 
     def synthesize(self, text: str, **config) -> pb.SynthesizeResponse:

@@ -20,6 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from backbone.generate import MAX_RATE as MAX_SPEAKING_RATE
+from backbone.generate import MIN_RATE as MIN_SPEAKING_RATE
 from backbone.generate import SamplingConfig
 from serve.scheduler import Emitted, OutputFormat, Scheduler, StreamJob
 from serve.stubs import pb, rpc
@@ -137,8 +139,13 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         guidance = config.guidance if config.HasField("guidance") else SamplingConfig.guidance
         if not 0 <= guidance <= 10:
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "guidance must be between 0 and 10")
+        rate = config.speaking_rate if config.HasField("speaking_rate") else SamplingConfig.speaking_rate
+        if not MIN_SPEAKING_RATE <= rate <= MAX_SPEAKING_RATE:
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"speaking_rate must be between {MIN_SPEAKING_RATE} and {MAX_SPEAKING_RATE}")
         return SynthesisOptions(seed=config.seed % (2 ** 63),
-                                sampling=SamplingConfig(temperature=temperature, guidance=guidance),
+                                sampling=SamplingConfig(temperature=temperature, guidance=guidance,
+                                                        speaking_rate=rate),
                                 max_text_chars=self.config.max_text_chars)
 
     def _format(self, out: OutputFormat) -> pb.AudioFormat:

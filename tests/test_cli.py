@@ -58,3 +58,10 @@ def test_training_setup_errors_are_messages(tmp_path, capsys):
                  "--resume-from", str(tmp_path / "none.pt")]) == 2
     err = capsys.readouterr().err
     assert "no training checkpoint" in err and "Traceback" not in err
+
+
+def test_say_refuses_a_speaking_rate_out_of_range(tmp_path, capsys):
+    assert main(["say", "Hello.", "--rate", "3", "--out", str(tmp_path / "x.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "speaking rate must be between 0.5 and 2.0" in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()

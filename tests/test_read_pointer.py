@@ -114,6 +114,27 @@ def test_eos_waits_for_the_pointer_and_follows_it_to_the_end():
     assert len(frames) == 3 + 11   # frame 3 reads the last token; EOS is forced once it has held it over 10 (0.4 s)
 
 
+def test_speaking_rate_moves_the_pointer_faster_or_slower():
+    model = reader_model(2)
+    with torch.no_grad():   # it stops as soon as the pointer allows; the pointer moves on about one frame in eight
+        model.heads.bias.view(3, -1)[0, model.config.eos] = 1e4
+        model.advance_head.bias[:] = torch.tensor([0.0, -2.0, -1e4])
+    text = list(range(1, 11))
+
+    def frames(rate: float) -> int:
+        sampling = SamplingConfig(speaking_rate=rate, min_seconds_per_char=0.0)
+        return sum(len(list(generate_frames(model, Request(text, torch.zeros(8), 10, seed, sampling))))
+                   for seed in range(6))
+
+    slow, normal, fast = frames(0.5), frames(1.0), frames(2.0)
+    assert slow > 1.4 * normal and normal > 1.4 * fast
+    with pytest.raises(ValueError, match="speaking rate"):
+        frames(3.0)
+    with pytest.raises(ValueError, match="no read pointer"):
+        list(generate_frames(Backbone(BackboneConfig(**TINY)), Request(text, torch.zeros(8), 10,
+                                                                         sampling=SamplingConfig(speaking_rate=1.5))))
+
+
 @pytest.mark.parametrize("onnx", [False, True])
 def test_batched_reader_generation_equals_one_by_one(onnx):
     model = reader_model(1, unconditional=True).eval()

@@ -263,10 +263,11 @@ def _trainer_options(args: argparse.Namespace) -> dict:
 
 
 def _sampling_config(args: argparse.Namespace):
-    """backbone.generate.SamplingConfig from the sampling flags a command has (--temperature, --guidance), checked."""
+    """backbone.generate.SamplingConfig from the sampling flags a command has (--temperature, --guidance,
+    --rate), checked."""
     from backbone.generate import SamplingConfig
 
-    given = {k: getattr(args, k, None) for k in ("temperature", "guidance")}
+    given = {k: getattr(args, k, None) for k in ("temperature", "guidance", "speaking_rate")}
     sampling = SamplingConfig(**{k: v for k, v in given.items() if v is not None})
     try:
         sampling.validate()
@@ -681,6 +682,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--temperature", type=float, default=None, help="sampling temperature (0 = greedy; default 0.8)")
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight (1 = off; used when the model was trained for it)")
+    sp.add_argument("--rate", dest="speaking_rate", type=float, default=None,
+                    help="speaking rate, 0.5-2 (1 = the voice's own; needs a read-pointer backbone)")
     sp.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the codec's, 16000)")
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--codec", default=None, help=CODEC_HELP)

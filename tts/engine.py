@@ -116,7 +116,8 @@ class SpeechStream:
 
     def remaining_seconds(self) -> float:
         """Estimate of the audio still to come: the rest of the current segment and the queued ones."""
-        estimate = lambda s: len(s.text) * SECONDS_PER_CHAR + s.pause_after  # noqa: E731
+        per_char = SECONDS_PER_CHAR / self.options.sampling.speaking_rate
+        estimate = lambda s: len(s.text) * per_char + s.pause_after  # noqa: E731
         queued = sum(estimate(s) for s in self.segments)
         if self.current is None:
             return queued
@@ -227,6 +228,8 @@ class Engine:
     def segments(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> list[Segment]:
         if not text or not text.strip():
             raise SynthesisError("the text is empty")
+        if options.sampling.speaking_rate != 1.0 and not self.backbone.config.read_pointer:
+            raise SynthesisError("this backbone has no read pointer: it cannot change its speaking rate")
         if len(text) > options.max_text_chars:
             raise SynthesisError(f"the text has {len(text)} characters; the limit is {options.max_text_chars}")
         segments = segment_text(text, options.max_chars_per_segment)
