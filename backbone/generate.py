@@ -221,7 +221,8 @@ class BatchGenerator:
         if self.cfg.read_pointer:
             for row, logits in batch:
                 if row.n_frames is None:       # after EOS the pointer no longer matters
-                    max_dwell = max(1, round(row.request.sampling.max_token_seconds * self.cfg.frame_rate))
+                    s = row.request.sampling
+                    max_dwell = max(1, round(s.max_token_seconds / s.speaking_rate * self.cfg.frame_rate))
                     row.move(logits[k, :self.cfg.read_pointer], max_dwell)
 
     def _pointer(self, row: _Row, twin: bool) -> list[int]:
