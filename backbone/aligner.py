@@ -223,11 +223,14 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
     return {"step": step, "best": best}
 
 
-def load_aligner(path: str | Path) -> CtcAligner:
+def load_aligner(path: str | Path) -> tuple[CtcAligner, dict]:
+    """The aligner of a checkpoint (eval mode) and the meta of the cache it was trained on."""
+    if not Path(path).is_file():
+        raise TrainingSetupError(f"no aligner at {path}: train one with 'tts train aligner'")
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = CtcAligner(AlignerConfig(**state["config"]))
     model.load_state_dict(state["model"])
-    return model.eval()
+    return model.eval(), state["cache_meta"]
 
 
 @torch.no_grad()
@@ -237,10 +240,10 @@ def align_token_cache(cache_path: str | Path, aligner_path: str | Path, out: str
     its text tokens starts. Utterances the aligner cannot place get even starts (counted). Written atomically."""
     from backbone.train import length_batches
 
-    model = load_aligner(aligner_path)
+    model, trained_on = load_aligner(aligner_path)
     cache = load_token_cache(cache_path)
     for key in ("tokenizer_id", "codec_id"):
-        if cache.meta[key] != torch.load(aligner_path, map_location="cpu", weights_only=True)["cache_meta"][key]:
+        if cache.meta[key] != trained_on[key]:
             raise TrainingSetupError(f"{aligner_path} was trained on a cache with another {key} than {cache_path}")
     starts: list[np.ndarray] = [None] * len(cache.ids)   # type: ignore[list-item]
     unplaced = 0

@@ -90,6 +90,8 @@ def test_aligner_learns_where_tokens_are_spoken_and_the_backbone_guide_uses_them
     result = train_aligner(cfg)
     assert result["best"]["valid_ter"] < 0.2
     summary = align_token_cache(tmp_path / "tokens.npz", cfg.export, tmp_path / "aligned.npz")
+    with pytest.raises(TrainingSetupError, match="no aligner"):
+        align_token_cache(tmp_path / "tokens.npz", tmp_path / "none.pt", tmp_path / "other.npz")
     cache = load_token_cache(tmp_path / "aligned.npz")
     assert summary["utterances"] == 24 and cache.token_starts is not None
     error = np.concatenate([abs(found - want) for found, want in zip(cache.token_starts, truth)])

@@ -873,14 +873,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--tokenizer", required=True, help="phoneme inventory (.json) or sentencepiece model")
     rt.set_defaults(func=_cmd_train_retokenize)
     ta = train.add_parser("aligner", help="train the CTC aligner that finds where each text token of a token cache "
-                          "is spoken (for the backbone's alignment guide)")
+                          "is spoken (for the backbone's read pointer or alignment guide)")
     _add_trainer_args(ta, "aligner", steps=3000, batch_size=None, lr=2e-3, valid_every=250,
                       export="runs/aligner/aligner.pt")
     ta.add_argument("--cache", default="runs/backbone/cache_ph.npz", help="token cache to learn from")
     ta.add_argument("--batch-frames", type=int, default=4000, help="codec frames per batch")
     ta.set_defaults(func=_cmd_train_aligner)
     tl = train.add_parser("align", help="a copy of a token cache with the frame where each text token starts "
-                          "(the alignment guide then follows them)")
+                          "(a read pointer or the alignment guide learns from them)")
     tl.add_argument("--cache", required=True, help="existing token cache")
     tl.add_argument("--aligner", default="runs/aligner/aligner.pt", help="from 'tts train aligner'")
     tl.add_argument("--out", required=True, help="the new token cache")
