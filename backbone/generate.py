@@ -20,6 +20,7 @@ and EOS follows the pointer the same way.
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from backbone.fast import KVCache
-from backbone.model import Backbone, pointer_ids
+from backbone.model import DWELL_FRAMES, Backbone
 
 
 MIN_RATE, MAX_RATE = 0.5, 2.0   # speaking rates offered
@@ -113,15 +114,12 @@ class _Row:
         self.text_position = float(centroid / on_text.sum().clamp_min(1e-6))
         self.steps_at_end += self.text_position >= n - self.request.sampling.end_margin_tokens
 
-    def move(self, advance: torch.Tensor, max_dwell: int) -> None:
-        """Move the read pointer by a draw from the advance logits [classes] (always sampled, from the row's
-        own generator: a greedy pointer that never advances on a hazard under one half would stall)."""
-        advance = advance.float().clone()
-        advance[1:] += math.log(self.request.sampling.speaking_rate)      # odds of moving on, times the rate
-        probs = torch.softmax(advance, -1)
-        cumulative = probs.cumsum(-1)
-        draw = torch.rand(1, generator=self.generator) * cumulative[-1]
-        step = int(torch.searchsorted(cumulative, draw).clamp_max(len(probs) - 1))
+    def move(self, cumulative: list[float], max_dwell: int) -> None:
+        """Move the read pointer by a draw from its advance distribution (cumulative probabilities of moving
+        0, 1, ... tokens). Always sampled, from the row's own generator: a greedy pointer that never
+        advances on a hazard under one half would stall."""
+        draw = float(torch.rand(1, generator=self.generator)) * cumulative[-1]
+        step = min(bisect.bisect_left(cumulative, draw), len(cumulative) - 1)
         if self.dwell + 1 >= max_dwell:
             step = max(step, 1)
         last = len(self.request.text_ids) - 1
@@ -129,6 +127,12 @@ class _Row:
         self.dwell = 0 if moved != self.pointer else self.dwell + 1
         self.pointer = moved
         self.steps_at_end += moved == last
+
+    def pointer_ids(self, no_token: int) -> list[int]:
+        """The read pointer's ids for the next step's input: `backbone.model.pointer_ids` for one row, in
+        plain ints (it runs every step for every row)."""
+        text, p = self.request.text_ids, self.pointer
+        return [text[p], text[p + 1] if p + 1 < len(text) else no_token, min(self.dwell, DWELL_FRAMES - 1)]
 
     def may_end(self) -> bool:
         """EOS is allowed as far as the reading goes: no alignment heads, or enough of the text read."""
@@ -218,19 +222,22 @@ class BatchGenerator:
         rows then move their pointer by the last row (advance logits)."""
         k = self.cfg.n_codebooks
         self._sample([(row, logits[:k]) for row, logits in batch])
-        if self.cfg.read_pointer:
-            for row, logits in batch:
-                if row.n_frames is None:       # after EOS the pointer no longer matters
-                    s = row.request.sampling
-                    max_dwell = max(1, round(s.max_token_seconds / s.speaking_rate * self.cfg.frame_rate))
-                    row.move(logits[k, :self.cfg.read_pointer], max_dwell)
+        moving = [(row, logits) for row, logits in batch if row.n_frames is None]   # after EOS it no longer matters
+        if self.cfg.read_pointer and moving:
+            advance = torch.stack([logits[k, :self.cfg.read_pointer] for _, logits in moving]).float()
+            rates = torch.tensor([math.log(row.request.sampling.speaking_rate) for row, _ in moving])
+            advance[:, 1:] += rates[:, None]                  # odds of moving on, times the speaking rate
+            cumulative = torch.softmax(advance, -1).cumsum(-1).tolist()   # one go for the batch
+            for (row, _), row_cumulative in zip(moving, cumulative):
+                s = row.request.sampling
+                row.move(row_cumulative, max(1, round(s.max_token_seconds / s.speaking_rate * self.cfg.frame_rate)))
 
     def _pointer(self, row: _Row, twin: bool) -> list[int]:
-        """The ids a read pointer adds to the row's next step input (`backbone.model.pointer_ids`);
-        a guided row's unconditional twin reads no text."""
-        text = torch.tensor([] if twin else row.request.text_ids, dtype=torch.long)
-        return pointer_ids(text, torch.tensor([row.pointer]), torch.tensor([row.dwell]),
-                           self.cfg.no_token)[0].tolist()
+        """The ids a read pointer adds to the row's next step input; a guided row's unconditional twin
+        reads no text."""
+        if twin:
+            return [self.cfg.no_token, self.cfg.no_token, min(row.dwell, DWELL_FRAMES - 1)]
+        return row.pointer_ids(self.cfg.no_token)
 
     def _cache_rows(self) -> list[int]:
         """Index into `rows` of every cache row, in cache order (a guided row has two)."""
