@@ -9,7 +9,7 @@ import torch
 
 from backbone.data import load_token_cache
 from backbone.generate import BatchGenerator, Request, SamplingConfig, generate_batch, generate_frames
-from backbone.model import Backbone, BackboneConfig, dwell_frames, load_backbone, pointer_ids, save_backbone
+from backbone.model import Backbone, BackboneConfig, dwell_frames, load_backbone, pointer_ids
 from tests.test_aligner import _spoken_cache
 from tests.test_backbone import TINY
 

@@ -498,8 +498,6 @@ def _rpc_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _cmd_client_say(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from serve.stubs import pb
     from tts.say import deliver
     from tts.stream.decoder import ChunkedDecoder
