@@ -29,7 +29,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from backbone.fast import KVCache
-from backbone.model import DWELL_FRAMES, Backbone
+from backbone.model import DWELL_FRAMES, Backbone, BackboneConfig
 
 
 MIN_RATE, MAX_RATE = 0.5, 2.0   # speaking rates offered
@@ -65,6 +65,12 @@ class SamplingConfig:
         if not MIN_RATE <= self.speaking_rate <= MAX_RATE:
             raise ValueError(f"speaking rate must be between {MIN_RATE} and {MAX_RATE}")
 
+    def validate_for(self, model: BackboneConfig) -> None:
+        """`validate`, and what this backbone can do: a speaking rate needs a read pointer."""
+        self.validate()
+        if self.speaking_rate != 1.0 and not model.read_pointer:
+            raise ValueError("this backbone has no read pointer: it cannot change its speaking rate")
+
 
 @dataclass
 class Request:
@@ -93,6 +99,7 @@ class _Row:
     min_frames: int
     max_frames: int
     end_hold_steps: int
+    max_dwell: int                      # steps a read pointer may stay on one token before it is moved on
     steps: list[list[int]] = field(default_factory=list)   # delayed tokens per step, [K] each
     n_frames: int | None = None         # F, known once stream 0 emitted EOS
     emitted: int = 0                    # frames handed out
@@ -114,13 +121,13 @@ class _Row:
         self.text_position = float(centroid / on_text.sum().clamp_min(1e-6))
         self.steps_at_end += self.text_position >= n - self.request.sampling.end_margin_tokens
 
-    def move(self, cumulative: list[float], max_dwell: int) -> None:
+    def move(self, cumulative: list[float]) -> None:
         """Move the read pointer by a draw from its advance distribution (cumulative probabilities of moving
         0, 1, ... tokens). Always sampled, from the row's own generator: a greedy pointer that never
         advances on a hazard under one half would stall."""
         draw = float(torch.rand(1, generator=self.generator)) * cumulative[-1]
         step = min(bisect.bisect_left(cumulative, draw), len(cumulative) - 1)
-        if self.dwell + 1 >= max_dwell:
+        if self.dwell + 1 >= self.max_dwell:
             step = max(step, 1)
         last = len(self.request.text_ids) - 1
         moved = min(self.pointer + step, last)
@@ -184,18 +191,18 @@ class BatchGenerator:
     @torch.inference_mode()
     def add(self, request: Request) -> int:
         """Prefill a request's prompt and join it to the batch; returns its row id."""
-        request.sampling.validate()
+        request.sampling.validate_for(self.cfg)
         cfg, device = self.cfg, self.model.text_emb.weight.device
-        if request.sampling.speaking_rate != 1.0 and not cfg.read_pointer:
-            raise ValueError("this backbone has no read pointer: it cannot change its speaking rate")
         text = torch.tensor([request.text_ids], dtype=torch.long, device=device)
         prompt = self.model.embed_prompt(request.speaker.to(device).float()[None], text)
         n = prompt.shape[1]
         lo, hi = frame_bounds(request.n_chars, cfg.frame_rate, request.sampling)
         if n + hi + cfg.n_codebooks > cfg.max_positions:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
+        s = request.sampling
         row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
-                   round(request.sampling.end_hold_seconds * cfg.frame_rate), aligned=cfg.align_heads > 0,
+                   round(s.end_hold_seconds * cfg.frame_rate),
+                   max(1, round(s.max_token_seconds / s.speaking_rate * cfg.frame_rate)), aligned=cfg.align_heads > 0,
                    guided=cfg.unconditional and request.sampling.guidance != 1.0, reads=cfg.read_pointer > 0)
         logits = self._prefill(prompt)
         if row.guided:   # its unconditional twin: no speaker, no text; its cache row follows the request's
@@ -229,8 +236,7 @@ class BatchGenerator:
             advance[:, 1:] += rates[:, None]                  # odds of moving on, times the speaking rate
             cumulative = torch.softmax(advance, -1).cumsum(-1).tolist()   # one go for the batch
             for (row, _), row_cumulative in zip(moving, cumulative):
-                s = row.request.sampling
-                row.move(row_cumulative, max(1, round(s.max_token_seconds / s.speaking_rate * self.cfg.frame_rate)))
+                row.move(row_cumulative)
 
     def _pointer(self, row: _Row, twin: bool) -> list[int]:
         """The ids a read pointer adds to the row's next step input; a guided row's unconditional twin

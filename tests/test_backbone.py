@@ -154,18 +154,25 @@ def test_batched_generation_equals_one_by_one_and_requests_can_join_and_leave(on
     if onnx:   # the same tokens as PyTorch's steps
         assert all(torch.equal(a, torch.stack(list(generate_frames(model, r)), 1)) for a, r in zip(alone, reqs))
     # Join mid-flight: the last two requests enter after a few steps of the first two.
+    for got, expected in zip(joining_mid_flight(model, reqs, first=2, join_at=3, max_steps=200, onnx=onnx), alone):
+        assert torch.equal(got, expected)
+
+
+def joining_mid_flight(model: Backbone, reqs: list[Request], first: int, join_at: int, max_steps: int,
+                       onnx: bool = False) -> list[torch.Tensor]:
+    """Generate `reqs` in one batch, the first `first` from the start and the rest joining at step `join_at`;
+    each request's codes [K, F], in order."""
     batch = BatchGenerator(model, onnx=onnx)
-    ids = [batch.add(r) for r in reqs[:2]]
-    out = {}
-    for n in range(200):
-        if n == 3:
-            ids += [batch.add(r) for r in reqs[2:]]
+    ids = [batch.add(r) for r in reqs[:first]]
+    out: dict[int, list] = {}
+    for n in range(max_steps):
+        if n == join_at:
+            ids += [batch.add(r) for r in reqs[first:]]
         if not batch.active:
             break
         for row, (frames, _) in batch.step().items():
             out.setdefault(row, []).extend(frames)
-    for row, expected in zip(ids, alone):
-        assert torch.equal(torch.stack(out[row], 1), expected)
+    return [torch.stack(out[row], 1) for row in ids]
 
 
 def test_guidance_weight_zero_is_the_unconditional_model_and_others_differ():

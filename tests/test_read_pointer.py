@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from backbone.data import load_token_cache
-from backbone.generate import BatchGenerator, Request, SamplingConfig, generate_batch, generate_frames
+from backbone.generate import Request, SamplingConfig, generate_batch, generate_frames
 from backbone.model import Backbone, BackboneConfig, dwell_frames, load_backbone, pointer_ids
 from tests.test_aligner import _spoken_cache
-from tests.test_backbone import TINY
+from tests.test_backbone import TINY, joining_mid_flight
 
 READER = dict(TINY, read_pointer=3)
 
@@ -143,17 +143,8 @@ def test_batched_reader_generation_equals_one_by_one(onnx):
     alone = [torch.stack(list(generate_frames(model, r, onnx=onnx)), 1) for r in reqs]
     together = generate_batch(model, reqs, onnx=onnx)
     assert all(torch.equal(a, b) for a, b in zip(alone, together))
-    batch = BatchGenerator(model, onnx=onnx)
-    ids = [batch.add(reqs[0])]
-    out: dict[int, list] = {}
-    for n in range(300):
-        if n == 2:
-            ids += [batch.add(r) for r in reqs[1:]]
-        if not batch.active:
-            break
-        for row, (frames, _) in batch.step().items():
-            out.setdefault(row, []).extend(frames)
-    assert all(torch.equal(torch.stack(out[row], 1), expected) for row, expected in zip(ids, alone))
+    joined = joining_mid_flight(model, reqs, first=1, join_at=2, max_steps=300, onnx=onnx)
+    assert all(torch.equal(got, expected) for got, expected in zip(joined, alone))
 
 
 def _aligned_spoken_cache(path) -> None:

@@ -228,8 +228,10 @@ class Engine:
     def segments(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> list[Segment]:
         if not text or not text.strip():
             raise SynthesisError("the text is empty")
-        if options.sampling.speaking_rate != 1.0 and not self.backbone.config.read_pointer:
-            raise SynthesisError("this backbone has no read pointer: it cannot change its speaking rate")
+        try:
+            options.sampling.validate_for(self.backbone.config)
+        except ValueError as exc:
+            raise SynthesisError(str(exc)) from None
         if len(text) > options.max_text_chars:
             raise SynthesisError(f"the text has {len(text)} characters; the limit is {options.max_text_chars}")
         segments = segment_text(text, options.max_chars_per_segment)
