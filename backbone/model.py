@@ -206,9 +206,9 @@ class Backbone(nn.Module):
     def embed_step(self, tokens: torch.Tensor) -> torch.Tensor:
         """One decoding step's input: tokens [B, K] (a read-pointer model: [B, K + 3], the pointer's ids
         after the codes) -> [B, d]."""
-        k = self.config.n_codebooks
-        x = self.embed_audio(tokens[:, :k, None])[:, 0]
-        return x + self.embed_pointer(tokens[:, k:]) if self.config.read_pointer else x
+        pointer = self.config.read_pointer
+        return step_embedding(tokens, self.audio_emb, self.stream_offset, self.pointer_emb if pointer else None,
+                              self.pointer_offset if pointer else None)
 
     def embed_prompt(self, speaker: torch.Tensor, text_ids: torch.Tensor) -> torch.Tensor:
         """speaker [B, speaker_dim], text_ids [B, T] -> [B, 1 + T + 1, d]: speaker, text, BOS (with a read
@@ -345,6 +345,18 @@ def dwell_frames(position: torch.Tensor) -> torch.Tensor:
     moved = torch.ones_like(position, dtype=torch.bool)
     moved[1:] = position[1:] != position[:-1]
     return frames - torch.cummax(torch.where(moved, frames, 0), 0).values
+
+
+def step_embedding(tokens: torch.Tensor, audio_emb: nn.Embedding, stream_offset: torch.Tensor,
+                   pointer_emb: nn.Embedding | None, pointer_offset: torch.Tensor | None) -> torch.Tensor:
+    """tokens [B, K] (with a pointer table: [B, K + 3], the pointer's ids after the codes) -> [B, d].
+
+    A function of the tables rather than a method so the ONNX step graph, which holds only the
+    tables, embeds a step exactly as `Backbone.embed_step` does.
+    """
+    k = len(stream_offset)
+    x = audio_emb(tokens[:, :k] + stream_offset[None]).sum(1)
+    return x if pointer_emb is None else x + pointer_emb(tokens[:, k:] + pointer_offset[None]).sum(1)
 
 
 def pointer_ids(text: torch.Tensor, position: torch.Tensor, dwell: torch.Tensor, no_token: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from backbone.fast import KVCache, StepModel
+from backbone.model import step_embedding
 from codec.onnx_runtime import export_session
 
 
@@ -37,15 +38,12 @@ class _StepGraph(nn.Module):
         self.audio_emb = model.audio_emb
         self.register_buffer("stream_offset", model.stream_offset.clone())
         self.pointer_emb = getattr(model, "pointer_emb", None)     # a read-pointer model: tokens [B, K + 3]
-        if self.pointer_emb is not None:
-            self.register_buffer("pointer_offset", model.pointer_offset.clone())
+        self.register_buffer("pointer_offset", None if self.pointer_emb is None else model.pointer_offset.clone())
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.step
-        b, length, k = tokens.shape[0], cache[0].shape[2], len(self.stream_offset)
-        x = self.audio_emb(tokens[:, :k] + self.stream_offset[None]).sum(1)         # [B, d]
-        if self.pointer_emb is not None:
-            x = x + self.pointer_emb(tokens[:, k:] + self.pointer_offset[None]).sum(1)
+        b, length = tokens.shape[0], cache[0].shape[2]
+        x = step_embedding(tokens, self.audio_emb, self.stream_offset, self.pointer_emb, self.pointer_offset)  # [B, d]
         cos, sin = s.cos[positions][:, None], s.sin[positions][:, None]               # [B, 1, hd]
         slots = torch.arange(length)[None]                                          # [1, T]
         mask = torch.zeros(b, length).masked_fill(slots >= positions[:, None], float("-inf"))[:, None]  # [B, 1, T]
