@@ -175,7 +175,13 @@ def token_error_rate(model: CtcAligner, cache: TokenCache, indices: list[int], d
 
 
 def train_aligner(cfg: AlignerTrainConfig) -> dict:
-    """Train the CTC aligner on a token cache; keeps the weights with the lowest validation token error rate."""
+    """Train (or resume) the CTC aligner on a token cache; exports the weights with the lowest validation
+    token error rate.
+
+    `out_dir/last.pt` (model, optimiser, step, best) is written every `ckpt_minutes` and at the end, so a
+    run stopped by `--max-minutes` or killed goes on when the same command is run again (from the start
+    of a new pass over the data).
+    """
     from backbone.train import length_batches
 
     torch.set_num_threads(cfg.threads)
@@ -186,14 +192,34 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
     if not train_idx or not valid_idx:
         raise TrainingSetupError(f"{cfg.cache} needs training and validation utterances")
     config = AlignerConfig(text_vocab=int(cache.meta["text_vocab"]), n_codebooks=int(cache.meta["n_codebooks"]))
-    model = CtcAligner(config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    step, best, started = 0, {"valid_ter": float("inf"), "step": -1}, time.time()
+    ckpt_path = out / "last.pt"
+    resume = torch.load(ckpt_path, map_location="cpu", weights_only=True) if ckpt_path.is_file() else None
+    if resume and resume["config"] != asdict(config):
+        raise TrainingSetupError(f"{ckpt_path} is an aligner for another cache ({resume['config']}): "
+                                 "give a new --out")
+    model = CtcAligner(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
+    step, best, epoch = 0, {"valid_ter": float("inf"), "step": -1}, 0
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        step, best, epoch = resume["step"], resume["best"], resume["epoch"]
+        log.info("resumed from %s at step %d", ckpt_path, step)
+
+    def checkpoint() -> None:
+        save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "config": asdict(config),
+                         "step": step, "best": best, "epoch": epoch}, ckpt_path)
+
+    first_step, started = step, time.time()
+    last_ckpt = started
     log_file = open(out / "train.log", "a", encoding="utf-8")
-    epoch = 0
-    while step < cfg.steps:
+
+    def out_of_time() -> bool:
+        return bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60
+
+    while step < cfg.steps and not out_of_time():
         epoch += 1
         for batch in length_batches(cache, train_idx, cfg.frames_per_batch, random.Random(cfg.seed + epoch)):
             for group in opt.param_groups:
@@ -207,7 +233,7 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
             metrics = {}
             if step % cfg.log_every == 0:
                 metrics = {"step": step, "ctc": round(loss.item(), 4),
-                           "sec_per_step": round((time.time() - started) / step, 3)}
+                           "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
             if step % cfg.valid_every == 0 or step == cfg.steps:
                 metrics.update(token_error_rate(model, cache, valid_idx, device), step=step)
                 if metrics["valid_ter"] < best["valid_ter"]:
@@ -218,8 +244,12 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
                 log.info("%s", metrics)
                 log_file.write(json.dumps(metrics) + "\n")
                 log_file.flush()
-            if step >= cfg.steps or (cfg.max_minutes and time.time() - started > cfg.max_minutes * 60):
-                return {"step": step, "best": best}
+            if time.time() - last_ckpt > cfg.ckpt_minutes * 60:
+                checkpoint()
+                last_ckpt = time.time()
+            if step >= cfg.steps or out_of_time():
+                break
+    checkpoint()
     return {"step": step, "best": best}
 
 

@@ -89,6 +89,10 @@ def test_aligner_learns_where_tokens_are_spoken_and_the_backbone_guide_uses_them
                              frames_per_batch=200, warmup_steps=10, log_every=50)
     result = train_aligner(cfg)
     assert result["best"]["valid_ter"] < 0.2
+    cfg.steps = 410                                   # the same command with more steps goes on from step 400
+    assert train_aligner(cfg)["step"] == 410
+    steps = [json.loads(line)["step"] for line in (tmp_path / "al" / "train.log").read_text().splitlines()]
+    assert steps[-1] == 410 and steps == sorted(steps)
     summary = align_token_cache(tmp_path / "tokens.npz", cfg.export, tmp_path / "aligned.npz")
     with pytest.raises(TrainingSetupError, match="no aligner"):
         align_token_cache(tmp_path / "tokens.npz", tmp_path / "none.pt", tmp_path / "other.npz")
