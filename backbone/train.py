@@ -254,8 +254,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         opt.load_state_dict(resume["opt"])
         step, best = resume["step"], resume["best"]
         log.info("resumed from %s at step %d", ckpt_path, step)
-    if cfg.uncond_dropout:
-        model_cfg.unconditional = True   # saved: generation may then use classifier-free guidance
+    # Saved: generation may use classifier-free guidance only if this run keeps the unconditional branch
+    # trained (one started from an unconditional model without --uncond-dropout lets it drift).
+    model_cfg.unconditional = cfg.uncond_dropout > 0
     if is_main():
         log.info("backbone: %.2f M parameters, %d training utterances (%.1f h)",
                  sum(p.numel() for p in model.parameters()) / 1e6, len(cache.indices("train")), meta["hours"])

@@ -166,8 +166,9 @@ def test_reader_training_learns_the_pointer_resumes_and_starts_from_another_mode
     base = dict(cache=cache, frames_per_batch=80, valid_every=20, log_every=1, warmup_steps=1, lr=3e-3,
                 model=dict(d_model=32, n_layers=2, n_heads=2, ffn=64))
     plain = BackboneTrainConfig(out_dir=str(tmp_path / "plain"), export=str(tmp_path / "plain.safetensors"),
-                                steps=2, **base)
+                                steps=2, uncond_dropout=0.2, **base)
     train_backbone(plain)
+    assert load_backbone(plain.export).config.unconditional
     run = BackboneTrainConfig(out_dir=str(tmp_path / "rp"), export=str(tmp_path / "rp.safetensors"), steps=60,
                               read_pointer=3, init_from=plain.export, **base)
     train_backbone(run)
@@ -177,6 +178,7 @@ def test_reader_training_learns_the_pointer_resumes_and_starts_from_another_mode
     assert train_backbone(run)["step"] == 62
     model = load_backbone(run.export)
     assert model.config.read_pointer == 3 and model.advance_head.out_features == 3
+    assert not model.config.unconditional       # trained on without unconditional examples: no guidance
     frames = list(generate_frames(model, Request([1, 2, 3], torch.zeros(8), 12)))
     assert frames and all(int(f.max()) < model.config.card for f in frames)
     reliance = text_reliance(run.export, cache, 4)
