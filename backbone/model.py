@@ -303,7 +303,7 @@ class Backbone(nn.Module):
     def _advance_loss(self, hidden: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
                       pointers: list[torch.Tensor], lengths: list[int], steps: list[int]) -> torch.Tensor | None:
         """A read-pointer model's advance cross-entropy: at the query of frame q (q < F - 1), how many tokens
-        the pointer moves before frame q + 1 (None without a pointer or text)."""
+        the pointer moves before frame q + 1 (None without a pointer)."""
         logits, targets = [], []
         for i, position in enumerate(pointers):
             n_frames = codes[i].shape[1]
@@ -312,8 +312,10 @@ class Backbone(nn.Module):
             start = lengths[i] - steps[i]
             logits.append(self.advance_head(hidden[i, start:start + n_frames - 1]))
             targets.append((position[1:n_frames] - position[:n_frames - 1]).clamp(max=self.config.read_pointer - 1))
-        if not logits:
+        if not pointers:
             return None
+        if not logits:   # no example has text: 0, with the head still in the graph (DDP reduces every weight)
+            return self.advance_head(hidden[:0, 0]).sum()
         return F.cross_entropy(torch.cat(logits), torch.cat(targets))
 
     def _reading_loss(self, hidden: torch.Tensor, text: list[torch.Tensor], codes: list[torch.Tensor],
@@ -326,7 +328,7 @@ class Backbone(nn.Module):
         parts = [self.reading.loss(hidden[i, lengths[i] - steps[i]:lengths[i] - steps[i] + codes[i].shape[1]],
                                    text[i].to(device), token_starts[i].to(device))
                  for i in range(len(text)) if len(text[i])]
-        return torch.stack(parts).mean() if parts else torch.zeros((), device=device)
+        return torch.stack(parts).mean() if parts else self.reading.proj(hidden[:0, 0]).sum()  # see _advance_loss
 
 
 def spoken_tokens(starts: torch.Tensor, steps: int) -> torch.Tensor:

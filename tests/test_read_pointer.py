@@ -187,3 +187,19 @@ def test_reader_training_learns_the_pointer_resumes_and_starts_from_another_mode
         _spoken_cache(tmp_path / "bare.npz")
         train_backbone(BackboneTrainConfig(**{**base, "cache": str(tmp_path / "bare.npz")}, read_pointer=3,
                                            out_dir=str(tmp_path / "x"), export=str(tmp_path / "x.safetensors")))
+
+
+def test_a_batch_with_no_text_still_gives_every_weight_a_gradient():
+    """DDP reduces every weight on every rank: a batch whose examples all lost their text (unconditional
+    training) must still put the advance and reading heads in the graph, or the ranks fall out of step
+    (session 18: gloo 'Received data size doesn't match expected size' after ~480 steps)."""
+    from backbone.model import ReadingHead
+
+    model = reader_model(unconditional=True)
+    model.reading = ReadingHead(model.config.d_model, model.config.text_vocab, 0.5)
+    empty = torch.zeros(0, dtype=torch.long)
+    codes = [torch.randint(0, model.config.card, (model.config.n_codebooks, n)) for n in (6, 9)]
+    result = model(torch.zeros(2, model.config.speaker_dim), [empty, empty], codes, token_starts=[empty, empty])
+    result["loss"].backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+    assert result["advance"] == 0 and result["reading"] == 0
