@@ -56,8 +56,9 @@ class SamplingConfig:
     # A read-pointer model's speaking rate: its odds of moving on at each frame times this (0.5 - 2).
     speaking_rate: float = 1.0
     # Classifier-free guidance for a model trained with unconditional examples (1 = off): logits
-    # u + w (c - u), u from the same audio with no text and no voice; sharper words and voice.
-    guidance: float = 1.0
+    # u + w (c - u), u from the same audio with no text and no voice; sharper words and voice. 2 by
+    # default (session 18: held-out WER 92 / 80 % at 1, 72 / 66 % at 2); models without it ignore it.
+    guidance: float = 2.0
 
     def validate(self) -> None:
         if not (self.temperature >= 0 and self.top_k >= 0 and 0 < self.top_p <= 1 and self.guidance >= 0):
