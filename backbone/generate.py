@@ -204,7 +204,7 @@ class BatchGenerator:
         row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
                    round(s.end_hold_seconds * cfg.frame_rate),
                    max(1, round(s.max_token_seconds / s.speaking_rate * cfg.frame_rate)), aligned=cfg.align_heads > 0,
-                   guided=cfg.unconditional and request.sampling.guidance != 1.0, reads=cfg.read_pointer > 0)
+                   guided=cfg.unconditional and s.guidance != 1.0, reads=cfg.read_pointer > 0)
         logits = self._prefill(prompt)
         if row.guided:   # its unconditional twin: no speaker, no text; its cache row follows the request's
             unconditional = self.model.embed_prompt(torch.zeros_like(request.speaker, device=device).float()[None],

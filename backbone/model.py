@@ -304,6 +304,8 @@ class Backbone(nn.Module):
                       pointers: list[torch.Tensor], lengths: list[int], steps: list[int]) -> torch.Tensor | None:
         """A read-pointer model's advance cross-entropy: at the query of frame q (q < F - 1), how many tokens
         the pointer moves before frame q + 1 (None without a pointer)."""
+        if not pointers:
+            return None
         logits, targets = [], []
         for i, position in enumerate(pointers):
             n_frames = codes[i].shape[1]
@@ -312,8 +314,6 @@ class Backbone(nn.Module):
             start = lengths[i] - steps[i]
             logits.append(self.advance_head(hidden[i, start:start + n_frames - 1]))
             targets.append((position[1:n_frames] - position[:n_frames - 1]).clamp(max=self.config.read_pointer - 1))
-        if not pointers:
-            return None
         if not logits:   # no example has text: 0, with the head still in the graph (DDP reduces every weight)
             return self.advance_head(hidden[:0, 0]).sum()
         return F.cross_entropy(torch.cat(logits), torch.cat(targets))
