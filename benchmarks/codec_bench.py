@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from codec.compress import compress_audio, decompress_codes
-from codec.losses import log_mel
+from codec.metrics import quality_scores
 from codec.model import CodecModel
 from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.audio import read_audio
@@ -61,18 +61,6 @@ def opus_round_trip(x: np.ndarray, kbps: float) -> np.ndarray:
         out.append(np.frombuffer(dec.decode(packet, frame), np.int16))
     y = np.concatenate(out).astype(np.float32) / 32768
     return y[delay: delay + len(x)]
-
-
-def _scores(ref: np.ndarray, deg: np.ndarray) -> tuple[float, float, float]:
-    from pesq import pesq
-    from pystoi import stoi
-
-    n = min(len(ref), len(deg))
-    ref, deg = ref[:n], deg[:n]
-    p = pesq(SR, ref, deg, "wb")
-    s = stoi(ref, deg, SR, extended=False)
-    m = float((log_mel(torch.from_numpy(deg)[None], SR) - log_mel(torch.from_numpy(ref)[None], SR)).abs().mean())
-    return p, s, m
 
 
 @torch.inference_mode()
@@ -139,13 +127,13 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
             with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
                 header, codes = compress_audio(model, x, SR, model.config.kbps(n_q))
                 y = decompress_codes(model, header, codes)
-            scores.append(_scores(x, y))
+            scores.append(quality_scores(x, y, SR))
         p, s, m = np.mean(scores, axis=0)
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
         rows.append(Row(f"ours q{n_q}", model.config.kbps(n_q), p, s, m, *speed))
-    p, s, m = np.mean([_scores(x, unquantized_round_trip(model, x)) for x in clips], axis=0)
+    p, s, m = np.mean([quality_scores(x, unquantized_round_trip(model, x), SR) for x in clips], axis=0)
     rows.append(Row("ours, no quantizer (ceiling)", float("nan"), p, s, m, float("nan")))
     for kbps in OPUS_KBPS:
         scores, cpu = [], 0.0
@@ -153,7 +141,7 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
             t = time.process_time()
             y = opus_round_trip(x, kbps)
             cpu += time.process_time() - t
-            scores.append(_scores(x, y))
+            scores.append(quality_scores(x, y, SR))
         p, s, m = np.mean(scores, axis=0)
         total_20ms = sum(len(x) for x in clips) / SR / 0.02
         rows.append(Row("opus voip", kbps, p, s, m, cpu * 1000 / total_20ms))

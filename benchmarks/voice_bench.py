@@ -7,7 +7,6 @@ clip, with the time to embed one clip on one thread.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from tts.corpus.manifest import read_manifest

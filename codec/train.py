@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
                           hinge_discriminator_loss, log_mel)
+from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
@@ -68,6 +68,7 @@ class TrainConfig(TrainerOptions):
     focus_prob: float = 0.5
     decay_from: int = 0               # from this step the lr falls (cosine) to `lr_final` at `steps`; 0 = constant
     lr_final: float = 1e-5
+    select_by: str = "mel"            # the export keeps the best "mel" (log-mel L1) or "pesq" (PESQ-WB)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -138,14 +139,19 @@ def _set_train_mode(model: CodecModel, decoder_only: bool) -> None:
 
 
 @torch.no_grad()
-def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int]) -> dict[str, float]:
-    """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better)."""
+def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0) -> dict[str, float]:
+    """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better);
+    with `perceptual_n_q`, also PESQ-WB and STOI at that n_q (higher is better)."""
     model.eval()
     out = {}
     for n_q in n_qs:
         rec, orig = model.align(model.decode(model.encode(clips, n_q)), clips)
         ref = log_mel(orig.flatten(1), model.sample_rate)
         out[f"mel_q{n_q}"] = float((log_mel(rec.flatten(1), model.sample_rate) - ref).abs().mean())
+        if n_q == perceptual_n_q:
+            scores = [quality_scores(o.numpy(), r.numpy(), model.sample_rate)
+                      for o, r in zip(orig.flatten(1).cpu(), rec.flatten(1).cpu())]
+            out[f"pesq_q{n_q}"], out[f"stoi_q{n_q}"] = (float(v) for v in np.nanmean(scores, axis=0)[:2])
     return out
 
 
@@ -153,6 +159,10 @@ def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a codec training; returns the last validation figures."""
     if cfg.decay_from and not 0 < cfg.decay_from < cfg.steps:
         raise TrainingSetupError(f"the lr decay must start before the last step ({cfg.steps}); got {cfg.decay_from}")
+    if cfg.select_by not in ("mel", "pesq"):
+        raise TrainingSetupError(f"select_by must be 'mel' or 'pesq'; got {cfg.select_by!r}")
+    if cfg.select_by == "pesq" and not perceptual_metrics_available():
+        raise TrainingSetupError("select_by 'pesq' needs the pesq and pystoi packages (pip install '.[bench]')")
     torch.set_num_threads(cfg.threads)
     device = setup_distributed(cfg.device)
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -198,6 +208,8 @@ def train(cfg: TrainConfig) -> dict:
         opt_g.load_state_dict(resume["opt_g"])
         opt_d.load_state_dict(resume["opt_d"])
         step, best = resume["step"], resume["best"]
+        if json.loads(resume["train_config"]).get("select_by", "mel") != cfg.select_by:
+            best = math.inf  # its best was measured on the other scale
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif shipped:
         _, state, meta = shipped
@@ -231,11 +243,13 @@ def train(cfg: TrainConfig) -> dict:
         save_checkpoint(state, ckpt_path)
 
     def validate_and_export(final: bool = False) -> dict[str, float]:
-        """Validate; export the shipped model when quality at 3 kbps (or `focus_n_q`) is the best so far."""
+        """Validate; export the shipped model when quality at 3 kbps (or `focus_n_q`) is the best so far
+        (lowest log-mel L1, or highest PESQ-WB with `select_by` "pesq")."""
         nonlocal best
-        result = validate(model, valid_clips, eval_n_q)
+        result = validate(model, valid_clips, eval_n_q, score_n_q if perceptual_metrics_available() else 0)
         print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
-        score = result[f"mel_q{score_n_q}"]
+        log.info("validation at step %d: %s", step, result)
+        score = -result[f"pesq_q{score_n_q}"] if cfg.select_by == "pesq" else result[f"mel_q{score_n_q}"]
         if score < best:
             best = score
             save_codec(model, cfg.export, step, extra={"valid": result}, tokens_id=tokens_id)

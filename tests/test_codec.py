@@ -322,8 +322,11 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     from codec.loaders import EMA_SUFFIXES
     parent = load_codec(tmp_path / "c.safetensors")
     tuned_cfg = TrainConfig(**{**fresh.__dict__, "out_dir": str(tmp_path / "run3"), "steps": parent.train_step + 3,
-                               "decoder_only": True, "focus_n_q": 2, "export": str(tmp_path / "e.safetensors")})
-    assert train(tuned_cfg)["step"] == parent.train_step + 3
+                               "decoder_only": True, "focus_n_q": 2, "export": str(tmp_path / "e.safetensors"),
+                               "select_by": "pesq"})
+    tuned_figures = train(tuned_cfg)
+    assert tuned_figures["step"] == parent.train_step + 3
+    assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0  # scored where it selects (focus_n_q)
     tuned = load_codec(tmp_path / "e.safetensors")
     assert tuned.tokens_id == parent.tokens_id == parent.model_id != tuned.model_id
     before, after = parent.state_dict(), tuned.state_dict()
@@ -376,3 +379,5 @@ def test_learning_rate_is_constant_or_falls_to_its_final_value_and_a_late_decay_
     assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))                    # falls every step after the start
     with pytest.raises(ValueError, match="lr decay must start before the last step"):
         train(TrainConfig(steps=100, decay_from=100))
+    with pytest.raises(ValueError, match="select_by must be 'mel' or 'pesq'"):
+        train(TrainConfig(select_by="stoi"))
