@@ -32,8 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
-from codec.losses import (MultiResolutionSpectralLoss, feature_matching_loss, generator_adversarial_loss,
-                          hinge_discriminator_loss, log_mel)
+from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, feature_matching_loss,
+                          generator_adversarial_loss, hinge_discriminator_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
@@ -59,6 +59,7 @@ class TrainConfig(TrainerOptions):
     lambda_commit: float = 0.25
     lambda_adv: float = 1.0
     lambda_fm: float = 2.0
+    lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
@@ -228,6 +229,7 @@ def train(cfg: TrainConfig) -> dict:
     eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))
     score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
+    phase = PhaseDerivativeLoss()
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=0)
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
@@ -272,6 +274,9 @@ def train(cfg: TrainConfig) -> dict:
             losses = spectral(y, x)
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
                      + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)
+            if cfg.lambda_phase:
+                losses["phase"] = phase(y, x)
+                total = total + cfg.lambda_phase * losses["phase"]
             adversarial = step >= cfg.adv_start
             if adversarial:
                 fake_logits, fake_feats = train_disc(y)

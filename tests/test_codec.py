@@ -323,7 +323,7 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     parent = load_codec(tmp_path / "c.safetensors")
     tuned_cfg = TrainConfig(**{**fresh.__dict__, "out_dir": str(tmp_path / "run3"), "steps": parent.train_step + 3,
                                "decoder_only": True, "focus_n_q": 2, "export": str(tmp_path / "e.safetensors"),
-                               "select_by": "pesq"})
+                               "select_by": "pesq", "lambda_phase": 1.0})
     tuned_figures = train(tuned_cfg)
     assert tuned_figures["step"] == parent.train_step + 3
     assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0  # scored where it selects (focus_n_q)
@@ -381,3 +381,22 @@ def test_learning_rate_is_constant_or_falls_to_its_final_value_and_a_late_decay_
         train(TrainConfig(steps=100, decay_from=100))
     with pytest.raises(ValueError, match="select_by must be 'mel' or 'pesq'"):
         train(TrainConfig(select_by="stoi"))
+
+
+def test_phase_derivative_loss_sees_harmonics_turned_to_noise_and_ignores_gain():
+    """A voice's STFT magnitudes with random phases: the loss is high; the voice itself at any gain: near zero."""
+    from codec.losses import PhaseDerivativeLoss
+
+    torch.manual_seed(0)
+    t = torch.arange(16_000) / 16_000
+    voiced = 0.1 * sum(torch.sin(2 * torch.pi * k * 140 * t + k) / k for k in range(1, 25))[None]
+    window = torch.hann_window(512)
+    spec = torch.stft(voiced, 512, 128, window=window, return_complex=True)
+    scrambled = torch.istft(spec.abs() * torch.exp(2j * torch.pi * torch.rand(spec.shape)), 512, 128,
+                            window=window, length=voiced.shape[-1])
+    phase = PhaseDerivativeLoss()
+    assert phase(voiced, voiced) < 0.01 and phase(0.5 * voiced, voiced) < 0.01
+    assert phase(scrambled, voiced) > 0.4
+    silent = torch.zeros_like(voiced, requires_grad=True)
+    phase(silent, voiced).backward()
+    assert torch.isfinite(silent.grad).all()

@@ -249,6 +249,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
+                      lambda_phase=args.phase_loss,
                       codec={"decoder": args.decoder} if args.decoder else {},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
@@ -813,6 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--decay-from", type=int, default=0,
                     help="from this step the lr falls (cosine) to --lr-final at --steps (default: constant lr)")
     tc.add_argument("--lr-final", type=float, default=1e-5)
+    tc.add_argument("--phase-loss", type=float, default=0.0,
+                    help="weight of the phase-derivative loss (instantaneous frequency and group delay against "
+                         "the real audio's), which teaches a decoder harmonics without a discriminator; 0: off")
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")
