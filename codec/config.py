@@ -32,6 +32,7 @@ class CodecConfig:
     decoder_dim: int = 256
     decoder_hidden: int = 768
     decoder_layers: int = 6
+    decoder_phase: str = "absolute"   # istft: "absolute" or "integrated" phases (codec/modules/istft.py)
 
     @property
     def hop_length(self) -> int:

@@ -88,15 +88,15 @@ class _EncoderStep(nn.Module):
 
 
 class _DecoderStep(nn.Module):
-    """(codes [B, K, n], overlap tail [B, hop], block histories...) -> (audio [B, 1, n frame], tail, histories...)."""
+    """(codes [B, K, n], overlap tail [B, hop], body state...) -> (audio [B, 1, n frame], tail, body state...)."""
 
     def __init__(self, model: CodecModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, codes: torch.Tensor, tail: torch.Tensor, *histories: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, codes: torch.Tensor, tail: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         decoder = self.model.decoder
-        frames, new = decoder.body(self.model.quantizer.decode(codes), list(histories))
+        frames, new = decoder.body(self.model.quantizer.decode(codes), list(state))
         audio, tail = decoder.overlap_add(frames, tail)
         return (audio, tail, *new)
 
@@ -154,8 +154,7 @@ class CodecRuntime:
         decoder = self.model.decoder
         # Per-stream state shapes (batch 1), the exports' example inputs and the streams' zeros alike.
         self.encoder_state_shapes = [(1, c.conv.in_channels, c.context) for c in _convs_with_history(self.model)]
-        self.decoder_state_shapes = [(1, decoder.hop)] + [(1, b.dwconv.in_channels, b.kernel - 1)
-                                                          for b in decoder.blocks]
+        self.decoder_state_shapes = [(1, decoder.hop)] + decoder.state_shapes()
 
     def _get(self, cache: dict[int, object], n_q: int, build: Callable[[], object]):
         if not 1 <= n_q <= self.model.config.n_q:
@@ -219,7 +218,7 @@ class DecoderStream:
         self.reset()
 
     def reset(self) -> None:
-        # [overlap tail [1, hop], each ConvNeXt block's history]
+        # [overlap tail [1, hop], the decoder body's state (IstftDecoder.state_shapes)]
         self._state = [np.zeros(shape, np.float32) for shape in self.runtime.decoder_state_shapes]
         self._holding = False   # whether the tail holds samples of decoded frames
 

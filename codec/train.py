@@ -20,7 +20,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +106,17 @@ class CropDataset(torch.utils.data.Dataset):
 
 
 def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str,
-                        new_decoder: bool = False) -> None:
+                        shipped_config: CodecConfig) -> None:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
-    With `new_decoder` only the encoder and codebooks are loaded (the decoder starts fresh)."""
-    if new_decoder:
+    A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded); one
+    that differs only in its phase mode keeps its weights and starts its phase head at zero."""
+    phase_only = replace(shipped_config, decoder_phase=model.config.decoder_phase) == model.config
+    if model.config != shipped_config and not phase_only:
         state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("decoder.")})
     load_weights(model, state, path)
+    if model.config != shipped_config and phase_only:
+        model.decoder.reset_phase_head()
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
         layer.cluster_size.fill_(1.0)
@@ -214,7 +218,7 @@ def train(cfg: TrainConfig) -> dict:
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif shipped:
         _, state, meta = shipped
-        _start_from_shipped(model, state, cfg.init_from, new_decoder=codec_cfg != shipped[0])
+        _start_from_shipped(model, state, cfg.init_from, shipped[0])
         step = int(meta.get("step", 0))
         tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
         log.info("started from %s (trained %d steps)", cfg.init_from, step)

@@ -250,7 +250,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss,
-                      codec={"decoder": args.decoder} if args.decoder else {},
+                      codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase)) if v},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
@@ -809,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tune only the decoder of --init-from: same tokens, so the backbone still fits")
     tc.add_argument("--decoder", choices=["seanet", "istft"], default=None,
                     help="decoder of a new run, or with --decoder-only a new decoder for --init-from's tokens")
+    tc.add_argument("--decoder-phase", choices=["absolute", "integrated"], default=None,
+                    help="ISTFT decoder: predict each spectrum's phase, or how far it moves per hop (summed over "
+                         "time: coherent harmonics); with --decoder-only, switches a trained decoder's phase head")
     tc.add_argument("--focus-n-q", type=int, default=0,
                     help="train half the examples at exactly this many quantizers (the backbone's: 4)")
     tc.add_argument("--decay-from", type=int, default=0,

@@ -8,6 +8,13 @@ phase of each short-time spectrum, and an inverse FFT with overlap-add (50 %
 Hann, which sums to one) makes the samples. All the work is a few matrix
 products per 10 ms.
 
+Phase (`phase`): "absolute" predicts each spectrum's phase from the latent alone. A causal stack
+cannot know where a harmonic's phase stands after the frames before, so neighbouring frames
+disagree and the upper harmonics cancel into noise (session 19, spectrograms). "integrated"
+predicts how far each bin's phase moves per hop (its instantaneous frequency, which the latent
+does carry) and sums the moves over time, as a phase vocoder does: the running phase is part of
+the streaming state. The moves start at the bins' centre frequencies.
+
 Causality: spectrum t covers output samples [hop * t, hop * t + n_fft), so
 output block b is final once spectrum b exists. The decoder's output is the
 input delayed by `delay` (= hop) samples: the window of spectrum t is centred
@@ -64,9 +71,12 @@ class CausalConvNeXtBlock(nn.Module):
         return x + (self.scale * h).transpose(1, 2), padded[..., -(self.kernel - 1):]
 
 
+PHASE_MODES = ("absolute", "integrated")
+
+
 @dataclass
 class _IstftState:
-    histories: list[torch.Tensor] | None  # each ConvNeXt block's last kernel - 1 inputs
+    body: list[torch.Tensor] | None       # `body` state: each ConvNeXt block's last kernel - 1 inputs (and the running phase)
     tail: torch.Tensor | None             # [B, hop] second half of the last spectrum's frame, not yet final
     batch_size: int
 
@@ -75,9 +85,11 @@ class IstftDecoder(StreamingModule):
     """Latent [B, D, F] at the frame rate -> waveform [B, 1, F * upsample * hop], delayed by `hop` samples."""
 
     def __init__(self, dimension: int, upsample: int, hop: int, dim: int = 256, hidden: int = 768,
-                 layers: int = 6) -> None:
+                 layers: int = 6, phase: str = "absolute") -> None:
         super().__init__()
-        self.upsample, self.hop, self.n_fft = upsample, hop, 2 * hop
+        if phase not in PHASE_MODES:
+            raise ValueError(f"unknown phase mode {phase!r} ({' or '.join(PHASE_MODES)})")
+        self.upsample, self.hop, self.n_fft, self.phase = upsample, hop, 2 * hop, phase
         self.inp = nn.Conv1d(dimension, dim * upsample, 1)  # frame -> `upsample` spectra, causal by construction
         self.blocks = nn.ModuleList(CausalConvNeXtBlock(dim, hidden) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
@@ -86,21 +98,47 @@ class IstftDecoder(StreamingModule):
         real, imag = _windowed_inverse_dft(self.n_fft, self.window)
         self.register_buffer("idft_real", real, persistent=False)
         self.register_buffer("idft_imag", imag, persistent=False)
+        # A bin's centre frequency moves its phase by 2 pi k hop / n_fft = pi k per hop (mod 2 pi).
+        self.register_buffer("centre_advance", torch.pi * (torch.arange(hop + 1) % 2).float(), persistent=False)
 
     @property
     def delay(self) -> int:
         return self.hop
 
-    def spectra_to_frames(self, h: torch.Tensor) -> torch.Tensor:
-        """[B, T, dim] -> windowed time frames [B, T, n_fft]."""
-        log_mag, phase = self.out(self.norm(h)).chunk(2, dim=-1)
+    def state_shapes(self, batch_size: int = 1) -> list[tuple[int, ...]]:
+        """Shapes of `body`'s state: each block's history, then (integrated phase) the running phase."""
+        shapes = [(batch_size, b.dwconv.in_channels, b.kernel - 1) for b in self.blocks]
+        return shapes + ([(batch_size, self.hop + 1)] if self.phase == "integrated" else [])
+
+    def reset_phase_head(self) -> None:
+        """Zero the phase half of the output layer: a head switched to integrated phase starts by moving
+        every bin at its centre frequency (its old weights meant absolute phases)."""
+        with torch.no_grad():
+            self.out.weight[self.hop + 1:].zero_()
+            self.out.bias[self.hop + 1:].zero_()
+
+    def spectra_to_frames(self, h: torch.Tensor, phase: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after them [B, bins]
+        or None). `phase`: the running phase before them (integrated mode; zeros at the start)."""
+        log_mag, phase_out = self.out(self.norm(h)).chunk(2, dim=-1)
         mag = torch.exp(log_mag.clamp(max=10.0))
+        last = None
+        if self.phase == "integrated":
+            if phase is None:
+                phase = h.new_zeros(h.shape[0], self.hop + 1)
+            # Summed in float64 and wrapped to [0, 2 pi): a long offline pass and the same audio in
+            # streaming calls (which wrap between calls) then give the same phases to float32 precision.
+            summed = phase[:, None].double() + torch.cumsum((self.centre_advance + phase_out).double(), dim=1)
+            phase_out = (summed - 2 * torch.pi * torch.floor(summed / (2 * torch.pi))).to(h.dtype)
+            last = phase_out[:, -1]
         # irfft as two matrix products: the same frames (float rounding aside), as fast on a few
         # spectra, and exportable to ONNX, which has no complex numbers.
-        return (mag * torch.cos(phase)) @ self.idft_real + (mag * torch.sin(phase)) @ self.idft_imag
+        frames = (mag * torch.cos(phase_out)) @ self.idft_real + (mag * torch.sin(phase_out)) @ self.idft_imag
+        return frames, last
 
     def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
-        """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying each block's conv history."""
+        """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying the state of `state_shapes`."""
         B, _, Fr = z.shape
         # A kernel-1 conv applied as a matrix product (cheaper per call).
         x = F.linear(z.transpose(1, 2), self.inp.weight[..., 0], self.inp.bias)          # [B, F, dim * up]
@@ -109,7 +147,9 @@ class IstftDecoder(StreamingModule):
         for i, block in enumerate(self.blocks):
             x, hist = block(x, state[i] if state else None)
             new_state.append(hist)
-        return self.spectra_to_frames(x.transpose(1, 2)), new_state
+        frames, phase = self.spectra_to_frames(x.transpose(1, 2), state[len(self.blocks)] if state and
+                                               self.phase == "integrated" else None)
+        return frames, new_state + ([phase] if phase is not None else [])
 
     def overlap_add(self, frames: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 2 hop] -> (final samples [B, 1, T hop], the unfinished last hop [B, hop])."""
@@ -137,6 +177,6 @@ class IstftDecoder(StreamingModule):
         if self._state is None:
             frames, _ = self.body(z)
             return self.overlap_add(frames)[0]
-        frames, self._state.histories = self.body(z, self._state.histories)
+        frames, self._state.body = self.body(z, self._state.body)
         out, self._state.tail = self.overlap_add(frames, self._state.tail)
         return out
