@@ -32,6 +32,7 @@ from benchmarks.intelligibility import Recognizer, word_errors, words_of
 from codec.compress import compress_audio, decompress_codes
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions
+from tts.text import normalize_text
 from voice.verification import speaker_streams
 
 REFERENCE_SECONDS = 10.0
@@ -196,26 +197,29 @@ def speed_report(result: dict) -> list[str]:
 def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
                 rng: random.Random, seed: int, sampling: SamplingConfig) -> dict:
     held_out = [u for u in all_utts if u.split in ("test", "unseen")]
-    rate = float(np.median([u.duration / max(1, len(u.text)) for u in held_out]))   # seconds per character
+    rate = float(np.median([u.duration / max(1, len(normalize_text(u.text))) for u in held_out]))   # seconds per character
     texts = [u.text for u in sorted(held_out, key=lambda u: u.id)]
     rng.shuffle(texts)
     voices = pick([u for u in all_utts if u.split == "test"], 8, rng)
     refs = references(corpus, all_utts, {u.speaker for u in voices}, set(), engine)
     speakers = list(refs.values())
-    short = long = repeated = 0
-    ratios = []
+    ratios, flagged = [], []
     for i, text in enumerate(robustness_sentences(texts, count)):
         pcm = synthesize(engine, text, speakers[i % len(speakers)], seed + i, sampling)
-        ratio = len(pcm) / engine.sample_rate / (len(text) * rate + 0.3)
+        # against the spoken form's length, as the engine bounds it ("200" is said "two hundred")
+        ratio = len(pcm) / engine.sample_rate / (len(normalize_text(text)) * rate + 0.3)
         ratios.append(ratio)
-        short += ratio < SANE_DURATION[0]
-        long += ratio > SANE_DURATION[1]
         _, _, heard = _errors(recognizer, pcm, text)
-        repeated += repeats_phrase(words_of(text), heard)
-    return {"sentences": count, "truncated": short, "run_on": long, "repeated_phrase": repeated,
+        faults = [name for name, fault in (("truncated", ratio < SANE_DURATION[0]),
+                                           ("run_on", ratio > SANE_DURATION[1]),
+                                           ("repeated_phrase", repeats_phrase(words_of(text), heard))) if fault]
+        if faults:  # which sentences, so a fault can be replayed (`seed` + `index`, voice index % 8)
+            flagged.append({"index": i, "text": text, "duration_ratio": ratio, "faults": faults, "heard": heard})
+    return {"sentences": count,
+            **{fault: sum(fault in f["faults"] for f in flagged) for fault in ("truncated", "run_on", "repeated_phrase")},
             "duration_ratio_p5": float(np.percentile(ratios, 5)),
             "duration_ratio_p95": float(np.percentile(ratios, 95)),
-            "seconds_per_char": rate}
+            "seconds_per_char": rate, "flagged": flagged}
 
 
 def format_report(result: dict) -> str:
@@ -237,4 +241,6 @@ def format_report(result: dict) -> str:
                  f"{rb['run_on']} run-on (duration outside {SANE_DURATION[0]}-{SANE_DURATION[1]}x of "
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
+    lines += [f"  sentence {f['index']} ({', '.join(f['faults'])}, duration ratio {f['duration_ratio']:.2f}): "
+              f"{f['text'][:70]!r}, heard {' '.join(f['heard'])[:70]!r}" for f in rb.get("flagged", [])]
     return "\n".join(lines + speed_report(result))

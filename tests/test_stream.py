@@ -16,7 +16,7 @@ from codec.loaders import load_codec
 from codec.onnx_runtime import CodecRuntime
 from tts.cli import main
 from tts.engine import Engine, SynthesisError, SynthesisOptions
-from tts.segment import TextAccumulator, segment_text
+from tts.segment import TextAccumulator, segment_text, utterance_text
 from tts.stream.decoder import ChunkedDecoder
 from tts.stream.playout import BufferClosed, PlayoutBuffer, simulate_playout
 from tts.text import normalize_text
@@ -195,6 +195,14 @@ def test_long_text_is_split_in_order_within_the_limit():
     assert {s.pause_after for s in segments if s.text.endswith(",")} <= {0.15}
 
 
+def test_a_segment_cut_without_closing_punctuation_is_spoken_as_a_sentence():
+    assert utterance_text("yes") == "yes." and utterance_text("so we win") == "so we win."
+    assert [utterance_text(t) for t in ("yes.", "who am i?", "oh!", "first, then", "a; b;")] == [
+        "yes.", "who am i?", "oh!", "first, then.", "a; b;"]
+    pieces = [s.text for s in segment_text("word " * 70, max_chars=80)]      # cut between words
+    assert len(pieces) > 1 and all(utterance_text(p).endswith(".") for p in pieces)
+
+
 def test_text_arriving_in_pieces_gives_the_same_words():
     acc = TextAccumulator(max_chars=80)
     segments = []
@@ -236,7 +244,8 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
     # Offline: the same requests generated in order, codes decoded in one go, pauses inserted.
     pieces = []
     for i, seg in enumerate(engine.segments(text, options)):
-        req = Request(engine.tokenizer.encode(seg.text, normalized=True), torch.from_numpy(speaker), len(seg.text),
+        req = Request(engine.tokenizer.encode(utterance_text(seg.text), normalized=True), torch.from_numpy(speaker),
+                      len(seg.text),
                       options.seed + i, FAST)
         codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8, engine.onnx_steps)), 1)
         pieces.append(codec.decode_aligned(codes[None])[0, 0].numpy())

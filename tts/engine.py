@@ -24,7 +24,7 @@ from backbone.tokenizer import TextTokenizer, tokenizer_for
 from codec.loaders import load_codec
 from codec.model import CodecModel
 from codec.onnx_runtime import CodecRuntime, available as onnx_available, onnx_capable
-from tts.segment import Segment, TextAccumulator, segment_text
+from tts.segment import Segment, TextAccumulator, segment_text, utterance_text
 from tts.stream.decoder import ChunkedDecoder
 from voice.encoder import SpeakerEncoder, load_encoder
 from voice.enroll import ClipLimits, check_clip, resolve_voice
@@ -93,7 +93,7 @@ class SpeechStream:
         self.frames_in_segment = 0
         seed = self.options.seed + self.segments_started
         self.segments_started += 1
-        return Request(self.engine.tokenizer.encode(self.current.text, normalized=True), self.speaker,
+        return Request(self.engine.tokenizer.encode(utterance_text(self.current.text), normalized=True), self.speaker,
                        len(self.current.text), seed, self.options.sampling)
 
     def on_frames(self, frames: list[torch.Tensor], decode: bool = True) -> list[np.ndarray]:

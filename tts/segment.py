@@ -80,6 +80,14 @@ def segment_text(text: str, max_chars: int = 160) -> list[Segment]:
     return segments
 
 
+def utterance_text(segment: str) -> str:
+    """The text the backbone speaks for a segment: one cut without any closing punctuation ("yes", or a
+    piece cut between words) gets a full stop. The training sentences all end with one, and the model
+    learnt to stop there; without it, it trails on until the end-of-speech guard stops it (session 19:
+    "yes" lasted 0.3-1 s, "yes." 0.3-0.5 s)."""
+    return segment if segment[-1:] in ".?!,;:" else segment + "."
+
+
 class TextAccumulator:
     """Text arriving in pieces (as an LLM emits it) to segments as soon as each is complete.
 
