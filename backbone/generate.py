@@ -47,12 +47,13 @@ class SamplingConfig:
     extra_seconds: float = 1.0
     # With alignment heads (backbone.model.AlignmentGuide): EOS only once they have read `eos_min_read` of
     # the text (no truncated sentences; their reading lags the speech a little, so not all of it), and forced
-    # after `end_hold_seconds` reading its last `end_margin_tokens` (no babbling on). A read pointer's
-    # last token is a final phoneme or the closing punctuation, which ends within a few hundred ms:
-    # 0.6 s, not the 1 s of session 17, cut "I." from 1.2 s to 0.7 s without guidance (session 19).
+    # after `end_hold_seconds` reading its last `end_margin_tokens` (no babbling on). The engine ends every
+    # utterance with punctuation (tts.segment.utterance_text), so a read pointer's last token is the
+    # closing pause: once there, speech is over. 0.4 s, not session 17's 1 s: "I." in one held-out voice
+    # ran on to 1.2 s, 0.96 s at 0.6 (session 19; real "Who am I?" lasts 0.6 s).
     eos_min_read: float = 0.7
     end_margin_tokens: float = 2.0
-    end_hold_seconds: float = 0.6
+    end_hold_seconds: float = 0.4
     # A read pointer moves on after dwelling this long on one token (no stalled speech).
     max_token_seconds: float = 1.0
     # A read-pointer model's speaking rate: its odds of moving on at each frame times this (0.5 - 2).
