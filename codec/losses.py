@@ -130,3 +130,26 @@ class PhaseDerivativeLoss(nn.Module):
                 agreement = (self._unit_steps(spec_hat, dim) * self._unit_steps(spec, dim).conj()).real
                 total = total + (pair_weight * (1 - agreement)).sum() / pair_weight.sum().clamp_min(1e-8)
         return total / (2 * len(self.fft_sizes))
+
+
+def instantaneous_frequency_loss(steps: torch.Tensor, audio: torch.Tensor, hop: int,
+                                 floor_db: float = 50.0) -> torch.Tensor:
+    """How far an integrated-phase ISTFT decoder's phase moves are from the real audio's, per bin.
+
+    `steps` [B, T, hop + 1]: the decoder's phase move into each spectrum (codec/modules/istft.py);
+    `audio` [B, 1, >= T hop]: the audio it encodes, unaligned: spectrum t stands for samples
+    [hop (t - 1), hop (t + 1)). The real moves are read from the same frames (Hann-windowed; a
+    sinusoid moves by 2 pi f hop / sr whatever the window). Unlike `PhaseDerivativeLoss`, which
+    judges the output, this supervises each move directly, with no credit to assign through the
+    running sum. 1 - cos of the difference, weighted as there by the real magnitude's square root.
+    """
+    n_fft = 2 * hop
+    x = nn.functional.pad(audio.flatten(1), (hop, 0))
+    frames = x.unfold(-1, n_fft, hop)
+    t = min(frames.shape[1], steps.shape[1])
+    spec = torch.fft.rfft(frames[:, :t] * torch.hann_window(n_fft, device=x.device, dtype=x.dtype), dim=-1)
+    target = torch.angle(spec[:, 1:] * spec[:, :-1].conj())
+    mag = spec.abs()
+    weight = torch.sqrt(torch.minimum(mag[:, 1:], mag[:, :-1]))
+    weight = weight * (weight > 10 ** (-floor_db / 40) * weight.amax(dim=(1, 2), keepdim=True))
+    return (weight * (1 - torch.cos(steps[:, 1:t] - target))).sum() / weight.sum().clamp_min(1e-8)

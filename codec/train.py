@@ -33,7 +33,8 @@ from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, feature_matching_loss,
-                          generator_adversarial_loss, hinge_discriminator_loss, log_mel)
+                          generator_adversarial_loss, hinge_discriminator_loss, instantaneous_frequency_loss,
+                          log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from tts.corpus.manifest import audio_path, read_manifest
@@ -60,6 +61,7 @@ class TrainConfig(TrainerOptions):
     lambda_adv: float = 1.0
     lambda_fm: float = 2.0
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
+    lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
@@ -196,6 +198,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.decoder_only and not (resume or shipped):
         raise TrainingSetupError("a decoder-only run fine-tunes a trained codec: "
                                  "give --init-from (or resume a decoder-only run)")
+    if cfg.lambda_if and not (cfg.decoder_only and codec_cfg.decoder_phase == "integrated"):
+        raise TrainingSetupError("the instantaneous-frequency loss trains an integrated-phase decoder: "
+                                 "give --decoder-only and --decoder-phase integrated")
     model = CodecModel(codec_cfg).to(device)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
@@ -271,16 +276,24 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)
-                y = train_model(q.quantized)
+                if cfg.lambda_if:
+                    y, phase_steps = train_model(q.quantized, with_phase_steps=True)
+                    if_loss = instantaneous_frequency_loss(phase_steps, x, model.decoder.hop)
+                else:
+                    y = train_model(q.quantized)
             else:
                 y, q = train_model(x, n_q)
             y, x = model.align(y, x)
             losses = spectral(y, x)
+            if cfg.lambda_if:
+                losses["if"] = if_loss
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
                      + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)
             if cfg.lambda_phase:
                 losses["phase"] = phase(y, x)
                 total = total + cfg.lambda_phase * losses["phase"]
+            if cfg.lambda_if:
+                total = total + cfg.lambda_if * losses["if"]
             adversarial = step >= cfg.adv_start
             if adversarial:
                 fake_logits, fake_feats = train_disc(y)

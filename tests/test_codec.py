@@ -372,6 +372,14 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert not head.weight[head.out_features // 2:].any() and not head.bias[head.out_features // 2:].any()
     kept = {k: v for k, v in switched.state_dict().items() if k.startswith("decoder.") and ".out." not in k}
     assert kept and all(torch.equal(v, fresh_decoder.state_dict()[k]) for k, v in kept.items())
+    # ... and trains with the instantaneous-frequency loss on its phase moves.
+    integrated_cfg = TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run7"),
+                                    "export": str(tmp_path / "g.safetensors"), "init_from": str(tmp_path / "f.safetensors"),
+                                    "codec": {"decoder_phase": "integrated"}, "lambda_if": 1.0,
+                                    "steps": fresh_decoder.train_step + 2})
+    assert train(integrated_cfg)["step"] == fresh_decoder.train_step + 2
+    integrated = load_codec(tmp_path / "g.safetensors")
+    assert integrated.config.decoder_phase == "integrated" and integrated.tokens_id == parent.tokens_id
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder-only run fine-tunes a trained codec"):
@@ -424,3 +432,18 @@ def test_phase_derivative_loss_sees_harmonics_turned_to_noise_and_ignores_gain()
     silent = torch.zeros_like(voiced, requires_grad=True)
     phase(silent, voiced).backward()
     assert torch.isfinite(silent.grad).all()
+
+
+def test_instantaneous_frequency_loss_is_zero_for_the_true_phase_moves_and_refused_where_it_cannot_apply():
+    from codec.losses import instantaneous_frequency_loss
+    from codec.train import TrainConfig, train
+
+    hop, frames = 40, 60
+    t = torch.arange(frames * hop) / 16_000
+    tone = torch.cos(2 * torch.pi * 1234.5 * t)[None, None]
+    true_moves = torch.full((1, frames, hop + 1), 2 * torch.pi * 1234.5 * hop / 16_000)
+    assert instantaneous_frequency_loss(true_moves, tone, hop) < 0.02
+    assert instantaneous_frequency_loss(true_moves + 1.0, tone, hop) > 0.4
+    assert instantaneous_frequency_loss(true_moves + 2 * torch.pi, tone, hop) < 0.02   # moves count mod 2 pi
+    with pytest.raises(ValueError, match="integrated-phase decoder"):
+        train(TrainConfig(lambda_if=1.0))

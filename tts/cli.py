@@ -249,7 +249,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
-                      lambda_phase=args.phase_loss,
+                      lambda_phase=args.phase_loss, lambda_if=args.if_loss,
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase)) if v},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
@@ -820,6 +820,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--phase-loss", type=float, default=0.0,
                     help="weight of the phase-derivative loss (instantaneous frequency and group delay against "
                          "the real audio's), which teaches a decoder harmonics without a discriminator; 0: off")
+    tc.add_argument("--if-loss", type=float, default=0.0,
+                    help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
+                         "against the real audio's, bin by bin (with --decoder-only); 0: off")
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")

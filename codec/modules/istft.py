@@ -118,38 +118,45 @@ class IstftDecoder(StreamingModule):
             self.out.bias[self.hop + 1:].zero_()
 
     def spectra_to_frames(self, h: torch.Tensor, phase: torch.Tensor | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after them [B, bins]
-        or None). `phase`: the running phase before them (integrated mode; zeros at the start)."""
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """[B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after them [B, bins],
+        each spectrum's phase move from the one before [B, T, bins]); the last two are None in absolute
+        mode. `phase`: the running phase before them (integrated mode; zeros at the start)."""
         log_mag, phase_out = self.out(self.norm(h)).chunk(2, dim=-1)
         mag = torch.exp(log_mag.clamp(max=10.0))
-        last = None
+        last = steps = None
         if self.phase == "integrated":
             if phase is None:
                 phase = h.new_zeros(h.shape[0], self.hop + 1)
+            steps = self.centre_advance + phase_out
             # Summed in float64 and wrapped to [0, 2 pi): a long offline pass and the same audio in
             # streaming calls (which wrap between calls) then give the same phases to float32 precision.
-            summed = phase[:, None].double() + torch.cumsum((self.centre_advance + phase_out).double(), dim=1)
+            summed = phase[:, None].double() + torch.cumsum(steps.double(), dim=1)
             phase_out = (summed - 2 * torch.pi * torch.floor(summed / (2 * torch.pi))).to(h.dtype)
             last = phase_out[:, -1]
         # irfft as two matrix products: the same frames (float rounding aside), as fast on a few
         # spectra, and exportable to ONNX, which has no complex numbers.
         frames = (mag * torch.cos(phase_out)) @ self.idft_real + (mag * torch.sin(phase_out)) @ self.idft_imag
-        return frames, last
+        return frames, last, steps
 
-    def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
-        """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying the state of `state_shapes`."""
+    def hidden(self, z: torch.Tensor, histories: list | None = None) -> tuple[torch.Tensor, list]:
+        """z [B, D, F] -> the blocks' output [B, F * upsample, dim], carrying each block's conv history."""
         B, _, Fr = z.shape
         # A kernel-1 conv applied as a matrix product (cheaper per call).
         x = F.linear(z.transpose(1, 2), self.inp.weight[..., 0], self.inp.bias)          # [B, F, dim * up]
         x = x.view(B, Fr, -1, self.upsample).permute(0, 2, 1, 3).reshape(B, -1, Fr * self.upsample)
-        new_state = []
+        new_histories = []
         for i, block in enumerate(self.blocks):
-            x, hist = block(x, state[i] if state else None)
-            new_state.append(hist)
-        frames, phase = self.spectra_to_frames(x.transpose(1, 2), state[len(self.blocks)] if state and
-                                               self.phase == "integrated" else None)
-        return frames, new_state + ([phase] if phase is not None else [])
+            x, hist = block(x, histories[i] if histories else None)
+            new_histories.append(hist)
+        return x.transpose(1, 2), new_histories
+
+    def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
+        """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying the state of `state_shapes`."""
+        n = len(self.blocks)
+        h, histories = self.hidden(z, state[:n] if state else None)
+        frames, phase, _ = self.spectra_to_frames(h, state[n] if state and self.phase == "integrated" else None)
+        return frames, histories + ([phase] if phase is not None else [])
 
     def overlap_add(self, frames: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 2 hop] -> (final samples [B, 1, T hop], the unfinished last hop [B, hop])."""
@@ -173,7 +180,16 @@ class IstftDecoder(StreamingModule):
             return torch.zeros(self._state.batch_size, 1, 0)
         return tail[:, None]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, with_phase_steps: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_phase_steps` also returns each
+        spectrum's phase moves [B, F * upsample, bins] (integrated mode), for the trainer's
+        instantaneous-frequency loss."""
+        if with_phase_steps:
+            if self.phase != "integrated" or self._state is not None:
+                raise ValueError("phase steps come from an integrated-phase decoder, offline")
+            frames, _, steps = self.spectra_to_frames(self.hidden(z)[0])
+            return self.overlap_add(frames)[0], steps
         if self._state is None:
             frames, _ = self.body(z)
             return self.overlap_add(frames)[0]

@@ -8,6 +8,9 @@
 # needs the training. Resumes runs/codec_gpu/last.pt when the machine still holds it (a warm
 # machine keeps ignored folders between calls); starts from assets/codec.safetensors otherwise.
 # Leaves in $OUT: codec.safetensors (best by validation), the training log, the build log.
+# CODEC_ARGS adds trainer options, e.g. the decoder fine-tune of session 19 that keeps the tokens:
+#   CODEC_ARGS="--decoder-only --decoder-phase integrated --phase-loss 2 --adv-start 0 --focus-n-q 4"
+# (--select-by pesq needs the pesq package, which the GPU image lacks: selection is then by log-mel).
 set -euo pipefail
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
@@ -20,5 +23,5 @@ INIT=()
 [[ -f "$RUN/last.pt" ]] || INIT=(--init-from assets/codec.safetensors)
 "$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \
     --device "${DEVICE:-cuda}" --batch-size "${BATCH:-64}" --lr "${LR:-5e-4}" --steps "${STEPS:-200000}" \
-    --valid-every 500 --max-minutes "$MINUTES" "${INIT[@]}" 2>&1 | tail -n 40 | tee "$OUT/train_stdout.log"
+    --valid-every 500 --max-minutes "$MINUTES" "${INIT[@]}" ${CODEC_ARGS:-} 2>&1 | tail -n 40 | tee "$OUT/train_stdout.log"
 cp "$RUN/train.log" "$OUT/codec_train.log"
