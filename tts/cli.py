@@ -465,7 +465,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from tts.engine import Engine
     from voice.store import VoiceStore
 
-    if args.max_streams < 1:
+    max_streams = ServerConfig.max_streams if args.max_streams is None else args.max_streams
+    if max_streams < 1:
         raise UserError("--max-streams must be at least 1")
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UserError("TLS needs both --tls-cert and --tls-key")
@@ -475,7 +476,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     store = VoiceStore(args.store)
     engine = Engine.load(backbone=args.backbone, codec=args.codec, store=store)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TTS_TOKEN"),
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=args.max_streams)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=max_streams)
     asyncio.run(serve_forever(engine, store, config))
     return 0
 
@@ -695,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--token", default=None, help="require 'authorization: Bearer TOKEN' (or set TTS_TOKEN)")
     sv.add_argument("--tls-cert", default=None)
     sv.add_argument("--tls-key", default=None)
-    sv.add_argument("--max-streams", type=int, default=16, help="concurrent synthesis streams")
+    sv.add_argument("--max-streams", type=int, default=None,
+                    help="concurrent synthesis streams, more are refused with RESOURCE_EXHAUSTED (default: "
+                         "serve.server.ServerConfig's, 12: what one core keeps in real time)")
     sv.add_argument("--backbone", default=None)
     sv.add_argument("--codec", default=None, help=CODEC_HELP)
     sv.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
