@@ -112,12 +112,13 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
     A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded); one
     that differs only in its phase mode keeps its weights and starts its phase head at zero."""
-    phase_only = replace(shipped_config, decoder_phase=model.config.decoder_phase) == model.config
-    if model.config != shipped_config and not phase_only:
+    changed = model.config != shipped_config
+    phase_only = changed and replace(shipped_config, decoder_phase=model.config.decoder_phase) == model.config
+    if changed and not phase_only:
         state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
         state.update({k: v for k, v in model.state_dict().items() if k.startswith("decoder.")})
     load_weights(model, state, path)
-    if model.config != shipped_config and phase_only:
+    if phase_only:
         model.decoder.reset_phase_head()
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
