@@ -197,7 +197,8 @@ def speed_report(result: dict) -> list[str]:
 def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
                 rng: random.Random, seed: int, sampling: SamplingConfig) -> dict:
     held_out = [u for u in all_utts if u.split in ("test", "unseen")]
-    rate = float(np.median([u.duration / max(1, len(normalize_text(u.text))) for u in held_out]))   # seconds per character
+    # seconds per character of the spoken form
+    rate = float(np.median([u.duration / max(1, len(normalize_text(u.text))) for u in held_out]))
     texts = [u.text for u in sorted(held_out, key=lambda u: u.id)]
     rng.shuffle(texts)
     voices = pick([u for u in all_utts if u.split == "test"], 8, rng)
@@ -216,7 +217,8 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
         if faults:  # which sentences, so a fault can be replayed (`seed` + `index`, voice index % 8)
             flagged.append({"index": i, "text": text, "duration_ratio": ratio, "faults": faults, "heard": heard})
     return {"sentences": count,
-            **{fault: sum(fault in f["faults"] for f in flagged) for fault in ("truncated", "run_on", "repeated_phrase")},
+            **{fault: sum(fault in f["faults"] for f in flagged)
+               for fault in ("truncated", "run_on", "repeated_phrase")},
             "duration_ratio_p5": float(np.percentile(ratios, 5)),
             "duration_ratio_p95": float(np.percentile(ratios, 95)),
             "seconds_per_char": rate, "flagged": flagged}

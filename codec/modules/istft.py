@@ -76,7 +76,7 @@ PHASE_MODES = ("absolute", "integrated")
 
 @dataclass
 class _IstftState:
-    body: list[torch.Tensor] | None       # `body` state: each ConvNeXt block's last kernel - 1 inputs (and the running phase)
+    body: list[torch.Tensor] | None       # `body`'s state: each block's last kernel - 1 inputs (+ running phase)
     tail: torch.Tensor | None             # [B, hop] second half of the last spectrum's frame, not yet final
     batch_size: int
 
