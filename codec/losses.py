@@ -89,6 +89,16 @@ def feature_matching_loss(real_feats: list[list[torch.Tensor]], fake_feats: list
     return total / max(count, 1)
 
 
+def _pair_weights(mag: torch.Tensor, dim: int, floor: float) -> torch.Tensor:
+    """Weights of neighbouring pairs along `dim` for the phase losses: the real magnitude's square root
+    (so the weaker upper harmonics count), zero within `floor` (a fraction) of the clip's peak, the
+    smaller of the two neighbours'."""
+    peak = mag.amax(dim=tuple(range(1, mag.dim())), keepdim=True)
+    weight = torch.sqrt(mag) * (mag > floor * peak)
+    n = weight.shape[dim] - 1
+    return torch.minimum(weight.narrow(dim, 1, n), weight.narrow(dim, 0, n))
+
+
 class PhaseDerivativeLoss(nn.Module):
     """Weighted phase-derivative distance between decoded and real audio, over several STFT sizes.
 
@@ -98,8 +108,7 @@ class PhaseDerivativeLoss(nn.Module):
     phase moves from frame to frame (instantaneous frequency) and from bin to bin (group delay), not
     the phase itself, which a 1 kbps code cannot carry. Each difference is measured as
     1 - cos(difference of the two signals' phase steps), smooth and bounded, and weighted by the real
-    audio's magnitude (square root, so the weaker upper harmonics count) where it is within
-    `floor_db` of the clip's peak. Phase steps are read from products of neighbouring bins, so no
+    audio's magnitude (`_pair_weights`) where it is within `floor_db` of the clip's peak. Phase steps are read from products of neighbouring bins, so no
     angle() is taken of a near-zero bin.
     """
 
@@ -122,11 +131,8 @@ class PhaseDerivativeLoss(nn.Module):
             window = torch.hann_window(n_fft, device=y.device, dtype=y.dtype)
             spec_hat, spec = (torch.stft(s, n_fft, n_fft // 4, window=window, return_complex=True)
                               for s in (y_hat, y))                                   # [B, bins, frames]
-            mag = spec.abs()
-            weight = torch.sqrt(mag) * (mag > self.floor * mag.amax(dim=(1, 2), keepdim=True))
             for dim in (2, 1):  # frame to frame, then bin to bin
-                pair_weight = torch.minimum(weight.narrow(dim, 1, weight.shape[dim] - 1),
-                                            weight.narrow(dim, 0, weight.shape[dim] - 1))
+                pair_weight = _pair_weights(spec.abs(), dim, self.floor)
                 agreement = (self._unit_steps(spec_hat, dim) * self._unit_steps(spec, dim).conj()).real
                 total = total + (pair_weight * (1 - agreement)).sum() / pair_weight.sum().clamp_min(1e-8)
         return total / (2 * len(self.fft_sizes))
@@ -141,7 +147,7 @@ def instantaneous_frequency_loss(steps: torch.Tensor, audio: torch.Tensor, hop: 
     [hop (t - 1), hop (t + 1)). The real moves are read from the same frames (Hann-windowed; a
     sinusoid moves by 2 pi f hop / sr whatever the window). Unlike `PhaseDerivativeLoss`, which
     judges the output, this supervises each move directly, with no credit to assign through the
-    running sum. 1 - cos of the difference, weighted as there by the real magnitude's square root.
+    running sum. 1 - cos of the difference, weighted as there (`_pair_weights`).
     """
     n_fft = 2 * hop
     x = nn.functional.pad(audio.flatten(1), (hop, 0))
@@ -149,7 +155,5 @@ def instantaneous_frequency_loss(steps: torch.Tensor, audio: torch.Tensor, hop: 
     t = min(frames.shape[1], steps.shape[1])
     spec = torch.fft.rfft(frames[:, :t] * torch.hann_window(n_fft, device=x.device, dtype=x.dtype), dim=-1)
     target = torch.angle(spec[:, 1:] * spec[:, :-1].conj())
-    mag = spec.abs()
-    weight = torch.sqrt(torch.minimum(mag[:, 1:], mag[:, :-1]))
-    weight = weight * (weight > 10 ** (-floor_db / 40) * weight.amax(dim=(1, 2), keepdim=True))
+    weight = _pair_weights(spec.abs(), 1, 10 ** (-floor_db / 20))
     return (weight * (1 - torch.cos(steps[:, 1:t] - target))).sum() / weight.sum().clamp_min(1e-8)
