@@ -185,14 +185,12 @@ class IstftDecoder(StreamingModule):
         """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_phase_steps` also returns each
         spectrum's phase moves [B, F * upsample, bins] (integrated mode), for the trainer's
         instantaneous-frequency loss."""
-        if with_phase_steps:
-            if self.phase != "integrated" or self._state is not None:
-                raise ValueError("phase steps come from an integrated-phase decoder, offline")
-            frames, _, steps = self.spectra_to_frames(self.hidden(z)[0])
-            return self.overlap_add(frames)[0], steps
+        if with_phase_steps and (self.phase != "integrated" or self._state is not None):
+            raise ValueError("phase steps come from an integrated-phase decoder, offline")
         if self._state is None:
-            frames, _ = self.body(z)
-            return self.overlap_add(frames)[0]
+            frames, _, steps = self.spectra_to_frames(self.hidden(z)[0])
+            audio = self.overlap_add(frames)[0]
+            return (audio, steps) if with_phase_steps else audio
         frames, self._state.body = self.body(z, self._state.body)
         out, self._state.tail = self.overlap_add(frames, self._state.tail)
         return out
