@@ -33,6 +33,7 @@ class CodecConfig:
     decoder_hidden: int = 768
     decoder_layers: int = 6
     decoder_phase: str = "absolute"   # istft: "absolute" or "integrated" phases (codec/modules/istft.py)
+    decoder_harmonics: int = 0        # istft: oscillators of a harmonic source (codec/modules/harmonic.py); 0: none
 
     @property
     def hop_length(self) -> int:

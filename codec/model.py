@@ -25,7 +25,8 @@ def build_decoder(config: CodecConfig) -> nn.Module:
         if config.hop_length % config.decoder_hop:
             raise ValueError(f"decoder_hop {config.decoder_hop} must divide the hop length {config.hop_length}")
         return IstftDecoder(config.dimension, config.hop_length // config.decoder_hop, config.decoder_hop,
-                            config.decoder_dim, config.decoder_hidden, config.decoder_layers, config.decoder_phase)
+                            config.decoder_dim, config.decoder_hidden, config.decoder_layers, config.decoder_phase,
+                            config.decoder_harmonics, config.sample_rate)
     raise ValueError(f"unknown decoder {config.decoder!r} (seanet or istft)")
 
 

@@ -95,9 +95,7 @@ class _DecoderStep(nn.Module):
         self.model = model
 
     def forward(self, codes: torch.Tensor, tail: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        decoder = self.model.decoder
-        frames, new = decoder.body(self.model.quantizer.decode(codes), list(state))
-        audio, tail = decoder.overlap_add(frames, tail)
+        audio, tail, new = self.model.decoder.step(self.model.quantizer.decode(codes), tail, list(state))
         return (audio, tail, *new)
 
 

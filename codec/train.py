@@ -37,6 +37,7 @@ from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, feat
                           log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
+from codec.pitch import estimate_pitch
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
@@ -62,6 +63,7 @@ class TrainConfig(TrainerOptions):
     lambda_fm: float = 2.0
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
+    lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
@@ -110,19 +112,37 @@ class CropDataset(torch.utils.data.Dataset):
 def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str,
                         shipped_config: CodecConfig) -> None:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
-    A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded); one
-    that differs only in its phase mode keeps its weights and starts its phase head at zero."""
-    changed = model.config != shipped_config
-    phase_only = changed and replace(shipped_config, decoder_phase=model.config.decoder_phase) == model.config
-    if changed and not phase_only:
+    A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded). One that
+    differs only in its phase mode or harmonic source keeps its weights: a switched phase head starts at
+    zero, and a new harmonic source starts quiet (codec/modules/harmonic.py)."""
+    same_decoder = replace(shipped_config, decoder_phase=model.config.decoder_phase,
+                           decoder_harmonics=model.config.decoder_harmonics) == model.config
+    own = model.state_dict()
+    if not same_decoder:
         state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith("decoder.")})
+        state.update({k: v for k, v in own.items() if k.startswith("decoder.")})
+    else:   # a source added (its fresh weights) or removed (the shipped ones dropped)
+        state = {k: v for k, v in state.items() if not k.startswith("decoder.source.")}
+        state.update({k: v for k, v in own.items() if k.startswith("decoder.source.")})
     load_weights(model, state, path)
-    if phase_only:
+    if same_decoder and shipped_config.decoder_phase != model.config.decoder_phase:
         model.decoder.reset_phase_head()
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
         layer.cluster_size.fill_(1.0)
+
+
+def pitch_loss(f0: torch.Tensor, voicing: torch.Tensor, audio: torch.Tensor, sample_rate: int, hop: int
+               ) -> torch.Tensor:
+    """A harmonic source's pitch against the real audio's (codec/pitch.py), spectrum by spectrum:
+    L1 of log2 f0 (octaves) on voiced frames, plus the voicing decision's cross-entropy.
+    `audio` [B, 1, >= T hop] is unaligned: spectrum t is centred on its sample hop t, as pitch frame t."""
+    with torch.no_grad():
+        target, voiced = estimate_pitch(audio.flatten(1), sample_rate, hop)
+    t = min(f0.shape[1], target.shape[1])
+    f0, voicing, target, voiced = f0[:, :t], voicing[:, :t], target[:, :t], voiced[:, :t].float()
+    octaves = ((torch.log2(f0) - torch.log2(target)).abs() * voiced).sum() / voiced.sum().clamp_min(1.0)
+    return octaves + torch.nn.functional.binary_cross_entropy_with_logits(voicing, voiced)
 
 
 def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device,
@@ -202,6 +222,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.lambda_if and not (cfg.decoder_only and codec_cfg.decoder_phase == "integrated"):
         raise TrainingSetupError("the instantaneous-frequency loss trains an integrated-phase decoder: "
                                  "give --decoder-only and --decoder-phase integrated")
+    has_source = codec_cfg.decoder == "istft" and codec_cfg.decoder_harmonics > 0
+    if has_source and not cfg.decoder_only:
+        raise TrainingSetupError("a harmonic source is trained on a shipped codec's tokens: give --decoder-only")
     model = CodecModel(codec_cfg).to(device)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
@@ -277,17 +300,20 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)
-                if cfg.lambda_if:
-                    y, phase_steps = train_model(q.quantized, with_phase_steps=True)
-                    if_loss = instantaneous_frequency_loss(phase_steps, x, model.decoder.hop)
+                if cfg.lambda_if or has_source:
+                    y, extras = train_model(q.quantized, with_extras=True)
                 else:
                     y = train_model(q.quantized)
             else:
                 y, q = train_model(x, n_q)
-            y, x = model.align(y, x)
-            losses = spectral(y, x)
+            extra_losses = {}
             if cfg.lambda_if:
-                losses["if"] = if_loss
+                extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
+            if has_source:
+                extra_losses["pitch"] = pitch_loss(extras["f0"], extras["voicing"], x, codec_cfg.sample_rate,
+                                                   model.decoder.hop)
+            y, x = model.align(y, x)
+            losses = {**spectral(y, x), **extra_losses}
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
                      + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)
             if cfg.lambda_phase:
@@ -295,6 +321,8 @@ def train(cfg: TrainConfig) -> dict:
                 total = total + cfg.lambda_phase * losses["phase"]
             if cfg.lambda_if:
                 total = total + cfg.lambda_if * losses["if"]
+            if has_source:
+                total = total + cfg.lambda_pitch * losses["pitch"]
             adversarial = step >= cfg.adv_start
             if adversarial:
                 fake_logits, fake_feats = train_disc(y)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -59,15 +60,19 @@ def test_stride_contract_is_enforced():
         conv(torch.randn(1, 1, 10))
 
 
-@pytest.fixture(scope="module", params=["seanet", "istft", "istft integrated phase"])
+@pytest.fixture(scope="module", params=["seanet", "istft", "istft integrated phase", "istft harmonic source"])
 def tiny_model(request) -> CodecModel:
     """Every model test runs with both decoders (the ISTFT one at a quarter of the hop, with absolute and
-    with integrated phases: the running phase is streaming state)."""
+    with integrated phases, and with a harmonic source: the running phases are streaming state)."""
     torch.manual_seed(0)
     config = TINY if request.param == "seanet" else replace(
         TINY, decoder="istft", decoder_hop=TINY.hop_length // 4, decoder_dim=16, decoder_hidden=24, decoder_layers=2,
-        decoder_phase="integrated" if request.param.endswith("phase") else "absolute")
+        decoder_phase="integrated" if request.param.endswith("phase") else "absolute",
+        decoder_harmonics=8 if request.param.endswith("source") else 0)
     model = CodecModel(config)
+    if config.decoder_harmonics:
+        with torch.no_grad():   # a new source starts quiet; make it loud enough for the tests to hear it
+            model.decoder.source.head.bias[2:] = 0.0
     model.train()
     model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
     return model.eval()
@@ -246,9 +251,10 @@ def test_truncated_corrupt_and_foreign_streams_raise_clear_errors():
 
 
 def _assert_decodes_alike(audio: torch.Tensor, expected: torch.Tensor, config: CodecConfig) -> None:
-    """Equal to float16 storage's precision. An integrated-phase decoder sums the rounding of its phase
-    steps over time (a drift far below hearing), so there the log-mel spectra are compared."""
-    if config.decoder_phase != "integrated":
+    """Equal to float16 storage's precision. An integrated-phase decoder or a harmonic source sums the
+    rounding of its phase steps over time (a drift far below hearing), so there the log-mel spectra are
+    compared."""
+    if config.decoder_phase != "integrated" and not config.decoder_harmonics:
         torch.testing.assert_close(audio, expected, atol=2e-3, rtol=2e-2)
         return
     from codec.losses import log_mel
@@ -380,6 +386,20 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert train(integrated_cfg)["step"] == fresh_decoder.train_step + 2
     integrated = load_codec(tmp_path / "g.safetensors")
     assert integrated.config.decoder_phase == "integrated" and integrated.tokens_id == parent.tokens_id
+    # A harmonic source joins a trained decoder, which keeps its weights; its pitch is trained too.
+    switched = CodecModel(replace(shipped_config, decoder_harmonics=4))
+    _start_from_shipped(switched, shipped_state, "f.safetensors", shipped_config)
+    assert all(torch.equal(v, fresh_decoder.state_dict()[k]) for k, v in switched.state_dict().items()
+               if k.startswith("decoder.") and ".source." not in k)
+    harmonic_cfg = TrainConfig(**{**integrated_cfg.__dict__, "out_dir": str(tmp_path / "run8"), "lambda_if": 0.0,
+                                  "export": str(tmp_path / "h.safetensors"), "codec": {"decoder_harmonics": 4}})
+    assert train(harmonic_cfg)["step"] == fresh_decoder.train_step + 2
+    logged = [json.loads(line) for line in open(tmp_path / "run8" / "train.log")]
+    assert any("pitch" in row for row in logged)
+    assert load_codec(tmp_path / "h.safetensors").config.decoder_harmonics == 4
+    with pytest.raises(ValueError, match="harmonic source"):
+        train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"),
+                             "codec": {**cfg.codec, "decoder": "istft", "decoder_harmonics": 4}}))
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder-only run fine-tunes a trained codec"):
@@ -432,6 +452,50 @@ def test_phase_derivative_loss_sees_harmonics_turned_to_noise_and_ignores_gain()
     silent = torch.zeros_like(voiced, requires_grad=True)
     phase(silent, voiced).backward()
     assert torch.isfinite(silent.grad).all()
+
+
+def test_pitch_estimate_finds_a_harmonic_tones_pitch_and_no_pitch_in_noise():
+    from codec.pitch import estimate_pitch
+
+    sr, hop = 16_000, 160
+    t = torch.arange(sr) / sr
+    for f0 in (65.0, 118.0, 240.0, 420.0):
+        tone = sum(0.8 ** k * torch.sin(2 * torch.pi * f0 * k * t + k) for k in range(1, 12) if f0 * k < sr / 2)
+        found, voiced = estimate_pitch(tone[None], sr, hop)
+        assert found.shape == voiced.shape == (1, sr // hop)
+        assert voiced[0, 5:-5].all()
+        assert (found[0, 5:-5] / f0 - 1).abs().max() < 0.01
+    _, voiced = estimate_pitch(torch.randn(1, sr, generator=torch.Generator().manual_seed(0)), sr, hop)
+    assert voiced.float().mean() < 0.05
+    _, voiced = estimate_pitch(torch.zeros(1, sr), sr, hop)
+    assert not voiced.any()
+
+
+def test_harmonic_source_sounds_its_pitchs_multiples_and_streams_like_offline():
+    from codec.modules.harmonic import HarmonicSource
+
+    sr, hop, frames = 16_000, 160, 50
+    source = HarmonicSource(8, hop, sr, n_harmonics=6)
+    f0 = torch.full((1, frames), 200.0)
+    amplitudes = torch.zeros(1, frames, 6)
+    amplitudes[..., 0], amplitudes[..., 2] = 0.5, 0.25             # the 1st and 3rd harmonics: 200 and 600 Hz
+    audio, _ = source.synthesize(f0, amplitudes)
+    assert audio.shape == (1, frames * hop)
+    spectrum = torch.fft.rfft(audio[0, 10 * hop:] * torch.hann_window(40 * hop)).abs()   # 2.5 Hz bins
+    level = {f: float(spectrum[int(f / 2.5)]) for f in (200, 400, 600, 800)}
+    assert level[200] == pytest.approx(2 * level[600], rel=0.05)    # as loud as asked
+    assert max(level[400], level[800]) < 1e-3 * level[600]          # nothing at the other harmonics
+    # Streaming: the phase and the last parameters carry over, so chunks join without a seam.
+    f0 = 120 + 80 * torch.rand(1, frames)
+    amplitudes = torch.rand(1, frames, 6)
+    whole, _ = source.synthesize(f0, amplitudes)
+    state, parts = None, []
+    for i, n in _chunking(frames, 1):
+        part, state = source.synthesize(f0[:, i:i + n], amplitudes[:, i:i + n], state)
+        parts.append(part)
+    torch.testing.assert_close(torch.cat(parts, -1), whole, atol=1e-5, rtol=1e-4)
+    # Amplitudes ramp from the last block's: a stream starts from silence, with no click.
+    assert whole[0, :8].abs().max() < 0.05 * whole.abs().max()
 
 
 def test_instantaneous_frequency_loss_is_zero_for_the_true_phase_moves_and_refused_where_it_cannot_apply():

@@ -249,8 +249,9 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
-                      lambda_phase=args.phase_loss, lambda_if=args.if_loss,
-                      codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase)) if v},
+                      lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
+                      codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
+                                               ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
     _require_corpus(args.corpus)
     print(json.dumps(train(cfg)))
@@ -815,6 +816,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--decoder-phase", choices=["absolute", "integrated"], default=None,
                     help="ISTFT decoder: predict each spectrum's phase, or how far it moves per hop (summed over "
                          "time: coherent harmonics); with --decoder-only, switches a trained decoder's phase head")
+    tc.add_argument("--harmonics", type=int, default=None,
+                    help="ISTFT decoder: a harmonic source with this many oscillators at the pitch's multiples "
+                         "for the voiced part (0: none); with --decoder-only, added to a trained decoder")
+    tc.add_argument("--pitch-loss", type=float, default=1.0,
+                    help="weight of a harmonic source's pitch and voicing loss against the real audio's")
     tc.add_argument("--focus-n-q", type=int, default=0,
                     help="train half the examples at exactly this many quantizers (the backbone's: 4)")
     tc.add_argument("--decay-from", type=int, default=0,

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codec.modules.harmonic import HarmonicSource
 from codec.modules.streaming import StreamingModule
 
 
@@ -76,7 +77,7 @@ PHASE_MODES = ("absolute", "integrated")
 
 @dataclass
 class _IstftState:
-    body: list[torch.Tensor] | None       # `body`'s state: each block's last kernel - 1 inputs (+ running phase)
+    body: list[torch.Tensor] | None       # `step`'s state (`state_shapes`)
     tail: torch.Tensor | None             # [B, hop] second half of the last spectrum's frame, not yet final
     batch_size: int
 
@@ -85,7 +86,7 @@ class IstftDecoder(StreamingModule):
     """Latent [B, D, F] at the frame rate -> waveform [B, 1, F * upsample * hop], delayed by `hop` samples."""
 
     def __init__(self, dimension: int, upsample: int, hop: int, dim: int = 256, hidden: int = 768,
-                 layers: int = 6, phase: str = "absolute") -> None:
+                 layers: int = 6, phase: str = "absolute", harmonics: int = 0, sample_rate: int = 16_000) -> None:
         super().__init__()
         if phase not in PHASE_MODES:
             raise ValueError(f"unknown phase mode {phase!r} ({' or '.join(PHASE_MODES)})")
@@ -94,6 +95,8 @@ class IstftDecoder(StreamingModule):
         self.blocks = nn.ModuleList(CausalConvNeXtBlock(dim, hidden) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, 2 * (hop + 1))
+        # Optional oscillators at the pitch's multiples (codec/modules/harmonic.py) for the voiced part.
+        self.source = HarmonicSource(dim, hop, sample_rate, harmonics) if harmonics else None
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
         real, imag = _windowed_inverse_dft(self.n_fft, self.window)
         self.register_buffer("idft_real", real, persistent=False)
@@ -106,9 +109,11 @@ class IstftDecoder(StreamingModule):
         return self.hop
 
     def state_shapes(self, batch_size: int = 1) -> list[tuple[int, ...]]:
-        """Shapes of `body`'s state: each block's history, then (integrated phase) the running phase."""
+        """Shapes of `step`'s state: each block's history, then (integrated phase) the running phase, then
+        (with a harmonic source) the source's state."""
         shapes = [(batch_size, b.dwconv.in_channels, b.kernel - 1) for b in self.blocks]
-        return shapes + ([(batch_size, self.hop + 1)] if self.phase == "integrated" else [])
+        shapes += [(batch_size, self.hop + 1)] if self.phase == "integrated" else []
+        return shapes + (self.source.state_shapes(batch_size) if self.source is not None else [])
 
     def reset_phase_head(self) -> None:
         """Zero the phase half of the output layer: a head switched to integrated phase starts by moving
@@ -151,13 +156,6 @@ class IstftDecoder(StreamingModule):
             new_histories.append(hist)
         return x.transpose(1, 2), new_histories
 
-    def body(self, z: torch.Tensor, state: list | None = None) -> tuple[torch.Tensor, list]:
-        """z [B, D, F] -> windowed frames [B, F * upsample, n_fft], carrying the state of `state_shapes`."""
-        n = len(self.blocks)
-        h, histories = self.hidden(z, state[:n] if state else None)
-        frames, phase, _ = self.spectra_to_frames(h, state[n] if state and self.phase == "integrated" else None)
-        return frames, histories + ([phase] if phase is not None else [])
-
     def overlap_add(self, frames: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 2 hop] -> (final samples [B, 1, T hop], the unfinished last hop [B, hop])."""
         B, T, _ = frames.shape
@@ -180,17 +178,41 @@ class IstftDecoder(StreamingModule):
             return torch.zeros(self._state.batch_size, 1, 0)
         return tail[:, None]
 
-    def forward(self, z: torch.Tensor, with_phase_steps: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_phase_steps` also returns each
-        spectrum's phase moves [B, F * upsample, bins] (integrated mode), for the trainer's
-        instantaneous-frequency loss."""
-        if with_phase_steps and (self.phase != "integrated" or self._state is not None):
-            raise ValueError("phase steps come from an integrated-phase decoder, offline")
+    def step(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
+             ) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """One streaming call as a pure function (also what codec/onnx_runtime.py exports):
+        (z [B, D, F], overlap tail, state of `state_shapes`) -> (audio [B, 1, F * upsample * hop], tail, state)."""
+        audio, tail, state, _ = self._decode(z, tail, state)
+        return audio, tail, state
+
+    def _decode(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
+                ) -> tuple[torch.Tensor, torch.Tensor, list, dict[str, torch.Tensor | None]]:
+        """`step`, plus the trainer's extras: the phase moves (integrated mode), the harmonic source's
+        f0 and voicing logits (with a source); None where the decoder has none."""
+        n = len(self.blocks)
+        h, histories = self.hidden(z, state[:n] if state else None)
+        rest = state[n:] if state else []
+        integrated = self.phase == "integrated"
+        frames, phase, steps = self.spectra_to_frames(h, rest[0] if rest and integrated else None)
+        audio, tail = self.overlap_add(frames, tail)
+        new_state = histories + ([phase] if integrated else [])
+        extras: dict[str, torch.Tensor | None] = {"phase_steps": steps, "f0": None, "voicing": None}
+        if self.source is not None:
+            f0, voicing, amplitudes = self.source.predict(h)
+            voiced, source_state = self.source.synthesize(f0, amplitudes, rest[int(integrated):] if rest else None)
+            audio = audio + voiced[:, None]
+            new_state += source_state
+            extras.update(f0=f0, voicing=voicing)
+        return audio, tail, new_state, extras
+
+    def forward(self, z: torch.Tensor, with_extras: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+        """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_extras` also returns the
+        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], f0 and voicing [B, F * upsample]."""
         if self._state is None:
-            frames, _, steps = self.spectra_to_frames(self.hidden(z)[0])
-            audio = self.overlap_add(frames)[0]
-            return (audio, steps) if with_phase_steps else audio
-        frames, self._state.body = self.body(z, self._state.body)
-        out, self._state.tail = self.overlap_add(frames, self._state.tail)
+            audio, _, _, extras = self._decode(z, None, None)
+            return (audio, extras) if with_extras else audio
+        if with_extras:
+            raise ValueError("the trainer's extras come from an offline pass")
+        out, self._state.tail, self._state.body = self.step(z, self._state.tail, self._state.body)
         return out
