@@ -64,6 +64,7 @@ class TrainConfig(TrainerOptions):
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
+    pitch_teacher: float = 0.0        # share of steps where a harmonic source sounds at the real pitch
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
     codec: dict = field(default_factory=dict)  # CodecConfig overrides for a new run
@@ -132,13 +133,16 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
         layer.cluster_size.fill_(1.0)
 
 
-def pitch_loss(f0: torch.Tensor, voicing: torch.Tensor, audio: torch.Tensor, sample_rate: int, hop: int
-               ) -> torch.Tensor:
-    """A harmonic source's pitch against the real audio's (codec/pitch.py), spectrum by spectrum:
-    L1 of log2 f0 (octaves) on voiced frames, plus the voicing decision's cross-entropy.
-    `audio` [B, 1, >= T hop] is unaligned: spectrum t is centred on its sample hop t, as pitch frame t."""
+def pitch_targets(audio: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The real audio's pitch per decoder spectrum (codec/pitch.py): (f0 [B, T], voiced [B, T]).
+    `audio` [B, 1, T hop] is unaligned: spectrum t is centred on its sample hop t, as pitch frame t."""
     with torch.no_grad():
-        target, voiced = estimate_pitch(audio.flatten(1), sample_rate, hop)
+        return estimate_pitch(audio.flatten(1), sample_rate, hop)
+
+
+def pitch_loss(f0: torch.Tensor, voicing: torch.Tensor, target: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
+    """A harmonic source's pitch against the real audio's, spectrum by spectrum: L1 of log2 f0
+    (octaves) on voiced frames, plus the voicing decision's cross-entropy."""
     t = min(f0.shape[1], target.shape[1])
     f0, voicing, target, voiced = f0[:, :t], voicing[:, :t], target[:, :t], voiced[:, :t].float()
     octaves = ((torch.log2(f0) - torch.log2(target)).abs() * voiced).sum() / voiced.sum().clamp_min(1.0)
@@ -300,7 +304,12 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)
-                if cfg.lambda_if or has_source:
+                if has_source:
+                    target_f0, target_voiced = pitch_targets(x, codec_cfg.sample_rate, model.decoder.hop)
+                    teach = random.random() < cfg.pitch_teacher
+                    y, extras = train_model(q.quantized, with_extras=True,
+                                            teacher_pitch=target_f0 if teach else None)
+                elif cfg.lambda_if:
                     y, extras = train_model(q.quantized, with_extras=True)
                 else:
                     y = train_model(q.quantized)
@@ -310,8 +319,7 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
             if has_source:
-                extra_losses["pitch"] = pitch_loss(extras["f0"], extras["voicing"], x, codec_cfg.sample_rate,
-                                                   model.decoder.hop)
+                extra_losses["pitch"] = pitch_loss(extras["f0"], extras["voicing"], target_f0, target_voiced)
             y, x = model.align(y, x)
             losses = {**spectral(y, x), **extra_losses}
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]

@@ -392,7 +392,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert all(torch.equal(v, fresh_decoder.state_dict()[k]) for k, v in switched.state_dict().items()
                if k.startswith("decoder.") and ".source." not in k)
     harmonic_cfg = TrainConfig(**{**integrated_cfg.__dict__, "out_dir": str(tmp_path / "run8"), "lambda_if": 0.0,
-                                  "export": str(tmp_path / "h.safetensors"), "codec": {"decoder_harmonics": 4}})
+                                  "export": str(tmp_path / "h.safetensors"), "codec": {"decoder_harmonics": 4},
+                                  "pitch_teacher": 0.5})
     assert train(harmonic_cfg)["step"] == fresh_decoder.train_step + 2
     logged = [json.loads(line) for line in open(tmp_path / "run8" / "train.log")]
     assert any("pitch" in row for row in logged)

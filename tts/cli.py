@@ -250,6 +250,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
+                      pitch_teacher=args.pitch_teacher,
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
@@ -821,6 +822,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "for the voiced part (0: none); with --decoder-only, added to a trained decoder")
     tc.add_argument("--pitch-loss", type=float, default=1.0,
                     help="weight of a harmonic source's pitch and voicing loss against the real audio's")
+    tc.add_argument("--pitch-teacher", type=float, default=0.0,
+                    help="share of steps where a harmonic source sounds at the real audio's pitch instead of its "
+                         "own, so its amplitudes learn while its pitch is still poor")
     tc.add_argument("--focus-n-q", type=int, default=0,
                     help="train half the examples at exactly this many quantizers (the backbone's: 4)")
     tc.add_argument("--decay-from", type=int, default=0,

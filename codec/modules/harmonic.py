@@ -42,15 +42,18 @@ class HarmonicSource(nn.Module):
         """[oscillator phase, last f0 (0: none yet), last harmonic amplitudes]."""
         return [(batch_size, 1), (batch_size, 1), (batch_size, self.n_harmonics)]
 
-    def predict(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h [B, T, dim] -> (f0 Hz [B, T], voicing logit [B, T], harmonic amplitudes [B, T, n_harmonics]).
+    def predict(self, h: torch.Tensor, pitch: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h [B, T, dim] -> (predicted f0 Hz [B, T], voicing logit [B, T], harmonic amplitudes [B, T, n_harmonics],
+        the f0 they sound at [B, T]): the predicted one, or `pitch` where given (the trainer's teacher pitch).
 
         The amplitudes take f0 detached: the pitch learns from its target alone (a spectral loss's
         gradient with respect to an oscillator's frequency points anywhere)."""
         out = self.head(h)
         f0 = self.f0_min * (self.f0_max / self.f0_min) ** torch.sigmoid(out[..., 0])
         voicing = out[..., 1]
-        freqs = f0.detach()[..., None] * self.harmonic_numbers                    # [B, T, H]
+        sounded = f0.detach() if pitch is None else pitch
+        freqs = sounded[..., None] * self.harmonic_numbers                         # [B, T, H]
         position = (freqs / (self.sample_rate / 2) * (self.envelope_bins - 1)).clamp(max=self.envelope_bins - 1)
         below = position.floor().long().clamp(max=self.envelope_bins - 2)
         frac = position - below
@@ -58,7 +61,7 @@ class HarmonicSource(nn.Module):
         log_amp = torch.lerp(log_env.gather(-1, below), log_env.gather(-1, below + 1), frac)
         audible = (freqs < 0.95 * self.sample_rate / 2).float()                  # no aliasing
         amplitudes = torch.exp(log_amp.clamp(max=5.0)) * torch.sigmoid(voicing)[..., None] * audible
-        return f0, voicing, amplitudes
+        return f0, voicing, amplitudes, sounded
 
     def synthesize(self, f0: torch.Tensor, amplitudes: torch.Tensor, state: list[torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -185,10 +185,12 @@ class IstftDecoder(StreamingModule):
         audio, tail, state, _ = self._decode(z, tail, state)
         return audio, tail, state
 
-    def _decode(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
+    def _decode(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None,
+                teacher_pitch: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list, dict[str, torch.Tensor | None]]:
         """`step`, plus the trainer's extras: the phase moves (integrated mode), the harmonic source's
-        f0 and voicing logits (with a source); None where the decoder has none."""
+        predicted f0 and voicing logits (with a source); None where the decoder has none. A harmonic
+        source sounds at `teacher_pitch` [B, F * upsample] where given (training) instead of its own."""
         n = len(self.blocks)
         h, histories = self.hidden(z, state[:n] if state else None)
         rest = state[n:] if state else []
@@ -198,21 +200,22 @@ class IstftDecoder(StreamingModule):
         new_state = histories + ([phase] if integrated else [])
         extras: dict[str, torch.Tensor | None] = {"phase_steps": steps, "f0": None, "voicing": None}
         if self.source is not None:
-            f0, voicing, amplitudes = self.source.predict(h)
-            voiced, source_state = self.source.synthesize(f0, amplitudes, rest[int(integrated):] if rest else None)
+            f0, voicing, amplitudes, sounded = self.source.predict(h, teacher_pitch)
+            voiced, source_state = self.source.synthesize(sounded, amplitudes, rest[int(integrated):] if rest else None)
             audio = audio + voiced[:, None]
             new_state += source_state
             extras.update(f0=f0, voicing=voicing)
         return audio, tail, new_state, extras
 
-    def forward(self, z: torch.Tensor, with_extras: bool = False
+    def forward(self, z: torch.Tensor, with_extras: bool = False, teacher_pitch: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
         """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_extras` also returns the
-        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], f0 and voicing [B, F * upsample]."""
+        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], f0 and voicing [B, F * upsample].
+        `teacher_pitch`: the trainer's (`_decode`)."""
         if self._state is None:
-            audio, _, _, extras = self._decode(z, None, None)
+            audio, _, _, extras = self._decode(z, None, None, teacher_pitch)
             return (audio, extras) if with_extras else audio
-        if with_extras:
+        if with_extras or teacher_pitch is not None:
             raise ValueError("the trainer's extras come from an offline pass")
         out, self._state.tail, self._state.body = self.step(z, self._state.tail, self._state.body)
         return out
