@@ -115,7 +115,7 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
     A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded). One that
     differs only in its phase mode or harmonic source keeps its weights: a switched phase head starts at
-    zero, and a new harmonic source starts quiet (codec/modules/harmonic.py)."""
+    zero, and a new harmonic source starts from its magnitude head, quietly (IstftDecoder)."""
     same_decoder = replace(shipped_config, decoder_phase=model.config.decoder_phase,
                            decoder_harmonics=model.config.decoder_harmonics) == model.config
     own = model.state_dict()
@@ -128,6 +128,8 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
     load_weights(model, state, path)
     if same_decoder and shipped_config.decoder_phase != model.config.decoder_phase:
         model.decoder.reset_phase_head()
+    if same_decoder and model.config.decoder_harmonics and not shipped_config.decoder_harmonics:
+        model.decoder.start_source_from_magnitudes()
     for layer in model.quantizer.layers:
         layer.embed_avg.copy_(layer.embed)
         layer.cluster_size.fill_(1.0)

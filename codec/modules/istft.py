@@ -22,6 +22,7 @@ on what the encoder saw up to block t, and nothing has to be predicted ahead.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -122,12 +123,22 @@ class IstftDecoder(StreamingModule):
             self.out.weight[self.hop + 1:].zero_()
             self.out.bias[self.hop + 1:].zero_()
 
+    def start_source_from_magnitudes(self, level_db: float = -12.0) -> None:
+        """Start a harmonic source added to a trained decoder with its magnitude head's spectral shape,
+        `level_db` below the level those magnitudes mean for a sinusoid (a bin-centred sinusoid of
+        amplitude A has magnitude A n_fft / 2 here): the amplitudes then only have to be scaled."""
+        rows = slice(2, 2 + self.hop + 1)
+        shift = math.log(self.n_fft / 2) - level_db / 20 * math.log(10)
+        with torch.no_grad():
+            self.source.head.weight[rows] = self.out.weight[: self.hop + 1]
+            self.source.head.bias[rows] = self.out.bias[: self.hop + 1] - shift
+
     def spectra_to_frames(self, h: torch.Tensor, phase: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """[B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after them [B, bins],
-        each spectrum's phase move from the one before [B, T, bins]); the last two are None in absolute
-        mode. `phase`: the running phase before them (integrated mode; zeros at the start)."""
-        log_mag, phase_out = self.out(self.norm(h)).chunk(2, dim=-1)
+        """Normalised features [B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after
+        them [B, bins], each spectrum's phase move from the one before [B, T, bins]); the last two are None
+        in absolute mode. `phase`: the running phase before them (integrated mode; zeros at the start)."""
+        log_mag, phase_out = self.out(h).chunk(2, dim=-1)
         mag = torch.exp(log_mag.clamp(max=10.0))
         last = steps = None
         if self.phase == "integrated":
@@ -193,6 +204,7 @@ class IstftDecoder(StreamingModule):
         source sounds at `teacher_pitch` [B, F * upsample] where given (training) instead of its own."""
         n = len(self.blocks)
         h, histories = self.hidden(z, state[:n] if state else None)
+        h = self.norm(h)      # the features both heads read
         rest = state[n:] if state else []
         integrated = self.phase == "integrated"
         frames, phase, steps = self.spectra_to_frames(h, rest[0] if rest and integrated else None)
