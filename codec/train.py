@@ -37,6 +37,7 @@ from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, feat
                           log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
+from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
 from codec.pitch import estimate_pitch
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
@@ -142,13 +143,19 @@ def pitch_targets(audio: torch.Tensor, sample_rate: int, hop: int) -> tuple[torc
         return estimate_pitch(audio.flatten(1), sample_rate, hop)
 
 
-def pitch_loss(f0: torch.Tensor, voicing: torch.Tensor, target: torch.Tensor, voiced: torch.Tensor) -> torch.Tensor:
-    """A harmonic source's pitch against the real audio's, spectrum by spectrum: L1 of log2 f0
-    (octaves) on voiced frames, plus the voicing decision's cross-entropy."""
-    t = min(f0.shape[1], target.shape[1])
-    f0, voicing, target, voiced = f0[:, :t], voicing[:, :t], target[:, :t], voiced[:, :t].float()
-    octaves = ((torch.log2(f0) - torch.log2(target)).abs() * voiced).sum() / voiced.sum().clamp_min(1.0)
-    return octaves + torch.nn.functional.binary_cross_entropy_with_logits(voicing, voiced)
+def pitch_loss(source: HarmonicSource, logits: torch.Tensor, voicing: torch.Tensor, target: torch.Tensor,
+               voiced: torch.Tensor, blur_cents: float = 25.0) -> torch.Tensor:
+    """A harmonic source's pitch classifier against the real audio's pitch, spectrum by spectrum:
+    cross-entropy with the target blurred over neighbouring bins (CREPE's recipe) on voiced frames,
+    plus the voicing decision's cross-entropy."""
+    t = min(logits.shape[1], target.shape[1])
+    logits, voicing, target, voiced = logits[:, :t], voicing[:, :t], target[:, :t], voiced[:, :t].float()
+    bins = torch.arange(logits.shape[-1], device=logits.device, dtype=logits.dtype)
+    distance = (bins - source.bin_of(target)[..., None]) * (PITCH_BIN_CENTS / blur_cents)
+    soft = torch.softmax(-0.5 * distance ** 2, dim=-1)
+    entropy = -(soft * torch.log_softmax(logits, dim=-1)).sum(-1)
+    pitch = (entropy * voiced).sum() / voiced.sum().clamp_min(1.0)
+    return pitch + torch.nn.functional.binary_cross_entropy_with_logits(voicing, voiced)
 
 
 def _sample_n_q(batch: int, n_q: int, full_prob: float, device: torch.device,
@@ -321,7 +328,8 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
             if has_source:
-                extra_losses["pitch"] = pitch_loss(extras["f0"], extras["voicing"], target_f0, target_voiced)
+                extra_losses["pitch"] = pitch_loss(model.decoder.source, extras["pitch_logits"], extras["voicing"],
+                                                   target_f0, target_voiced)
             y, x = model.align(y, x)
             losses = {**spectral(y, x), **extra_losses}
             total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]

@@ -72,7 +72,7 @@ def tiny_model(request) -> CodecModel:
     model = CodecModel(config)
     if config.decoder_harmonics:
         with torch.no_grad():   # a new source starts quiet; make it loud enough for the tests to hear it
-            model.decoder.source.head.bias[2:] = 0.0
+            model.decoder.source.head.bias[model.decoder.source.envelope_slice] = -2.0
     model.train()
     model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
     return model.eval()

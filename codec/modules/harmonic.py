@@ -16,52 +16,96 @@ streaming state.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
+PITCH_BIN_CENTS = 20.0     # the pitch classifier's resolution (CREPE's; its targets are blurred by 25 cents)
+
+
+class SourceParams(NamedTuple):
+    """One pass of `HarmonicSource.predict`, per spectrum."""
+    f0: torch.Tensor            # predicted pitch in Hz [B, T]
+    pitch_logits: torch.Tensor  # [B, T, pitch bins] (the trainer's pitch loss)
+    voicing: torch.Tensor       # voicing logit [B, T]
+    amplitudes: torch.Tensor    # harmonic amplitudes at `sounded` [B, T, n_harmonics]
+    sounded: torch.Tensor       # the f0 the oscillators play [B, T]
+    noise_gate: torch.Tensor    # multiplier of the ISTFT's magnitudes, [B, T, bins]: what the harmonics replace
+
 
 class HarmonicSource(nn.Module):
-    """Decoder features [B, T, dim] -> (voiced waveform [B, T hop], pitch predictions), streaming by state."""
+    """Decoder features [B, T, dim] -> a voiced waveform [B, T hop] and the gate of the noise part.
+
+    Pitch is classified (bins of PITCH_BIN_CENTS between f0_min and f0_max) by a small MLP: a regression
+    head on the decoder's features stalled about 100 cents off, where harmonics above the fifth land
+    between the real ones; classification with blurred targets is how pitch trackers (CREPE) learn it.
+    """
 
     def __init__(self, dim: int, hop: int, sample_rate: int, n_harmonics: int,
                  f0_min: float = 50.0, f0_max: float = 500.0) -> None:
         super().__init__()
         self.hop, self.sample_rate, self.n_harmonics = hop, sample_rate, n_harmonics
-        self.f0_min, self.f0_max = f0_min, f0_max
+        self.f0_min = f0_min
         self.envelope_bins = hop + 1          # the ISTFT's frequency grid, 0 .. sample_rate / 2
-        self.head = nn.Linear(dim, 2 + self.envelope_bins)   # [log-f0 logit, voicing logit, log-envelope]
-        with torch.no_grad():   # start quiet: the decoder it joins begins as it was
+        self.pitch_bins = int(1200 * math.log2(f0_max / f0_min) / PITCH_BIN_CENTS) + 1
+        self.pitch = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, self.pitch_bins))
+        # [voicing logit, log-envelope (bins), harmonicity logit (bins): the share of each bin's noise the
+        # harmonics replace in voiced frames]
+        self.head = nn.Linear(dim, 1 + 2 * self.envelope_bins)
+        with torch.no_grad():   # a fresh source starts quiet; IstftDecoder.start_source_from_magnitudes
             self.head.weight.mul_(0.1)
             self.head.bias.zero_()
-            self.head.bias[2:] = -9.0
+            self.head.bias[self.envelope_slice] = -9.0
+            self.head.bias[self.harmonicity_slice] = -4.0
         self.register_buffer("harmonic_numbers", torch.arange(1, n_harmonics + 1).float(), persistent=False)
         self.register_buffer("ramp", torch.arange(1, hop + 1).float() / hop, persistent=False)
+        self.register_buffer("bin_offsets", torch.arange(-2, 3), persistent=False)
+
+    @property
+    def envelope_slice(self) -> slice:
+        return slice(1, 1 + self.envelope_bins)
+
+    @property
+    def harmonicity_slice(self) -> slice:
+        return slice(1 + self.envelope_bins, 1 + 2 * self.envelope_bins)
 
     def state_shapes(self, batch_size: int = 1) -> list[tuple[int, ...]]:
         """[oscillator phase, last f0 (0: none yet), last harmonic amplitudes]."""
         return [(batch_size, 1), (batch_size, 1), (batch_size, self.n_harmonics)]
 
-    def predict(self, h: torch.Tensor, pitch: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h [B, T, dim] -> (predicted f0 Hz [B, T], voicing logit [B, T], harmonic amplitudes [B, T, n_harmonics],
-        the f0 they sound at [B, T]): the predicted one, or `pitch` where given (the trainer's teacher pitch).
+    def bin_of(self, f0: torch.Tensor) -> torch.Tensor:
+        """Fractional pitch-bin position of f0 in Hz."""
+        return 1200 / PITCH_BIN_CENTS * torch.log2(f0 / self.f0_min)
 
-        The amplitudes take f0 detached: the pitch learns from its target alone (a spectral loss's
-        gradient with respect to an oscillator's frequency points anywhere)."""
+    def f0_of(self, logits: torch.Tensor) -> torch.Tensor:
+        """Pitch in Hz from the classifier: the probability-weighted bin within two of the most likely."""
+        near = (logits.argmax(-1, keepdim=True) + self.bin_offsets).clamp(0, self.pitch_bins - 1)
+        weights = torch.softmax(logits.gather(-1, near), dim=-1)
+        position = (weights * near.to(logits.dtype)).sum(-1)
+        return self.f0_min * torch.pow(2.0, position * PITCH_BIN_CENTS / 1200)
+
+    def predict(self, h: torch.Tensor, pitch: torch.Tensor | None = None) -> SourceParams:
+        """h [B, T, dim] (normalised features) -> `SourceParams`. The oscillators play the predicted pitch,
+        or `pitch` [B, T] where given (the trainer's teacher pitch). The pitch is not differentiated through
+        the amplitudes: it learns from its target alone (a spectral loss's gradient with respect to an
+        oscillator's frequency points anywhere)."""
+        logits = self.pitch(h)
+        f0 = self.f0_of(logits.detach())
         out = self.head(h)
-        f0 = self.f0_min * (self.f0_max / self.f0_min) ** torch.sigmoid(out[..., 0])
-        voicing = out[..., 1]
-        sounded = f0.detach() if pitch is None else pitch
+        voicing = out[..., 0]
+        sounded = f0 if pitch is None else pitch
         freqs = sounded[..., None] * self.harmonic_numbers                         # [B, T, H]
         position = (freqs / (self.sample_rate / 2) * (self.envelope_bins - 1)).clamp(max=self.envelope_bins - 1)
         below = position.floor().long().clamp(max=self.envelope_bins - 2)
         frac = position - below
-        log_env = out[..., 2:]
+        log_env = out[..., self.envelope_slice]
         log_amp = torch.lerp(log_env.gather(-1, below), log_env.gather(-1, below + 1), frac)
         audible = (freqs < 0.95 * self.sample_rate / 2).float()                  # no aliasing
-        amplitudes = torch.exp(log_amp.clamp(max=5.0)) * torch.sigmoid(voicing)[..., None] * audible
-        return f0, voicing, amplitudes, sounded
+        voiced = torch.sigmoid(voicing)[..., None]
+        amplitudes = torch.exp(log_amp.clamp(max=5.0)) * voiced * audible
+        noise_gate = 1 - voiced * torch.sigmoid(out[..., self.harmonicity_slice])
+        return SourceParams(f0, logits, voicing, amplitudes, sounded, noise_gate)
 
     def synthesize(self, f0: torch.Tensor, amplitudes: torch.Tensor, state: list[torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:

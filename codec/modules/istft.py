@@ -123,23 +123,32 @@ class IstftDecoder(StreamingModule):
             self.out.weight[self.hop + 1:].zero_()
             self.out.bias[self.hop + 1:].zero_()
 
-    def start_source_from_magnitudes(self, level_db: float = -12.0) -> None:
-        """Start a harmonic source added to a trained decoder with its magnitude head's spectral shape,
-        `level_db` below the level those magnitudes mean for a sinusoid (a bin-centred sinusoid of
-        amplitude A has magnitude A n_fft / 2 here): the amplitudes then only have to be scaled."""
-        rows = slice(2, 2 + self.hop + 1)
+    def start_source_from_magnitudes(self, level_db: float = 6.0, replaced: float = 0.9) -> None:
+        """Start a harmonic source added to a trained decoder near a good point: its envelope takes the
+        magnitude head's shape, `level_db` from the level those magnitudes mean for a sinusoid (a
+        bin-centred sinusoid of amplitude A has magnitude A n_fft / 2 here), and in voiced frames it
+        replaces a `replaced` share of the noise. Measured with the real pitch on unseen speech
+        (session 20): PESQ 1.15 -> 1.55 before any training; the losses then refine it. Starting quiet
+        instead, the harmonics never grew: halfway there, the losses are worse than at either end."""
+        src = self.source
         shift = math.log(self.n_fft / 2) - level_db / 20 * math.log(10)
         with torch.no_grad():
-            self.source.head.weight[rows] = self.out.weight[: self.hop + 1]
-            self.source.head.bias[rows] = self.out.bias[: self.hop + 1] - shift
+            src.head.weight[src.envelope_slice] = self.out.weight[: self.hop + 1]
+            src.head.bias[src.envelope_slice] = self.out.bias[: self.hop + 1] - shift
+            src.head.weight[src.harmonicity_slice] = 0.0
+            src.head.bias[src.harmonicity_slice] = math.log(replaced / (1 - replaced))
 
-    def spectra_to_frames(self, h: torch.Tensor, phase: torch.Tensor | None = None
+    def spectra_to_frames(self, h: torch.Tensor, phase: torch.Tensor | None = None,
+                          gate: torch.Tensor | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Normalised features [B, T, dim] -> (windowed time frames [B, T, n_fft], the running phase after
         them [B, bins], each spectrum's phase move from the one before [B, T, bins]); the last two are None
-        in absolute mode. `phase`: the running phase before them (integrated mode; zeros at the start)."""
+        in absolute mode. `phase`: the running phase before them (integrated mode; zeros at the start).
+        `gate` [B, T, bins] scales the magnitudes (a harmonic source's noise gate)."""
         log_mag, phase_out = self.out(h).chunk(2, dim=-1)
         mag = torch.exp(log_mag.clamp(max=10.0))
+        if gate is not None:
+            mag = mag * gate
         last = steps = None
         if self.phase == "integrated":
             if phase is None:
@@ -200,29 +209,31 @@ class IstftDecoder(StreamingModule):
                 teacher_pitch: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list, dict[str, torch.Tensor | None]]:
         """`step`, plus the trainer's extras: the phase moves (integrated mode), the harmonic source's
-        predicted f0 and voicing logits (with a source); None where the decoder has none. A harmonic
+        pitch and voicing logits (with a source); None where the decoder has none. A harmonic
         source sounds at `teacher_pitch` [B, F * upsample] where given (training) instead of its own."""
         n = len(self.blocks)
         h, histories = self.hidden(z, state[:n] if state else None)
         h = self.norm(h)      # the features both heads read
         rest = state[n:] if state else []
         integrated = self.phase == "integrated"
-        frames, phase, steps = self.spectra_to_frames(h, rest[0] if rest and integrated else None)
+        extras: dict[str, torch.Tensor | None] = {"phase_steps": None, "pitch_logits": None, "voicing": None}
+        source = self.source.predict(h, teacher_pitch) if self.source is not None else None
+        frames, phase, extras["phase_steps"] = self.spectra_to_frames(
+            h, rest[0] if rest and integrated else None, source.noise_gate if source is not None else None)
         audio, tail = self.overlap_add(frames, tail)
         new_state = histories + ([phase] if integrated else [])
-        extras: dict[str, torch.Tensor | None] = {"phase_steps": steps, "f0": None, "voicing": None}
-        if self.source is not None:
-            f0, voicing, amplitudes, sounded = self.source.predict(h, teacher_pitch)
-            voiced, source_state = self.source.synthesize(sounded, amplitudes, rest[int(integrated):] if rest else None)
+        if source is not None:
+            voiced, source_state = self.source.synthesize(source.sounded, source.amplitudes,
+                                                          rest[int(integrated):] if rest else None)
             audio = audio + voiced[:, None]
             new_state += source_state
-            extras.update(f0=f0, voicing=voicing)
+            extras.update(pitch_logits=source.pitch_logits, voicing=source.voicing)
         return audio, tail, new_state, extras
 
     def forward(self, z: torch.Tensor, with_extras: bool = False, teacher_pitch: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
         """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_extras` also returns the
-        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], f0 and voicing [B, F * upsample].
+        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], pitch logits, voicing logits.
         `teacher_pitch`: the trainer's (`_decode`)."""
         if self._state is None:
             audio, _, _, extras = self._decode(z, None, None, teacher_pitch)
