@@ -499,6 +499,26 @@ def test_harmonic_source_sounds_its_pitchs_multiples_and_streams_like_offline():
     assert whole[0, :8].abs().max() < 0.05 * whole.abs().max()
 
 
+def test_pitch_classifier_reads_back_its_bins_and_its_loss_prefers_the_true_pitch():
+    from codec.modules.harmonic import HarmonicSource
+    from codec.train import pitch_loss
+
+    source = HarmonicSource(8, 160, 16_000, n_harmonics=6)
+    f0 = torch.tensor([[55.0, 98.5, 123.4, 220.0, 310.0, 480.0]])
+    bins = torch.arange(source.pitch_bins).float()
+    logits = -0.5 * ((bins - source.bin_of(f0)[..., None]) / 1.25) ** 2 * 8     # peaked at each pitch
+    torch.testing.assert_close(source.f0_of(logits), f0, rtol=2e-3, atol=0.0)     # within 3.5 cents
+    voiced = torch.ones_like(f0, dtype=torch.bool)
+    voicing = torch.full_like(f0, 5.0)
+    right = pitch_loss(source, logits, voicing, f0, voiced)
+    assert right < pitch_loss(source, logits, voicing, f0 * 2 ** (50 / 1200), voiced)   # 50 cents off
+    assert right < pitch_loss(source, logits, -voicing, f0, voiced)                     # voicing wrong
+    # Unvoiced frames do not count for the pitch, whatever it is.
+    unvoiced = torch.zeros_like(voiced)
+    assert pitch_loss(source, logits, -voicing, f0, unvoiced) == pytest.approx(
+        float(pitch_loss(source, logits, -voicing, 2 * f0, unvoiced)))
+
+
 def test_instantaneous_frequency_loss_is_zero_for_the_true_phase_moves_and_refused_where_it_cannot_apply():
     from codec.losses import instantaneous_frequency_loss
     from codec.train import TrainConfig, train
