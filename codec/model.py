@@ -76,11 +76,13 @@ class CodecModel(StreamingModule):
                 f"streaming chunks must be a multiple of {self.hop_length} samples; got {audio.shape[-1]}")
         return nn.functional.pad(audio, (0, self.hop_length - rest)) if rest else audio
 
-    def forward(self, audio: torch.Tensor,
-                n_q: torch.Tensor | int | None = None) -> tuple[torch.Tensor, QuantizedResult]:
-        """Training/analysis pass: (reconstruction [B, 1, T'], quantizer result)."""
+    def forward(self, audio: torch.Tensor, n_q: torch.Tensor | int | None = None,
+                **decoder_options) -> tuple[torch.Tensor, QuantizedResult]:
+        """Training/analysis pass: (reconstruction [B, 1, T'], quantizer result). `decoder_options` go to
+        the decoder (the ISTFT decoder's `with_extras` and `teacher_pitch`; the reconstruction is then its
+        (audio, extras))."""
         result = self.quantize(audio, n_q)
-        return self.decoder(result.quantized), result
+        return self.decoder(result.quantized, **decoder_options), result
 
     def latent(self, audio: torch.Tensor) -> torch.Tensor:
         """audio [B, 1, T] -> the encoder's continuous latent [B, D, ceil(T / hop)], before any codebook."""

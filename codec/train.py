@@ -236,8 +236,6 @@ def train(cfg: TrainConfig) -> dict:
         raise TrainingSetupError("the instantaneous-frequency loss trains an integrated-phase decoder: "
                                  "give --decoder-only and --decoder-phase integrated")
     has_source = codec_cfg.decoder == "istft" and codec_cfg.decoder_harmonics > 0
-    if has_source and not cfg.decoder_only:
-        raise TrainingSetupError("a harmonic source is trained on a shipped codec's tokens: give --decoder-only")
     model = CodecModel(codec_cfg).to(device)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
@@ -310,20 +308,20 @@ def train(cfg: TrainConfig) -> dict:
             x = batch.to(device)
             n_q = _sample_n_q(x.shape[0], codec_cfg.n_q, cfg.dropout_full_prob, device, cfg.focus_n_q,
                               cfg.focus_prob)
+            decoder_options: dict = {}
+            if has_source:
+                target_f0, target_voiced = pitch_targets(x, codec_cfg.sample_rate, model.decoder.hop)
+                teach = random.random() < cfg.pitch_teacher
+                decoder_options = {"with_extras": True, "teacher_pitch": target_f0 if teach else None}
+            elif cfg.lambda_if:
+                decoder_options = {"with_extras": True}
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)
-                if has_source:
-                    target_f0, target_voiced = pitch_targets(x, codec_cfg.sample_rate, model.decoder.hop)
-                    teach = random.random() < cfg.pitch_teacher
-                    y, extras = train_model(q.quantized, with_extras=True,
-                                            teacher_pitch=target_f0 if teach else None)
-                elif cfg.lambda_if:
-                    y, extras = train_model(q.quantized, with_extras=True)
-                else:
-                    y = train_model(q.quantized)
+                y = train_model(q.quantized, **decoder_options)
             else:
-                y, q = train_model(x, n_q)
+                y, q = train_model(x, n_q, **decoder_options)
+            y, extras = y if decoder_options else (y, {})
             extra_losses = {}
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)

@@ -398,9 +398,13 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     logged = [json.loads(line) for line in open(tmp_path / "run8" / "train.log")]
     assert any("pitch" in row for row in logged)
     assert load_codec(tmp_path / "h.safetensors").config.decoder_harmonics == 4
-    with pytest.raises(ValueError, match="harmonic source"):
-        train(TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"),
-                             "codec": {**cfg.codec, "decoder": "istft", "decoder_harmonics": 4}}))
+    # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
+    joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
+                               "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5,
+                               "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
+                                         "decoder_hidden": 8, "decoder_layers": 1, "decoder_harmonics": 4}})
+    assert train(joint_cfg)["step"] == 2
+    assert any("pitch" in json.loads(line) for line in open(tmp_path / "run9" / "train.log"))
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder-only run fine-tunes a trained codec"):
