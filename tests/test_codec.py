@@ -501,6 +501,14 @@ def test_harmonic_source_sounds_its_pitchs_multiples_and_streams_like_offline():
     torch.testing.assert_close(torch.cat(parts, -1), whole, atol=1e-5, rtol=1e-4)
     # Amplitudes ramp from the last block's: a stream starts from silence, with no click.
     assert whole[0, :8].abs().max() < 0.05 * whole.abs().max()
+    # The factored sum over harmonics is the plain one.
+    for n_harmonics in (6, 7, 100):
+        wide = HarmonicSource(8, hop, sr, n_harmonics=n_harmonics)
+        phase, amps = 6.28 * torch.rand(2, 3, hop), torch.rand(2, 3, 2 * n_harmonics)
+        waves = torch.sin(phase[..., None] * torch.arange(1, n_harmonics + 1))
+        for got, part in zip(wide._harmonic_sums(phase, amps), amps.split(n_harmonics, dim=-1)):
+            torch.testing.assert_close(got, torch.einsum("bth,btnh->btn", part, waves), atol=1e-5 * n_harmonics,
+                                       rtol=1e-4)
 
 
 def test_pitch_classifier_reads_back_its_bins_and_its_loss_prefers_the_true_pitch():

@@ -19,6 +19,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PITCH_BIN_CENTS = 20.0     # the pitch classifier's resolution (CREPE's; its targets are blurred by 25 cents)
@@ -59,6 +60,11 @@ class HarmonicSource(nn.Module):
             self.head.bias[self.envelope_slice] = -9.0
             self.head.bias[self.harmonicity_slice] = -4.0
         self.register_buffer("harmonic_numbers", torch.arange(1, n_harmonics + 1).float(), persistent=False)
+        self.fine_steps = math.ceil(math.sqrt(n_harmonics))                  # `_harmonic_sums`: h - 1 = k + K g
+        self.coarse_steps = math.ceil(n_harmonics / self.fine_steps)
+        self.register_buffer("fine_multiples", torch.arange(1, self.fine_steps + 1).float(), persistent=False)
+        self.register_buffer("coarse_multiples", self.fine_steps * torch.arange(self.coarse_steps).float(),
+                             persistent=False)
         self.register_buffer("ramp", torch.arange(1, hop + 1).float() / hop, persistent=False)
         self.register_buffer("bin_offsets", torch.arange(-2, 3), persistent=False)
 
@@ -121,9 +127,28 @@ class HarmonicSource(nn.Module):
         # Summed in float64 and wrapped, as the ISTFT's running phase: streaming equals offline.
         summed = phase.double() + torch.cumsum(f0_samples.double() * (2 * math.pi / self.sample_rate), dim=1)
         wrapped = (summed - 2 * math.pi * torch.floor(summed / (2 * math.pi))).to(f0.dtype)
-        waves = torch.sin(wrapped.view(B, T, self.hop, 1) * self.harmonic_numbers)      # [B, T, hop, H]
-        # Amplitudes ramp linearly across each block: prev + (cur - prev) * ramp, summed over harmonics.
-        held = torch.einsum("bth,btnh->btn", prev_amp, waves)
-        moved = torch.einsum("bth,btnh->btn", amplitudes - prev_amp, waves)
+        # Amplitudes ramp linearly across each block, prev + (cur - prev) * ramp: two sums over harmonics.
+        held, moved = self._harmonic_sums(wrapped.view(B, T, self.hop),
+                                          torch.cat([prev_amp, amplitudes - prev_amp], dim=-1))
         samples = (held + moved * self.ramp).reshape(B, T * self.hop)
         return samples, [wrapped[:, -1:], f0[:, -1:], amplitudes[:, -1]]
+
+    def _harmonic_sums(self, phase: torch.Tensor, amplitudes: torch.Tensor) -> list[torch.Tensor]:
+        """sum_h a_h sin(h phase) per sample, for each set of amplitudes stacked in `amplitudes`
+        [B, T, sets * n_harmonics]; `phase` [B, T, hop].
+
+        Written by hand for speed: with h - 1 = k + K g, sin(h x) = sin((k + 1) x) cos(K g x) +
+        cos((k + 1) x) sin(K g x), so each sample takes 2 (K + G) sines and cosines instead of
+        n_harmonics sines, and the rest are small matrix products: 2.5x faster on ONNX Runtime than
+        the plain sum for 100 harmonics (measured, session 20)."""
+        K, G = self.fine_steps, self.coarse_steps
+        B, T, _ = phase.shape
+        sets = amplitudes.shape[-1] // self.n_harmonics
+        padded = F.pad(amplitudes.view(B, T, sets, self.n_harmonics), (0, K * G - self.n_harmonics))
+        grid = padded.view(B, T, sets, G, K).transpose(2, 3).reshape(B, T, G, sets * K)   # [.., g, set k]
+        fine = phase[..., None] * self.fine_multiples                                       # (k + 1) x
+        coarse = phase[..., None] * self.coarse_multiples                                   # K g x
+        by_cos = torch.matmul(torch.cos(coarse), grid).view(B, T, -1, sets, K)
+        by_sin = torch.matmul(torch.sin(coarse), grid).view(B, T, -1, sets, K)
+        total = (torch.sin(fine)[..., None, :] * by_cos + torch.cos(fine)[..., None, :] * by_sin).sum(-1)
+        return list(total.unbind(-1))
