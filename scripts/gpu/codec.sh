@@ -11,6 +11,10 @@
 # CODEC_ARGS adds trainer options, e.g. the decoder fine-tune of session 19 that keeps the tokens:
 #   CODEC_ARGS="--decoder-only --decoder-phase integrated --phase-loss 2 --adv-start 0 --focus-n-q 4"
 # (--select-by pesq needs the pesq package, which the GPU image lacks: selection is then by log-mel).
+# Session 20's harmonic source, as a whole-codec run so the encoder learns to carry the pitch (new
+# tokens: the backbone's token cache and training must follow):
+#   CODEC_ARGS="--harmonics 100 --pitch-teacher 1.0 --focus-n-q 4 --adv-start 1000000" (a few hundred
+#   steps; then --pitch-teacher 0.25). On the shipped tokens: add --decoder-only.
 set -euo pipefail
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
