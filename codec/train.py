@@ -123,7 +123,8 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
     if not same_decoder:
         state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
         state.update({k: v for k, v in own.items() if k.startswith("decoder.")})
-    else:   # a source added (its fresh weights) or removed (the shipped ones dropped)
+    elif shipped_config.decoder_harmonics != model.config.decoder_harmonics:
+        # a source added (its fresh weights) or removed or resized (the shipped one dropped)
         state = {k: v for k, v in state.items() if not k.startswith("decoder.source.")}
         state.update({k: v for k, v in own.items() if k.startswith("decoder.source.")})
     load_weights(model, state, path)

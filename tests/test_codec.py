@@ -397,7 +397,13 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert train(harmonic_cfg)["step"] == fresh_decoder.train_step + 2
     logged = [json.loads(line) for line in open(tmp_path / "run8" / "train.log")]
     assert any("pitch" in row for row in logged)
-    assert load_codec(tmp_path / "h.safetensors").config.decoder_harmonics == 4
+    with_source = load_codec(tmp_path / "h.safetensors")
+    assert with_source.config.decoder_harmonics == 4
+    # A run started from a codec that has a source keeps that source's weights.
+    source_config, source_state, _ = read_codec_file(tmp_path / "h.safetensors")
+    resumed = CodecModel(source_config)
+    _start_from_shipped(resumed, source_state, "h.safetensors", source_config)
+    assert all(torch.equal(v, source_state[k]) for k, v in resumed.state_dict().items() if ".source." in k)
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
                                "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5,
