@@ -116,7 +116,7 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
     A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded). One that
     differs only in its phase mode or harmonic source keeps its weights: a switched phase head starts at
-    zero, and a new harmonic source starts from its magnitude head, quietly (IstftDecoder)."""
+    zero, and a new harmonic source starts from its magnitude head (IstftDecoder.start_source_from_magnitudes)."""
     same_decoder = replace(shipped_config, decoder_phase=model.config.decoder_phase,
                            decoder_harmonics=model.config.decoder_harmonics) == model.config
     own = model.state_dict()

@@ -15,6 +15,10 @@ predicts how far each bin's phase moves per hop (its instantaneous frequency, wh
 does carry) and sums the moves over time, as a phase vocoder does: the running phase is part of
 the streaming state. The moves start at the bins' centre frequencies.
 
+Harmonic source (`harmonics` > 0, codec/modules/harmonic.py): oscillators at a predicted pitch's
+multiples make the voiced part; they read the same features, gate the magnitudes (the noise they
+replace) and add their samples to the overlap-add's.
+
 Causality: spectrum t covers output samples [hop * t, hop * t + n_fft), so
 output block b is final once spectrum b exists. The decoder's output is the
 input delayed by `delay` (= hop) samples: the window of spectrum t is centred
