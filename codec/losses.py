@@ -108,8 +108,8 @@ class PhaseDerivativeLoss(nn.Module):
     phase moves from frame to frame (instantaneous frequency) and from bin to bin (group delay), not
     the phase itself, which a 1 kbps code cannot carry. Each difference is measured as
     1 - cos(difference of the two signals' phase steps), smooth and bounded, and weighted by the real
-    audio's magnitude (`_pair_weights`) where it is within `floor_db` of the clip's peak. Phase steps are read from products of neighbouring bins, so no
-    angle() is taken of a near-zero bin.
+    audio's magnitude (`_pair_weights`) where it is within `floor_db` of the clip's peak. Phase steps
+    are read from products of neighbouring bins, so no angle() is taken of a near-zero bin.
     """
 
     def __init__(self, fft_sizes: Sequence[int] = (512, 1024), floor_db: float = 50.0) -> None:
@@ -131,8 +131,9 @@ class PhaseDerivativeLoss(nn.Module):
             window = torch.hann_window(n_fft, device=y.device, dtype=y.dtype)
             spec_hat, spec = (torch.stft(s, n_fft, n_fft // 4, window=window, return_complex=True)
                               for s in (y_hat, y))                                   # [B, bins, frames]
+            mag = spec.abs()
             for dim in (2, 1):  # frame to frame, then bin to bin
-                pair_weight = _pair_weights(spec.abs(), dim, self.floor)
+                pair_weight = _pair_weights(mag, dim, self.floor)
                 agreement = (self._unit_steps(spec_hat, dim) * self._unit_steps(spec, dim).conj()).real
                 total = total + (pair_weight * (1 - agreement)).sum() / pair_weight.sum().clamp_min(1e-8)
         return total / (2 * len(self.fft_sizes))

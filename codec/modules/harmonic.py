@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codec.modules.phase import accumulate_phase
+
 PITCH_BIN_CENTS = 20.0     # the pitch classifier's resolution (CREPE's; its targets are blurred by 25 cents)
 
 
@@ -124,9 +126,8 @@ class HarmonicSource(nn.Module):
         prev_f0 = torch.cat([last_f0, f0[:, :-1]], dim=1)
         prev_amp = torch.cat([last_amp[:, None], amplitudes[:, :-1]], dim=1)
         f0_samples = (prev_f0[..., None] + (f0 - prev_f0)[..., None] * self.ramp).reshape(B, T * self.hop)
-        # Summed in float64 and wrapped, as the ISTFT's running phase: streaming equals offline.
-        summed = phase.double() + torch.cumsum(f0_samples.double() * (2 * math.pi / self.sample_rate), dim=1)
-        wrapped = (summed - 2 * math.pi * torch.floor(summed / (2 * math.pi))).to(f0.dtype)
+        # Moves scaled in float64, as the sum: streaming equals offline.
+        wrapped = accumulate_phase(phase, f0_samples.double() * (2 * math.pi / self.sample_rate)).to(f0.dtype)
         # Amplitudes ramp linearly across each block, prev + (cur - prev) * ramp: two sums over harmonics.
         held, moved = self._harmonic_sums(wrapped.view(B, T, self.hop),
                                           torch.cat([prev_amp, amplitudes - prev_amp], dim=-1))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from codec.modules.harmonic import HarmonicSource
+from codec.modules.phase import accumulate_phase
 from codec.modules.streaming import StreamingModule
 
 
@@ -158,10 +159,7 @@ class IstftDecoder(StreamingModule):
             if phase is None:
                 phase = h.new_zeros(h.shape[0], self.hop + 1)
             steps = self.centre_advance + phase_out
-            # Summed in float64 and wrapped to [0, 2 pi): a long offline pass and the same audio in
-            # streaming calls (which wrap between calls) then give the same phases to float32 precision.
-            summed = phase[:, None].double() + torch.cumsum(steps.double(), dim=1)
-            phase_out = (summed - 2 * torch.pi * torch.floor(summed / (2 * torch.pi))).to(h.dtype)
+            phase_out = accumulate_phase(phase[:, None], steps)   # streaming equals offline
             last = phase_out[:, -1]
         # irfft as two matrix products: the same frames (float rounding aside), as fast on a few
         # spectra, and exportable to ONNX, which has no complex numbers.
