@@ -231,8 +231,14 @@ class DecoderStream:
         return audio[0, 0]
 
     def flush(self) -> np.ndarray:
-        """End of a stream: the last `delay` samples (the second half of the last frame); empty if none."""
-        held = self._state[0][0].copy() if self._holding else np.zeros(0, np.float32)
+        """End of a stream: the last `delay` samples (`IstftDecoder.ending`: the second half of the last frame,
+        and a harmonic source's fade); empty if none. Run once a stream, so by PyTorch, not exported."""
+        if self._holding:
+            tail, *body = (torch.from_numpy(array) for array in self._state)
+            with torch.no_grad():
+                held = self.runtime.model.decoder.ending(tail, body)[0, 0].numpy()
+        else:
+            held = np.zeros(0, np.float32)
         self._state[0] = np.zeros_like(self._state[0])
         self._holding = False
         return held

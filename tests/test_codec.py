@@ -507,6 +507,12 @@ def test_harmonic_source_sounds_its_pitchs_multiples_and_streams_like_offline():
     torch.testing.assert_close(torch.cat(parts, -1), whole, atol=1e-5, rtol=1e-4)
     # Amplitudes ramp from the last block's: a stream starts from silence, with no click.
     assert whole[0, :8].abs().max() < 0.05 * whole.abs().max()
+    # And it ends in silence: after the last spectrum the oscillators go on at its pitch while their
+    # amplitudes ramp to zero (the held block, faded), where they used to stop mid-cycle.
+    held, _ = source.synthesize(f0[:, -1:], amplitudes[:, -1:], state)
+    fade = source.fade_out(state)
+    torch.testing.assert_close(fade, held * (1 - torch.arange(1, hop + 1) / hop), atol=1e-5, rtol=1e-4)
+    assert held.abs().max() > 0.5 and fade[0, -1] == 0
     # The factored sum over harmonics is the plain one.
     for n_harmonics in (6, 7, 100):
         wide = HarmonicSource(8, hop, sr, n_harmonics=n_harmonics)

@@ -134,6 +134,14 @@ class HarmonicSource(nn.Module):
         samples = (held + moved * self.ramp).reshape(B, T * self.hop)
         return samples, [wrapped[:, -1:], f0[:, -1:], amplitudes[:, -1]]
 
+    def fade_out(self, state: list[torch.Tensor]) -> torch.Tensor:
+        """The block after a stream's last spectrum, [B, hop]: the oscillators go on at the last pitch while
+        their amplitudes ramp to zero, as the ISTFT's last frame fades out beside them. Without it a voiced
+        ending stops mid-cycle: a click."""
+        _, last_f0, last_amp = state
+        samples, _ = self.synthesize(last_f0, torch.zeros_like(last_amp)[:, None], state)
+        return samples
+
     def _harmonic_sums(self, phase: torch.Tensor, amplitudes: torch.Tensor) -> list[torch.Tensor]:
         """sum_h a_h sin(h phase) per sample, for each set of amplitudes stacked in `amplitudes`
         [B, T, sets * n_harmonics]; `phase` [B, T, hop].

@@ -192,13 +192,21 @@ class IstftDecoder(StreamingModule):
         return _IstftState(None, None, batch_size)
 
     def flush(self) -> torch.Tensor:
-        """End of a stream: the last `delay` samples (the second half of the last frame, fading out), [B, 1, hop]."""
+        """End of a stream: the last `delay` samples (`ending`), [B, 1, hop]; nothing before the first frame."""
         if self._state is None:
             raise RuntimeError("flush() needs streaming mode")
         tail, self._state.tail = self._state.tail, None
         if tail is None:
             return torch.zeros(self._state.batch_size, 1, 0)
-        return tail[:, None]
+        return self.ending(tail, self._state.body)
+
+    def ending(self, tail: torch.Tensor, state: list[torch.Tensor]) -> torch.Tensor:
+        """The samples after a stream's last frame, [B, 1, hop], from `step`'s tail and state: the second
+        half of the last ISTFT frame, fading out, and a harmonic source's fade (`HarmonicSource.fade_out`)."""
+        if self.source is None:
+            return tail[:, None]
+        source_state = state[len(state) - len(self.source.state_shapes()):]
+        return (tail + self.source.fade_out(source_state))[:, None]
 
     def step(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
              ) -> tuple[torch.Tensor, torch.Tensor, list]:
