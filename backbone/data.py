@@ -194,7 +194,8 @@ def _encode_parallel(corpus: str | Path, codec_path: str | Path, utts: list[Utte
 
 def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, codec_path: str | Path,
                        workers: int = 1) -> dict:
-    """A copy of a cache whose codes come from another codec (texts and speaker embeddings stay); written atomically.
+    """A copy of a cache whose codes come from another codec (texts and speaker embeddings stay, and the token
+    starts of an aligned cache where the new codec has the same frames); written atomically.
 
     For a new codec whose tokens differ: the backbone is then re-targeted (backbone/retarget.py) and fine-tuned.
     `workers` processes encode in parallel, one thread each. Returns the new metadata.
@@ -211,8 +212,13 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
         raise TokenCacheError(f"{len(missing)} cached utterances are not in {corpus} (e.g. {sorted(missing)[0]})")
     utts = [by_id[uid] for uid in arrays["ids"].tolist()]
     codes = _encode_parallel(corpus, codec_path, utts, meta["n_codebooks"], workers)
+    same_frames = config.frame_rate == meta["frame_rate"] and np.array_equal(
+        np.diff(arrays["code_offsets"]), [c.shape[-1] for c in codes])
+    if not same_frames:
+        # The token starts place the text in time, frame by frame: they hold for a codec with the old frames
+        # (its rate and count), not for other frames. Align the new cache again.
+        arrays.pop("token_starts", None)
     arrays["codes"], arrays["code_offsets"] = _flatten(codes)
-    arrays.pop("token_starts", None)        # found on the old codes: align the new cache again
     meta.update(codec_id=tokens_id_of(codec_meta), frame_rate=config.frame_rate)
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)

@@ -1,6 +1,7 @@
 """Backbone: text front end, tokenizer, delay pattern, training, generation guards and batching."""
 from __future__ import annotations
 
+import ast
 import json
 import random
 
@@ -398,10 +399,21 @@ def test_reembed_replaces_a_caches_voices_and_keeps_its_codes(tmp_path, capsys):
     assert before.speakers == after.speakers
 
 
+def _add_token_starts(path) -> None:
+    """Give a cache evenly spread token starts, in place."""
+    from backbone.aligner import even_starts
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    frames, tokens = np.diff(arrays["code_offsets"]), np.diff(arrays["text_offsets"])
+    arrays["token_starts"] = np.concatenate([even_starts(t, f) for t, f in zip(tokens, frames)]).astype(np.int16)
+    np.savez(path, **arrays)
+
+
 def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
     """`tts train recode`: a codec whose first codebook is the old one re-ordered gives the re-ordered ids, and the
     re-targeted backbone predicts for new ids exactly what the old one predicted for the old ids."""
-    from backbone.data import build_token_cache, load_token_cache
+    from backbone.data import build_token_cache, load_token_cache, recode_token_cache
     from codec.loaders import load_codec, save_codec
     from tests.test_voice import speaker_corpus
     from tts.cli import main
@@ -411,6 +423,7 @@ def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
     codec = load_codec()
     old_cache, new_cache = tmp_path / "old.npz", tmp_path / "new.npz"
     build_token_cache(corpus, old_cache, codec, TextTokenizer(), load_encoder(), 2)
+    _add_token_starts(old_cache)     # as `tts train align` does
     order = torch.randperm(codec.config.card, generator=torch.Generator().manual_seed(0))
     codec.quantizer.layers[0].embed.copy_(codec.quantizer.layers[0].embed[order])
     new_codec_id = save_codec(codec, tmp_path / "moved.safetensors")
@@ -435,6 +448,15 @@ def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
     for a, b in zip(old.codes, new.codes, strict=True):
         assert np.array_equal(back[a[0]], b[0]) and np.array_equal(a[1], b[1])
     assert np.array_equal(old.speaker_embeddings, new.speaker_embeddings) and old.texts == new.texts
+    # The same frames (rate and count): the text's token starts still place it, so they are kept.
+    assert all(np.array_equal(a, b) for a, b in zip(old.token_starts, new.token_starts, strict=True))
+    other_rate = tmp_path / "other_rate.npz"      # a cache made at another frame rate: its starts cannot hold
+    with np.load(old_cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta"] = np.array(repr({**ast.literal_eval(str(arrays["meta"])), "frame_rate": 12.5}))
+    np.savez(other_rate, **arrays)
+    recode_token_cache(other_rate, tmp_path / "realign.npz", corpus, tmp_path / "moved.safetensors")
+    assert load_token_cache(tmp_path / "realign.npz").token_starts is None
 
     moved = load_backbone(tmp_path / "b.safetensors")
     assert moved.config.codec_id == new_codec_id
