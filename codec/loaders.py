@@ -23,7 +23,7 @@ DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
 __all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "save_codec", "read_codec_file",
-           "tokens_id_of", "load_weights", "load_codec"]
+           "tokens_id_of", "load_weights", "load_codec", "save_with_harmonics"]
 
 
 def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None,
@@ -93,3 +93,24 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
     model.tokens_id = tokens_id_of(meta)
     model.train_step = int(meta.get("step", 0))
     return model.to(device).eval()
+
+
+def save_with_harmonics(path: str | Path, out: str | Path, n_harmonics: int) -> str:
+    """Copy a codec file whose harmonic source plays `n_harmonics` oscillators instead; returns the new model id.
+
+    Why: the source's weights do not depend on the count (its envelope is over frequency bins, sampled at
+    each harmonic), and a trained source leaves its upper harmonics silent (session 21: 16 to 100 gave the
+    same PESQ), so fewer cost less with the same sound. Encoder and codebooks are untouched: the tokens id
+    stays the parent's, so token caches and backbones made with it still fit.
+    """
+    from dataclasses import replace
+
+    config, state, meta = read_codec_file(path)
+    if not config.decoder_harmonics:
+        raise ModelFileError(f"{path} has no harmonic source")
+    if n_harmonics < 1:
+        raise ValueError(f"a harmonic source needs at least one harmonic; got {n_harmonics}")
+    model = CodecModel(replace(config, decoder_harmonics=n_harmonics))
+    load_weights(model, state, path)
+    extra = {**json.loads(meta.get("extra") or "{}"), "harmonics_from": config.decoder_harmonics}
+    return save_codec(model, out, int(meta.get("step", 0)), extra, tokens_id=tokens_id_of(meta))

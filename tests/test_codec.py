@@ -264,7 +264,7 @@ def _assert_decodes_alike(audio: torch.Tensor, expected: torch.Tensor, config: C
 
 
 def test_saved_model_loads_and_decodes_identically(tiny_model, tmp_path):
-    from codec.loaders import ModelFileError, load_codec, save_codec
+    from codec.loaders import ModelFileError, load_codec, save_codec, save_with_harmonics
 
     model_id = save_codec(tiny_model, tmp_path / "c.safetensors", step=7)
     loaded = load_codec(tmp_path / "c.safetensors")
@@ -280,6 +280,18 @@ def test_saved_model_loads_and_decodes_identically(tiny_model, tmp_path):
     save_codec(loaded, tmp_path / "folded.safetensors")
     _assert_decodes_alike(load_codec(tmp_path / "folded.safetensors").decode(codes), loaded.decode(codes),
                           tiny_model.config)
+    # A harmonic source's count changes without its weights (they do not depend on it); the tokens stay.
+    if tiny_model.config.decoder_harmonics:
+        n = tiny_model.config.decoder_harmonics
+        save_with_harmonics(tmp_path / "c.safetensors", tmp_path / "same.safetensors", n)
+        save_with_harmonics(tmp_path / "c.safetensors", tmp_path / "fewer.safetensors", n // 2)
+        same, fewer = load_codec(tmp_path / "same.safetensors"), load_codec(tmp_path / "fewer.safetensors")
+        torch.testing.assert_close(same.decode(codes), loaded.decode(codes))
+        assert fewer.config.decoder_harmonics == n // 2 and fewer.tokens_id == loaded.tokens_id == model_id
+        assert torch.equal(fewer.encode(x, 3), loaded.encode(x, 3))
+    else:
+        with pytest.raises(ModelFileError, match="no harmonic source"):
+            save_with_harmonics(tmp_path / "c.safetensors", tmp_path / "h.safetensors", 4)
     with pytest.raises(ModelFileError, match="not found"):
         load_codec(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
