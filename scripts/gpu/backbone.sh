@@ -13,7 +13,9 @@
 # aligner there when the cache has no token starts (tts train aligner, a few minutes on a GPU), writes
 # them into the cache (tts train align) and has the guide follow them (--guide-aligned); the aligned
 # cache comes back in $OUT. READ_POINTER=4 trains a read-pointer model instead of the guide (implies
-# ALIGN=1; with INIT, the pointer's embeddings and advance head start afresh).
+# ALIGN=1; with INIT, the pointer's embeddings and advance head start afresh; a cache that already has
+# token starts is used as it is). The shipped model of session 18 on to a recoded cache:
+#   CACHE=runs/backbone/cache_ph_aligned_h.npz INIT=runs/backbone/retargeted_h.safetensors READ_POINTER=4
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -28,7 +30,10 @@ if [[ -n "${INIT:-}" ]]; then INIT_ARGS=(--init-from "$INIT"); fi
 if [[ -n "${NEW_TEXT_TOKENS:-}" ]]; then INIT_ARGS+=(--new-text-tokens); fi
 GUIDE_ARGS=()
 if [[ -n "${READ_POINTER:-}" ]]; then ALIGN=1; fi
-if [[ -n "${ALIGN:-}" ]]; then
+has_starts() { "$PY" -c "import numpy, sys; sys.exit('token_starts' not in numpy.load(sys.argv[1]).files)" "$1"; }
+if [[ -n "${ALIGN:-}" ]] && [[ -f "$CACHE" ]] && has_starts "$CACHE"; then
+    GUIDE_ARGS=(--guide-aligned)          # already aligned (e.g. by 'tts train recode' of an aligned cache)
+elif [[ -n "${ALIGN:-}" ]]; then
     ALIGNED="${CACHE%.npz}_aligned.npz"
     if [[ ! -f "$ALIGNED" ]]; then
         "$PY" -m tts -v train aligner --cache "$CACHE" --out "$RUN/aligner" --export "$RUN/aligner/aligner.pt" \
@@ -40,7 +45,7 @@ if [[ -n "${ALIGN:-}" ]]; then
     GUIDE_ARGS=(--guide-aligned)
 fi
 MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}" --uncond-dropout 0.1)
-if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
+if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER" --uncond-dropout 0.1); fi
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
     --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"

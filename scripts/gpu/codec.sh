@@ -6,7 +6,8 @@
 # decoder together for $1 minutes: the shipped codec's quantized tokens already sit on the
 # ceiling of its encoder/decoder pair (`tts bench codec`), so the autoencoder, not the bitrate,
 # needs the training. Resumes runs/codec_gpu/last.pt when the machine still holds it (a warm
-# machine keeps ignored folders between calls); starts from assets/codec.safetensors otherwise.
+# machine keeps ignored folders between calls); starts from $INIT_FROM otherwise (default
+# assets/codec.safetensors).
 # Leaves in $OUT: codec.safetensors (best by validation), the training log, the build log.
 # CODEC_ARGS adds trainer options, e.g. the decoder fine-tune of session 19 that keeps the tokens:
 #   CODEC_ARGS="--decoder-only --decoder-phase integrated --phase-loss 2 --adv-start 0 --focus-n-q 4"
@@ -15,6 +16,8 @@
 # tokens: the backbone's token cache and training must follow):
 #   CODEC_ARGS="--harmonics 100 --pitch-teacher 1.0 --focus-n-q 4 --adv-start 1000000" (a few hundred
 #   steps; then --pitch-teacher 0.25). On the shipped tokens: add --decoder-only.
+# To continue the harmonic codec of sessions 20-21 (pitch no longer limits it; the discriminator is next):
+#   INIT_FROM=checkpoints/codec_harmonic_joint.safetensors CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0"
 set -euo pipefail
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
@@ -24,7 +27,7 @@ source scripts/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 build_corpus_once "$OUT/build.log"
 INIT=()
-[[ -f "$RUN/last.pt" ]] || INIT=(--init-from assets/codec.safetensors)
+[[ -f "$RUN/last.pt" ]] || INIT=(--init-from "${INIT_FROM:-assets/codec.safetensors}")
 "$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \
     --device "${DEVICE:-cuda}" --batch-size "${BATCH:-64}" --lr "${LR:-5e-4}" --steps "${STEPS:-200000}" \
     --valid-every 500 --max-minutes "$MINUTES" "${INIT[@]}" ${CODEC_ARGS:-} 2>&1 | tail -n 40 | tee "$OUT/train_stdout.log"
