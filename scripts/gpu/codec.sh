@@ -17,7 +17,7 @@
 #   CODEC_ARGS="--harmonics 100 --pitch-teacher 1.0 --focus-n-q 4 --adv-start 1000000" (a few hundred
 #   steps; then --pitch-teacher 0.25). On the shipped tokens: add --decoder-only.
 # To continue the harmonic codec of sessions 20-21 (pitch no longer limits it; the discriminator is next):
-#   INIT_FROM=checkpoints/codec_harmonic_joint.safetensors CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0"
+#   INIT_FROM=assets/codec.safetensors CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0"
 set -euo pipefail
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
