@@ -23,6 +23,12 @@ from tts.text import normalize_text
 from voice.encoder import load_encoder
 
 
+# Streamed against offline: equal up to float32 rounding. The shipped codec's harmonic source sums 32
+# oscillators per sample, whose rounding depends on how many frames a call holds: up to ~7e-5 on a 0.6
+# peak (-80 dB); in float64 the same comparison agrees to 3e-11 (session 21), so no state is lost.
+STREAM_ATOL = 2e-4
+
+
 @pytest.fixture(scope="module")
 def codec():
     return load_codec()
@@ -54,7 +60,7 @@ def test_streamed_chunks_equal_the_offline_decode(codec, chunked):
     streamed = np.concatenate(chunks)
     assert streamed.size == codes.shape[1] * hop    # as long as its frames: nothing lost, no lead-in
     offline = codec.decode(codes[None])[0, 0].numpy()
-    np.testing.assert_allclose(streamed[:streamed.size - delay], offline[delay:], atol=1e-5)
+    np.testing.assert_allclose(streamed[:streamed.size - delay], offline[delay:], atol=STREAM_ATOL)
 
 
 def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec, chunked):
@@ -70,8 +76,8 @@ def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec, chunke
     assert streamed.size == codes.shape[1] * codec.hop_length
     # Offline, the model's own delay compensation gives the same samples.
     decoded, _ = codec.align(codec.decode(codes[None]), audio)
-    np.testing.assert_allclose(streamed[:decoded.shape[-1]], decoded[0, 0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(streamed, codec.decode_aligned(codes[None])[0, 0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(streamed[:decoded.shape[-1]], decoded[0, 0].numpy(), atol=STREAM_ATOL)
+    np.testing.assert_allclose(streamed, codec.decode_aligned(codes[None])[0, 0].numpy(), atol=STREAM_ATOL)
     if codec.delay:
         assert np.abs(streamed[-codec.delay:]).max() > 0   # the held-back samples, not silence
     assert decoder.flush() is None   # nothing more after the end
@@ -91,7 +97,7 @@ def test_interleaved_streams_on_one_codec_keep_their_own_state(codec, chunked):
     d = codec.delay
     for out, codes in ((out_a, a), (out_b, b)):
         streamed = np.concatenate(out)
-        np.testing.assert_allclose(streamed[:streamed.size - d], codec.decode(codes[None])[0, 0].numpy()[d:], atol=1e-5)
+        np.testing.assert_allclose(streamed[:streamed.size - d], codec.decode(codes[None])[0, 0].numpy()[d:], atol=STREAM_ATOL)
 
 
 # ---------------------------------------------------------------- playout buffer
@@ -251,7 +257,7 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
         pieces.append(codec.decode_aligned(codes[None])[0, 0].numpy())
         pieces.append(np.zeros(int(seg.pause_after * codec.sample_rate), np.float32))
     assert len(engine.segments(text, options)) >= 3
-    np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=1e-4)
+    np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=5 * STREAM_ATOL)
 
 
 @pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"),
