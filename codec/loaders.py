@@ -100,8 +100,9 @@ def save_with_harmonics(path: str | Path, out: str | Path, n_harmonics: int) -> 
 
     Why: the source's weights do not depend on the count (its envelope is over frequency bins, sampled at
     each harmonic), and a trained source leaves its upper harmonics silent (session 21: 16 to 100 gave the
-    same PESQ), so fewer do no harm; the decode time on ONNX Runtime did not move measurably (32 vs 100). Encoder and codebooks are untouched: the tokens id
-    stays the parent's, so token caches and backbones made with it still fit.
+    same PESQ), so fewer do no harm; the decode time on ONNX Runtime did not move measurably (32 vs 100).
+    Encoder and codebooks are untouched: the tokens id stays the parent's, so token caches and backbones
+    made with it still fit.
     """
     from dataclasses import replace
 
