@@ -97,7 +97,8 @@ def test_interleaved_streams_on_one_codec_keep_their_own_state(codec, chunked):
     d = codec.delay
     for out, codes in ((out_a, a), (out_b, b)):
         streamed = np.concatenate(out)
-        np.testing.assert_allclose(streamed[:streamed.size - d], codec.decode(codes[None])[0, 0].numpy()[d:], atol=STREAM_ATOL)
+        np.testing.assert_allclose(streamed[:streamed.size - d], codec.decode(codes[None])[0, 0].numpy()[d:],
+                                   atol=STREAM_ATOL)
 
 
 # ---------------------------------------------------------------- playout buffer
