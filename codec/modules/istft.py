@@ -205,8 +205,11 @@ class IstftDecoder(StreamingModule):
         half of the last ISTFT frame, fading out, and a harmonic source's fade (`HarmonicSource.fade_out`)."""
         if self.source is None:
             return tail[:, None]
-        source_state = state[len(state) - len(self.source.state_shapes()):]
-        return (tail + self.source.fade_out(source_state))[:, None]
+        return (tail + self.source.fade_out(self._source_state(state)))[:, None]
+
+    def _source_state(self, state: list | None) -> list | None:
+        """The harmonic source's part of `step`'s state (`state_shapes` puts it last); None before a stream."""
+        return state[len(state) - len(self.source.state_shapes()):] if state else None
 
     def step(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
              ) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -234,7 +237,7 @@ class IstftDecoder(StreamingModule):
         new_state = histories + ([phase] if integrated else [])
         if source is not None:
             voiced, source_state = self.source.synthesize(source.sounded, source.amplitudes,
-                                                          rest[int(integrated):] if rest else None)
+                                                          self._source_state(state))
             audio = audio + voiced[:, None]
             new_state += source_state
             extras.update(pitch_logits=source.pitch_logits, voicing=source.voicing)
