@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tts.audio import (AudioError, active_speech_seconds, normalize_loudness, read_audio, resample,
-                       trim_silence, write_audio)
+from tts.audio import (AudioError, AudioFileWriter, active_speech_seconds, check_output_path, normalize_loudness,
+                       read_audio, resample, trim_silence, write_audio)
 
 SR = 16_000
 
@@ -64,3 +64,31 @@ def test_write_audio_is_atomic_and_16_bit(tmp_path):
     info = sf.info(tmp_path / "a" / "x.flac")
     assert info.subtype == "PCM_16" and info.samplerate == SR
     assert not list((tmp_path / "a").glob("*.part"))
+
+
+def test_check_output_path_names_what_is_wrong(tmp_path):
+    with pytest.raises(AudioError, match="must end in .wav or .flac"):
+        check_output_path(tmp_path / "x.mp3")
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(AudioError, match="it is a folder"):
+        check_output_path(tmp_path / "d.wav")
+    (tmp_path / "f").write_text("a file")
+    with pytest.raises(AudioError, match="is a file, not a folder"):
+        check_output_path(tmp_path / "f" / "sub" / "x.wav")
+    assert check_output_path(tmp_path / "new" / "x.flac").parent.is_dir()   # missing folders are made
+    assert check_output_path(tmp_path / "x.sttc", formats=None).name == "x.sttc"
+
+
+def test_audio_file_writer_keeps_the_old_file_when_the_stream_fails(tmp_path):
+    out = tmp_path / "x.wav"
+    write_audio(out, _tone(0.5))
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError):
+        with AudioFileWriter(out, SR) as writer:
+            writer.write(_tone(0.1, amp=0.5))
+            raise RuntimeError("the synthesis failed half-way")
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.part"))
+    with AudioFileWriter(out, SR) as writer:
+        writer.write(_tone(0.1))
+        writer.write(_tone(0.1))
+    assert sf.info(out).frames == int(0.2 * SR) and not list(tmp_path.glob("*.part"))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tts.cli import main
 
 
@@ -58,6 +60,20 @@ def test_training_setup_errors_are_messages(tmp_path, capsys):
                  "--resume-from", str(tmp_path / "none.pt")]) == 2
     err = capsys.readouterr().err
     assert "no training checkpoint" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, out_flag", [
+    (["say", "Hello.", "--backbone", "none.safetensors"], "--out"),   # the missing model would be the error
+    (["codec", "decode", "in.sttc", "--model", "none.safetensors"], ""),  # if anything loaded first
+    (["demo"], "--out"),
+])
+def test_an_output_file_that_cannot_be_written_is_refused_before_any_model_loads(command, out_flag, tmp_path,
+                                                                                   capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    for out, message in [("x.mp3", "must end in .wav or .flac"), ("a_file/x.wav", "is a file, not a folder")]:
+        assert main([*command, *([out_flag] if out_flag else []), str(tmp_path / out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 def test_say_refuses_a_speaking_rate_out_of_range(tmp_path, capsys):

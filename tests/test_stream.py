@@ -275,6 +275,24 @@ def backbone_file(codec, tmp_path_factory):
     return str(path)
 
 
+def test_a_stream_that_fails_half_way_leaves_the_old_file_as_it_was(tmp_path):
+    from tts.say import deliver
+
+    out = tmp_path / "speech.wav"
+    sf.write(out, np.full(800, 0.25, np.float32), SR, subtype="PCM_16")
+    before = out.read_bytes()
+
+    def failing_chunks():
+        yield np.full(1600, 0.5, np.float32)
+        raise SynthesisError("the model failed half-way")
+
+    with pytest.raises(SynthesisError):
+        deliver(failing_chunks(), SR, out)
+    assert out.read_bytes() == before and not list(tmp_path.glob("*.part"))
+    _, _, seconds, _ = deliver(iter([np.full(1600, 0.5, np.float32)] * 2), SR, out)
+    assert seconds == 3200 / SR and sf.info(out).frames == 3200
+
+
 def test_say_writes_a_wav_at_the_asked_rate(backbone_file, tmp_path, capsys):
     out = tmp_path / "hi.wav"
     assert main(["-v", "say", "Hi there.", "--out", str(out), "--backbone", backbone_file, "--sample-rate", "24000",

@@ -8,6 +8,7 @@ which is a few lines of frame energy.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,14 +116,63 @@ def normalize_loudness(samples: np.ndarray, sample_rate: int, target_lufs: float
     return out.astype(np.float32)
 
 
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+
+
+def check_output_path(path: str | Path, formats: dict[str, str] | None = OUTPUT_FORMATS) -> Path:
+    """Make sure `path` can be written before any work is done; AudioError naming the problem otherwise.
+
+    Creates missing parent folders. `formats` maps the allowed extensions (None: any file).
+    """
+    path = Path(path)
+    if formats is not None and path.suffix.lower() not in formats:
+        allowed = " or ".join(formats)
+        raise AudioError(f"cannot write {str(path)!r}: the name must end in {allowed}")
+    if path.is_dir():
+        raise AudioError(f"cannot write {str(path)!r}: it is a folder")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise AudioError(f"cannot write {str(path)!r}: {str(blocking)!r} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AudioError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise AudioError(f"cannot write {str(path)!r}: permission denied")
+    return path
+
+
+class AudioFileWriter:
+    """16-bit WAV/FLAC written chunk by chunk into NAME.part and renamed at the end.
+
+    A stream that fails or is interrupted leaves no half file, and an existing
+    file of that name stays as it was until the new one is whole.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self.path = check_output_path(path)
+        self._part = self.path.with_name(self.path.name + ".part")
+        self._file = sf.SoundFile(self._part, "w", samplerate=sample_rate, channels=1, subtype="PCM_16",
+                                  format=OUTPUT_FORMATS[self.path.suffix.lower()])
+
+    def write(self, samples: np.ndarray) -> None:
+        self._file.write(np.clip(samples, -1.0, 1.0))
+
+    def __enter__(self) -> "AudioFileWriter":
+        return self
+
+    def __exit__(self, exc_type, _exc, _tb) -> None:
+        self._file.close()
+        if exc_type is None:
+            self._part.replace(self.path)
+        else:
+            self._part.unlink(missing_ok=True)
+
+
 def write_audio(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
     """Write 16-bit audio atomically (temp file + rename) so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    fmt = "FLAC" if path.suffix.lower() == ".flac" else "WAV"
-    sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, subtype="PCM_16", format=fmt)
-    tmp.replace(path)
+    with AudioFileWriter(path, sample_rate) as writer:
+        writer.write(samples)
 
 
 class StreamingResampler:

@@ -110,6 +110,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from tts.engine import Engine
     from tts.say import say
 
+    _check_audio_out(args.out)
     engine = Engine.load()
     report = say(engine, args.text, engine.voice_embedding(args.voice), out=args.out)
     print(f"wrote {args.out}: {report.audio_seconds:.2f} s of speech, voice {args.voice}; {report.summary()}")
@@ -124,8 +125,11 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
     from codec.compress import encode_file
     from codec.loaders import load_codec
 
+    from tts.audio import check_output_path
+
     if args.kbps <= 0:
         raise UserError("--kbps must be positive")
+    check_output_path(args.output, formats=None)
     model = load_codec(args.model)
     header = encode_file(model, args.input, args.output, args.kbps)
     size = Path(args.output).stat().st_size
@@ -138,6 +142,7 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     from codec.compress import decode_file
     from codec.loaders import load_codec
 
+    _check_audio_out(args.output)
     header = decode_file(load_codec(args.model), args.input, args.output)
     print(f"{args.output}: {header.num_samples / header.sample_rate:.2f} s at {header.sample_rate} Hz "
           f"({header.kbps:.2f} kbps stream)")
@@ -413,6 +418,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
     text = _say_text(args.text)
     if args.sample_rate is not None and not 8000 <= args.sample_rate <= 48000:
         raise UserError(f"--sample-rate must be between 8000 and 48000 Hz; got {args.sample_rate}")
+    _check_audio_out(args.out)
     if not args.out and not args.play:
         args.play = True
     clip = _read_clip(args.clone) if args.clone else None
@@ -439,6 +445,14 @@ def _cmd_say(args: argparse.Namespace) -> int:
     if args.verbose:
         print(report.summary(), file=sys.stderr)
     return 0
+
+
+def _check_audio_out(path: str | None) -> None:
+    """Refuse an output file that cannot be written (name, folder, permission) before any model loads."""
+    from tts.audio import check_output_path
+
+    if path:
+        check_output_path(path)
 
 
 def _say_text(argument: str | None) -> str:
@@ -507,6 +521,7 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
     from tts.stream.decoder import ChunkedDecoder
 
     text = _say_text(args.text)
+    _check_audio_out(args.out)
     if not args.out and not args.play:
         args.play = True
     encoding = {"linear16": pb.LINEAR16, "float32": pb.FLOAT32, "codec": pb.CODEC}[args.encoding]

@@ -1,14 +1,15 @@
 """`tts say`: synthesise text to a WAV file and/or the speakers, measuring what a listener feels.
 
 Chunks go through the playout buffer on their way to the sound card (the
-callback pulls 20 ms blocks), and are written to the file as they come, so
-memory stays bounded for any length of text. Every chunk's arrival time is
+callback pulls 20 ms blocks), and are written to the file as they come (into
+NAME.part, renamed once whole), so memory stays bounded for any length of text. Every chunk's arrival time is
 recorded; for file output the same timeline is replayed through the buffer
 with a virtual clock, so `--verbose` reports the underruns a listener would
 have had either way.
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import soundfile as sf
 
-from tts.audio import StreamingResampler
+from tts.audio import AudioFileWriter, StreamingResampler
 from tts.engine import Engine, SynthesisOptions, run_stream
 from tts.stream.playout import PlayoutBuffer, PlayoutStats, simulate_playout
 
@@ -77,13 +77,16 @@ def deliver(chunks: Iterator[np.ndarray], sample_rate: int, out: str | Path | No
     the pre-roll). Returns (time to first chunk, total time, audio seconds, playout stats).
     """
     buffer = PlayoutBuffer(sample_rate)
-    player = open_player(buffer) if play else None
-    writer = sf.SoundFile(str(out), "w", samplerate=sample_rate, channels=1, subtype="PCM_16") if out else None
     timeline: list[tuple[float, int, float]] = []
-    t0 = time.perf_counter()
-    buffer.start()
     first, produced = None, 0
-    try:
+    with contextlib.ExitStack() as cleanup:
+        writer = cleanup.enter_context(AudioFileWriter(out, sample_rate)) if out else None
+        player = open_player(buffer) if play else None
+        if player is not None:
+            cleanup.callback(player.close)
+            cleanup.callback(player.stop)
+        t0 = time.perf_counter()
+        buffer.start()
         for pcm in chunks:
             if first is None:
                 first = time.perf_counter() - t0
@@ -103,12 +106,6 @@ def deliver(chunks: Iterator[np.ndarray], sample_rate: int, out: str | Path | No
             stats = buffer.stats
         else:
             stats = simulate_playout(timeline, sample_rate, BLOCK_SECONDS)
-    finally:
-        if writer is not None:
-            writer.close()
-        if player is not None:
-            player.stop()
-            player.close()
     return (first if first is not None else elapsed), elapsed, produced / sample_rate, stats
 
 
