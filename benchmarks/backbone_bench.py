@@ -10,7 +10,8 @@ new sentences of training speakers; its `unseen` split: new speakers):
   a 10-s reference clip of the voice (other sentences of that speaker), against
   the cosine between references of two different speakers; for unseen
   speakers, how often the output is closer to its own reference than to any
-  other unseen speaker's;
+  other unseen speaker's, beside how often the real audio and its trip through
+  the codec are (what the speaker encoder can tell apart at all);
 - robustness: sentences of 1 to 60 words made from held-out text, checked for
   run-on and truncation (duration against the corpus's speaking rate) and for
   repeated phrases (a word trigram the recogniser hears twice that the text
@@ -88,6 +89,12 @@ def output_embedding(engine: Engine, pcm: np.ndarray) -> np.ndarray:
         return np.zeros(engine.encoder.config.embedding_dim, np.float32)
 
 
+def speaker_scores(engine: Engine, pcm: np.ndarray, refs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Cosine of the audio's speaker embedding to each reference voice."""
+    emb = output_embedding(engine, pcm)
+    return {speaker: float(np.dot(emb, ref)) for speaker, ref in refs.items()}
+
+
 def _errors(recognizer: Recognizer, pcm: np.ndarray, text: str) -> tuple[int, int, list[str]]:
     ref = words_of(text)
     hyp = recognizer.transcribe(pcm).lower().split()
@@ -151,7 +158,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         ours = [0, 0]
         real = [0, 0]
         through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
-        similarity, identified = [], 0
+        similarity = []
+        identified = Counter()   # how often ours / the real audio / the codec's round trip is closest to its own
         for i, u in enumerate(chosen):
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
             e, n, _ = _errors(recognizer, pcm, u.text)
@@ -159,12 +167,14 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
             e, n, _ = _errors(recognizer, truth, u.text)
             real = [real[0] + e, real[1] + n]
-            e, n, _ = _errors(recognizer, codec_round_trip(engine, truth), u.text)
+            round_trip = codec_round_trip(engine, truth)
+            e, n, _ = _errors(recognizer, round_trip, u.text)
             through_codec = [through_codec[0] + e, through_codec[1] + n]
-            emb = output_embedding(engine, pcm)
-            scores = {s: float(np.dot(emb, r)) for s, r in refs.items()}
-            similarity.append(scores[u.speaker])
-            identified += max(scores, key=scores.get) == u.speaker
+            own = speaker_scores(engine, pcm, refs)
+            similarity.append(own[u.speaker])
+            for name, scores in (("ours", own), ("real", speaker_scores(engine, truth, refs)),
+                                 ("codec", speaker_scores(engine, round_trip, refs))):
+                identified[name] += max(scores, key=scores.get) == u.speaker
         names = sorted(refs)
         cross = [float(np.dot(refs[a], refs[b])) for i, a in enumerate(names) for b in names[i + 1:]]
         result[split] = {"utterances": len(chosen), "speakers": len(refs),
@@ -172,7 +182,9 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "codec_wer": through_codec[0] / max(1, through_codec[1]),
                          "similarity": float(np.mean(similarity)),
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
-                         "identified": identified / max(1, len(chosen))}
+                         "identified": identified["ours"] / max(1, len(chosen)),
+                         "identified_real": identified["real"] / max(1, len(chosen)),
+                         "identified_codec": identified["codec"] / max(1, len(chosen))}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
     result["speed"] = speed_table(engine, next(iter(refs.values())), sampling)
     return result
@@ -229,7 +241,8 @@ def format_report(result: dict) -> str:
              f"temperature {result.get('temperature', 0.8)}), "
              "held-out sentences and speakers",
              "| split | utterances / speakers | WER ours | WER real audio | through the codec | ratio | "
-             "cos to own reference | cos between speakers | closest to own reference |",
+             "cos to own reference | cos between speakers | closest to own reference: ours / real audio / "
+             "through the codec |",
              "|---|---|---|---|---|---|---|---|---|"]
     for split, label in (("test", "new sentences, training speakers"), ("unseen", "new speakers")):
         r = result[split]
@@ -237,7 +250,9 @@ def format_report(result: dict) -> str:
         lines.append(f"| {label} | {r['utterances']} / {r['speakers']} | {r['wer'] * 100:.0f} % | "
                      f"{r['ground_truth_wer'] * 100:.0f} % | {r.get('codec_wer', float('nan')) * 100:.0f} % | "
                      f"{ratio:.2f}x | {r['similarity']:.2f} | "
-                     f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} % |")
+                     f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} / "
+                     f"{r.get('identified_real', float('nan')) * 100:.0f} / "
+                     f"{r.get('identified_codec', float('nan')) * 100:.0f} % |")
     rb = result["robustness"]
     lines.append(f"robustness, {rb['sentences']} sentences of 1-60 words: {rb['truncated']} truncated, "
                  f"{rb['run_on']} run-on (duration outside {SANE_DURATION[0]}-{SANE_DURATION[1]}x of "
