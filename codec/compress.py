@@ -50,8 +50,12 @@ def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, k
     audio = read_audio(wav_in)
     header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps)
     tmp = Path(str(stream_out) + ".part")
-    with open(tmp, "wb") as f:
-        write_stream(f, header, codes)
+    try:
+        with open(tmp, "wb") as f:
+            write_stream(f, header, codes)
+    except BaseException:
+        tmp.unlink(missing_ok=True)   # a failed write leaves neither half a stream nor a stray .part
+        raise
     tmp.replace(stream_out)
     return header
 

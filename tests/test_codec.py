@@ -321,6 +321,26 @@ def test_file_encode_decode_round_trip(tiny_model, tmp_path):
     assert not (tmp_path / "never.wav").exists()
 
 
+def test_failed_encode_keeps_the_old_stream_and_leaves_no_part_file(tiny_model, tmp_path, monkeypatch):
+    import codec.compress
+    from tts.audio import write_audio
+    from codec.compress import encode_file
+
+    t = np.arange(8_000) / 16_000
+    write_audio(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32))
+    (tmp_path / "x.sttc").write_bytes(b"old stream")
+
+    def fail_half_way(f, header, codes):
+        f.write(b"STTC")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(codec.compress, "write_stream", fail_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        encode_file(tiny_model, tmp_path / "in.wav", tmp_path / "x.sttc", kbps=TINY.kbps(2))
+    assert (tmp_path / "x.sttc").read_bytes() == b"old stream"
+    assert not (tmp_path / "x.sttc.part").exists()
+
+
 def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     """A real (tiny) training run: checkpoints, resume, export, and --init-from."""
     from codec.loaders import load_codec
