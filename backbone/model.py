@@ -166,8 +166,8 @@ class Backbone(nn.Module):
         if config.read_pointer:
             # one table, three streams (as audio_emb): the token spoken now, the next one, frames dwelt on it
             self.pointer_emb = nn.Embedding(2 * (config.text_vocab + 1) + DWELL_FRAMES, d)
-            self.register_buffer("pointer_offset", torch.tensor([0, config.text_vocab + 1, 2 * (config.text_vocab + 1)]),
-                                 persistent=False)
+            offsets = torch.tensor([0, config.text_vocab + 1, 2 * (config.text_vocab + 1)])
+            self.register_buffer("pointer_offset", offsets, persistent=False)
             self.advance_head = nn.Linear(d, config.read_pointer)
         self.model_id = "untrained"
         self._step_models: dict[tuple[bool, bool], object] = {}   # plain dict: not submodules, not in the state dict
@@ -241,9 +241,10 @@ class Backbone(nn.Module):
                 A read-pointer model needs them (its pointer and advance targets come from them).
         Returns:
             {"loss", "codes", "accuracy", "per_codebook", "alignment", "reading", "advance"}: "codes" is the
-            cross-entropy over every code and EOS; "loss" adds to it the guide's penalty (0 without a guide), when the model has a ReadingHead and
-            token_starts are given its loss ("reading", else None), and a read-pointer model's advance
-            cross-entropy ("advance", else None), all already added to "loss" (the first two with weights).
+            cross-entropy over every code and EOS; "loss" adds to it the guide's penalty (0 without a guide),
+            when the model has a ReadingHead and token_starts are given its loss ("reading", else None), and
+            a read-pointer model's advance cross-entropy ("advance", else None), all already added to "loss"
+            (the first two with weights).
         """
         if self.inference_only:
             raise RuntimeError("this backbone was loaded for inference only; load it with load_backbone(path)")
@@ -296,7 +297,8 @@ class Backbone(nn.Module):
             loss = loss + guide.weight * alignment
         if reading is not None:
             loss = loss + self.reading.weight * reading
-        return {"loss": loss, "codes": codes_loss.detach(), "accuracy": correct / max(1, count), "per_codebook": per_codebook / len(targets),
+        return {"loss": loss, "codes": codes_loss.detach(), "accuracy": correct / max(1, count),
+                "per_codebook": per_codebook / len(targets),
                 "alignment": alignment.detach(), "reading": reading.detach() if reading is not None else None,
                 "advance": advance.detach() if advance is not None else None}
 

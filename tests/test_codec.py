@@ -378,7 +378,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
                                "select_by": "pesq", "lambda_phase": 1.0})
     tuned_figures = train(tuned_cfg)
     assert tuned_figures["step"] == parent.train_step + 3
-    assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0  # scored where it selects (focus_n_q)
+    # scored where it selects (focus_n_q)
+    assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0
     tuned = load_codec(tmp_path / "e.safetensors")
     assert tuned.tokens_id == parent.tokens_id == parent.model_id != tuned.model_id
     before, after = parent.state_dict(), tuned.state_dict()
@@ -412,7 +413,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert kept and all(torch.equal(v, fresh_decoder.state_dict()[k]) for k, v in kept.items())
     # ... and trains with the instantaneous-frequency loss on its phase moves.
     integrated_cfg = TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run7"),
-                                    "export": str(tmp_path / "g.safetensors"), "init_from": str(tmp_path / "f.safetensors"),
+                                    "export": str(tmp_path / "g.safetensors"),
+                                    "init_from": str(tmp_path / "f.safetensors"),
                                     "codec": {"decoder_phase": "integrated"}, "lambda_if": 1.0,
                                     "steps": fresh_decoder.train_step + 2})
     assert train(integrated_cfg)["step"] == fresh_decoder.train_step + 2

@@ -87,7 +87,8 @@ def test_tiny_reader_overfits_and_speaks_its_fixture_back():
     assert out["accuracy"] == 1.0 and out["advance"] < 0.05
     greedy = SamplingConfig(temperature=0.0, min_seconds_per_char=0.0)
     for i in range(2):
-        got = torch.stack(list(generate_frames(model.eval(), Request(text[i].tolist(), spk[i], 20, sampling=greedy))), 1)
+        request = Request(text[i].tolist(), spk[i], 20, sampling=greedy)
+        got = torch.stack(list(generate_frames(model.eval(), request)), 1)
         assert torch.equal(got, codes[i])
     with pytest.raises(ValueError, match="token starts"):
         model(spk, text, codes)
