@@ -30,13 +30,12 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
+from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions
 from tts.text import normalize_text
-from voice.verification import speaker_streams
 
-REFERENCE_SECONDS = 10.0
 SANE_DURATION = (0.5, 2.0)     # output length against the corpus's speaking rate
 
 
@@ -57,15 +56,6 @@ def pick(utts: list[Utterance], n: int, rng: random.Random) -> list[Utterance]:
     return chosen
 
 
-def references(corpus: str, all_utts: list[Utterance], speakers: set[str], exclude: set[str],
-               engine: Engine) -> dict[str, np.ndarray]:
-    """Per speaker, the embedding of a 10-s clip of its other sentences (never the evaluated ones)."""
-    sr = engine.encoder.config.sample_rate
-    pool = [u for u in all_utts if u.speaker in speakers and u.id not in exclude]
-    streams = speaker_streams(corpus, pool, sr, max_seconds=REFERENCE_SECONDS)
-    return {s: engine.encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
-
-
 def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
                sampling: SamplingConfig = SamplingConfig()) -> np.ndarray:
     pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed, sampling=sampling)))
@@ -79,20 +69,6 @@ def codec_round_trip(engine: Engine, pcm: np.ndarray) -> np.ndarray:
     header, codes = compress_audio(codec, pcm, engine.sample_rate, kbps)
     with torch.inference_mode():
         return decompress_codes(codec, header, codes)
-
-
-def output_embedding(engine: Engine, pcm: np.ndarray) -> np.ndarray:
-    """The output's speaker embedding; zeros (no similarity to anyone) when it is too short to embed."""
-    try:
-        return engine.encoder.embed(pcm, engine.sample_rate)
-    except ValueError:
-        return np.zeros(engine.encoder.config.embedding_dim, np.float32)
-
-
-def speaker_scores(engine: Engine, pcm: np.ndarray, refs: dict[str, np.ndarray]) -> dict[str, float]:
-    """Cosine of the audio's speaker embedding to each reference voice."""
-    emb = output_embedding(engine, pcm)
-    return {speaker: float(np.dot(emb, ref)) for speaker, ref in refs.items()}
 
 
 def _errors(recognizer: Recognizer, pcm: np.ndarray, text: str) -> tuple[int, int, list[str]]:
@@ -154,12 +130,11 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                     "temperature": sampling.temperature}
     for split in ("test", "unseen"):
         chosen = pick([u for u in all_utts if u.split == split], utterances, rng)
-        refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine)
+        refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine.encoder)
         ours = [0, 0]
         real = [0, 0]
         through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
-        similarity = []
-        identified = Counter()   # how often ours / the real audio / the codec's round trip is closest to its own
+        voice = {name: IdentityTally() for name in ("ours", "real", "codec")}
         for i, u in enumerate(chosen):
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
             e, n, _ = _errors(recognizer, pcm, u.text)
@@ -170,21 +145,18 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             round_trip = codec_round_trip(engine, truth)
             e, n, _ = _errors(recognizer, round_trip, u.text)
             through_codec = [through_codec[0] + e, through_codec[1] + n]
-            own = speaker_scores(engine, pcm, refs)
-            similarity.append(own[u.speaker])
-            for name, scores in (("ours", own), ("real", speaker_scores(engine, truth, refs)),
-                                 ("codec", speaker_scores(engine, round_trip, refs))):
-                identified[name] += max(scores, key=scores.get) == u.speaker
+            for name, audio in (("ours", pcm), ("real", truth), ("codec", round_trip)):
+                voice[name].add(speaker_scores(engine.encoder, audio, engine.sample_rate, refs), u.speaker)
         names = sorted(refs)
         cross = [float(np.dot(refs[a], refs[b])) for i, a in enumerate(names) for b in names[i + 1:]]
         result[split] = {"utterances": len(chosen), "speakers": len(refs),
                          "wer": ours[0] / max(1, ours[1]), "ground_truth_wer": real[0] / max(1, real[1]),
                          "codec_wer": through_codec[0] / max(1, through_codec[1]),
-                         "similarity": float(np.mean(similarity)),
+                         "similarity": voice["ours"].mean_cosine,
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
-                         "identified": identified["ours"] / max(1, len(chosen)),
-                         "identified_real": identified["real"] / max(1, len(chosen)),
-                         "identified_codec": identified["codec"] / max(1, len(chosen))}
+                         "identified": voice["ours"].closest_share,
+                         "identified_real": voice["real"].closest_share,
+                         "identified_codec": voice["codec"].closest_share}
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
     result["speed"] = speed_table(engine, next(iter(refs.values())), sampling)
     return result
@@ -214,7 +186,7 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
     texts = [u.text for u in sorted(held_out, key=lambda u: u.id)]
     rng.shuffle(texts)
     voices = pick([u for u in all_utts if u.split == "test"], 8, rng)
-    refs = references(corpus, all_utts, {u.speaker for u in voices}, set(), engine)
+    refs = references(corpus, all_utts, {u.speaker for u in voices}, set(), engine.encoder)
     speakers = list(refs.values())
     ratios, flagged = [], []
     for i, text in enumerate(robustness_sentences(texts, count)):

@@ -9,6 +9,11 @@ Speed: CPU time of streaming encode + decode, one thread, one and four frames pe
 call, on PyTorch and on ONNX Runtime (codec/onnx_runtime.py), reported per 20 ms of audio.
 Opus runs in VOIP mode with 20 ms frames; its
 algorithmic delay is removed before scoring so STOI compares aligned signals.
+Voice: whether the decoded clip is still its speaker (benchmarks/voice_identity.py):
+the speaker encoder's cosine to a 10-s reference of the speaker's other sentences, and
+how often the clip is closer to its own speaker's reference than to any other unseen
+speaker's. A row for the original audio gives the figures' ceiling. Voice cloning from
+codec tokens can keep no more of a voice than the codec does.
 """
 from __future__ import annotations
 
@@ -23,9 +28,11 @@ import torch
 from codec.compress import compress_audio, decompress_codes
 from codec.metrics import quality_scores
 from codec.model import CodecModel
+from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.audio import read_audio
-from tts.corpus.manifest import audio_path, read_manifest
+from tts.corpus.manifest import Utterance, audio_path, read_manifest
+from voice.encoder import SpeakerEncoder
 
 OPUS_KBPS = (6, 8, 12, 16)
 SR = 16_000
@@ -42,6 +49,8 @@ class Row:
     ms_per_20ms_chunked: float = float("nan")  # PyTorch, four frames per call
     onnx_ms_per_20ms: float = float("nan")     # ONNX Runtime, one frame per call
     onnx_ms_per_20ms_chunked: float = float("nan")
+    voice_cosine: float = float("nan")          # to the speaker's own reference
+    voice_closest: float = float("nan")         # share of clips closest to their own speaker's reference
 
 
 def opus_round_trip(x: np.ndarray, kbps: float) -> np.ndarray:
@@ -111,52 +120,77 @@ def unquantized_round_trip(model: CodecModel, x: np.ndarray) -> np.ndarray:
 
 
 def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
-        seed: int = 0) -> list[Row]:
+        seed: int = 0, encoder: SpeakerEncoder | None = None) -> list[Row]:
+    """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps."""
     utts = read_manifest(corpus, ["unseen"])
     if not utts:
         raise ValueError(f"{corpus} has no 'unseen' utterances (speakers held out of training)")
     rng = np.random.default_rng(seed)
     picks = [utts[i] for i in rng.choice(len(utts), size=min(n_utts, len(utts)), replace=False)]
     clips = [read_audio(audio_path(corpus, u)).samples for u in picks]
+    voice = _VoiceJudge(encoder, corpus, utts, picks) if encoder is not None else None
+
+    def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float) -> Row:
+        p, s, m = np.mean([quality_scores(x, y, SR) for x, y in zip(clips, outputs)], axis=0)
+        return Row(name, kbps, p, s, m, *speed, *(voice.judge(outputs) if voice else ()))
+
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
-        scores = []
+        outputs = []
         for x in clips:
             with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
                 header, codes = compress_audio(model, x, SR, model.config.kbps(n_q))
-                y = decompress_codes(model, header, codes)
-            scores.append(quality_scores(x, y, SR))
-        p, s, m = np.mean(scores, axis=0)
+                outputs.append(decompress_codes(model, header, codes))
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
-        rows.append(Row(f"ours q{n_q}", model.config.kbps(n_q), p, s, m, *speed))
-    p, s, m = np.mean([quality_scores(x, unquantized_round_trip(model, x), SR) for x in clips], axis=0)
-    rows.append(Row("ours, no quantizer (ceiling)", float("nan"), p, s, m, float("nan")))
+        speed += [float("nan")] * (4 - len(speed))
+        rows.append(scored(f"ours q{n_q}", model.config.kbps(n_q), outputs, *speed))
+    rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
+                       *[float("nan")] * 4))
     for kbps in OPUS_KBPS:
-        scores, cpu = [], 0.0
+        outputs, cpu = [], 0.0
         for x in clips:
             t = time.process_time()
-            y = opus_round_trip(x, kbps)
+            outputs.append(opus_round_trip(x, kbps))
             cpu += time.process_time() - t
-            scores.append(quality_scores(x, y, SR))
-        p, s, m = np.mean(scores, axis=0)
         total_20ms = sum(len(x) for x in clips) / SR / 0.02
-        rows.append(Row("opus voip", kbps, p, s, m, cpu * 1000 / total_20ms))
+        rows.append(scored("opus voip", kbps, outputs, cpu * 1000 / total_20ms, *[float("nan")] * 3))
+    if voice is not None:
+        rows.append(Row("original audio", float("nan"), *[float("nan")] * 7, *voice.judge(clips)))
     return rows
+
+
+class _VoiceJudge:
+    """Scores decoded clips against references of their speakers (clips without one are left out)."""
+
+    def __init__(self, encoder: SpeakerEncoder, corpus: str, utts: list[Utterance], picks: list[Utterance]):
+        self.encoder = encoder
+        self.refs = references(corpus, utts, {u.speaker for u in picks}, {u.id for u in picks}, encoder)
+        self.speakers = [u.speaker for u in picks]
+
+    def judge(self, outputs: list[np.ndarray]) -> tuple[float, float]:
+        tally = IdentityTally()
+        for y, speaker in zip(outputs, self.speakers):
+            if speaker in self.refs:
+                tally.add(speaker_scores(self.encoder, y, SR, self.refs), speaker)
+        return tally.mean_cosine, tally.closest_share
 
 
 def format_table(rows: list[Row]) -> str:
     lines = ["| codec | kbps | PESQ-WB | STOI | log-mel L1 | CPU ms / 20 ms: PyTorch, 1 frame/call | 4 frames/call "
-             "| ONNX Runtime, 1 frame/call | 4 frames/call |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {_figure(r.kbps, 'g')} | {r.pesq:.2f} | {r.stoi:.3f} | {r.mel:.3f} | "
-              + " | ".join(_figure(v, ".3f") for v in (r.ms_per_20ms, r.ms_per_20ms_chunked, r.onnx_ms_per_20ms,
-                                                      r.onnx_ms_per_20ms_chunked)) + " |" for r in rows]
+             "| ONNX Runtime, 1 frame/call | 4 frames/call | voice: cos to own reference | closest to own |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        figures = [_figure(r.kbps, "g"), _figure(r.pesq, ".2f"), _figure(r.stoi, ".3f"), _figure(r.mel, ".3f")]
+        figures += [_figure(v, ".3f") for v in (r.ms_per_20ms, r.ms_per_20ms_chunked, r.onnx_ms_per_20ms,
+                                                r.onnx_ms_per_20ms_chunked)]
+        figures += [_figure(r.voice_cosine, ".3f"), _figure(r.voice_closest * 100, ".0f", " %")]
+        lines.append(f"| {r.name} | " + " | ".join(figures) + " |")
     return "\n".join(lines)
 
 
-def _figure(value: float, spec: str) -> str:
-    return "-" if math.isnan(value) else format(value, spec)
+def _figure(value: float, spec: str, unit: str = "") -> str:
+    return "-" if math.isnan(value) else format(value, spec) + unit

@@ -15,7 +15,7 @@ import resource
 import numpy as np
 import soundfile as sf
 
-from benchmarks.backbone_bench import output_embedding
+from benchmarks.voice_identity import embedding_or_zeros
 from benchmarks.intelligibility import Recognizer, wer
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions, run_stream
@@ -44,7 +44,7 @@ def measure(engine: Engine, text: str, speaker: np.ndarray, seed: int) -> dict:
 
     first, elapsed, audio, stats = deliver(chunks(), engine.sample_rate, remaining=stream.remaining_seconds)
     pcm = np.concatenate(pieces)
-    similarity = float(np.dot(output_embedding(engine, pcm), speaker))
+    similarity = float(np.dot(embedding_or_zeros(engine.encoder, pcm, engine.sample_rate), speaker))
     return {"pcm": pcm, "text": text, "chars": len(text), "ttfa": first, "rtf": elapsed / audio, "audio": audio,
             "underruns": stats.underruns, "start_delay": stats.start_delay, "similarity": similarity}
 

@@ -35,6 +35,24 @@ def test_one_speaker_embeds_closer_than_two(encoder):
     assert same > cosine(emb["voice_a2"], emb["voice_b1"]) + 0.1
 
 
+def test_identity_tally_counts_a_clip_closest_to_its_own_voice(encoder):
+    from benchmarks.voice_identity import IdentityTally, speaker_scores
+
+    refs = {}
+    for speaker, name in (("a", "voice_a1"), ("b", "voice_b1")):
+        audio = read_audio(ASSETS / f"{name}.flac")
+        refs[speaker] = encoder.embed(audio.samples, audio.sample_rate)
+    clip = read_audio(ASSETS / "voice_a2.flac")
+    scores = speaker_scores(encoder, clip.samples, clip.sample_rate, refs)
+    tally = IdentityTally()
+    tally.add(scores, "a")
+    tally.add(scores, "b")                       # the same clip, said to be b's: not closest to its own
+    tally.add(speaker_scores(encoder, clip.samples[:800], clip.sample_rate, refs), "a")  # too short to embed
+    assert tally.closest == 1 and tally.closest_share == 1 / 3
+    assert tally.cosines == [scores["a"], scores["b"], 0.0]
+    assert tally.mean_cosine == pytest.approx((scores["a"] + scores["b"]) / 3)
+
+
 def test_presets_match_the_shipped_encoder(encoder, tmp_path):
     presets = load_presets()
     assert len(presets) >= 4

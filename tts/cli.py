@@ -584,11 +584,14 @@ def _cmd_client_voices(args: argparse.Namespace) -> int:
 def _cmd_bench_codec(args: argparse.Namespace) -> int:
     from benchmarks.codec_bench import format_table, run
     from codec.loaders import load_codec
+    from voice.encoder import load_encoder
 
+    _require_corpus(args.corpus)
     model = load_codec(args.model)
+    encoder = load_encoder(args.encoder)
     print(f"codec {model.model_id} (step {model.train_step}), {args.utterances} utterances of unseen speakers "
-          f"from {args.corpus}")
-    print(format_table(run(model, args.corpus, n_utts=args.utterances)))
+          f"from {args.corpus}; voice by speaker encoder {encoder.model_id}")
+    print(format_table(run(model, args.corpus, n_utts=args.utterances, encoder=encoder)))
     return 0
 
 
@@ -965,6 +968,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--corpus", default="data/corpus")
     bc.add_argument("--model", default=None)
     bc.add_argument("--utterances", type=int, default=40)
+    bc.add_argument("--encoder", default=None, help="speaker encoder for the voice columns (default: the shipped one)")
     bc.set_defaults(func=_cmd_bench_codec)
     bv = bench.add_parser("voice", help="speaker verification EER on held-out speakers, embedding time")
     bv.add_argument("--corpus", default="data/corpus")
