@@ -32,9 +32,9 @@ from torch.nn.parallel import DistributedDataParallel
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
-from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, feature_matching_loss,
-                          generator_adversarial_loss, hinge_discriminator_loss, instantaneous_frequency_loss,
-                          log_mel)
+from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
+                          feature_matching_loss, generator_adversarial_loss, hinge_discriminator_loss,
+                          instantaneous_frequency_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
@@ -65,6 +65,8 @@ class TrainConfig(TrainerOptions):
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
+    lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
+    speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one)
     pitch_teacher: float = 0.0        # share of steps where a harmonic source sounds at the real pitch
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
@@ -181,9 +183,18 @@ def _set_train_mode(model: CodecModel, decoder_only: bool) -> None:
 
 
 @torch.no_grad()
-def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0) -> dict[str, float]:
+def _speaker_loss(cfg: TrainConfig, device: torch.device | str) -> SpeakerConsistencyLoss:
+    """The speaker consistency loss around the frozen speaker encoder `cfg.speaker_encoder` (default: shipped)."""
+    from voice.encoder import load_encoder  # voice builds on codec.losses: imported here, not at the top
+
+    return SpeakerConsistencyLoss(load_encoder(cfg.speaker_encoder or None)).to(device)
+
+
+def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0,
+             speaker: SpeakerConsistencyLoss | None = None, voice_n_q: int = 0) -> dict[str, float]:
     """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better);
-    with `perceptual_n_q`, also PESQ-WB and STOI at that n_q (higher is better)."""
+    with `perceptual_n_q`, also PESQ-WB and STOI at that n_q (higher is better); with a `speaker`
+    loss, its value at `voice_n_q` (lower is better)."""
     model.eval()
     out = {}
     for n_q in n_qs:
@@ -194,6 +205,8 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual
             scores = [quality_scores(o.numpy(), r.numpy(), model.sample_rate)
                       for o, r in zip(orig.flatten(1).cpu(), rec.flatten(1).cpu())]
             out[f"pesq_q{n_q}"], out[f"stoi_q{n_q}"] = (float(v) for v in np.nanmean(scores, axis=0)[:2])
+        if speaker is not None and n_q == voice_n_q:
+            out[f"speaker_q{n_q}"] = float(speaker(rec, orig))
     return out
 
 
@@ -275,6 +288,7 @@ def train(cfg: TrainConfig) -> dict:
     score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     phase = PhaseDerivativeLoss()
+    speaker = _speaker_loss(cfg, device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=0)
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
@@ -293,7 +307,8 @@ def train(cfg: TrainConfig) -> dict:
         """Validate; export the shipped model when quality at 3 kbps (or `focus_n_q`) is the best so far
         (lowest log-mel L1, or highest PESQ-WB with `select_by` "pesq")."""
         nonlocal best
-        result = validate(model, valid_clips, eval_n_q, score_n_q if perceptual_metrics_available() else 0)
+        result = validate(model, valid_clips, eval_n_q, score_n_q if perceptual_metrics_available() else 0,
+                          speaker, score_n_q)
         print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
         log.info("validation at step %d: %s", step, result)
         score = -result[f"pesq_q{score_n_q}"] if cfg.select_by == "pesq" else result[f"mel_q{score_n_q}"]
@@ -338,6 +353,9 @@ def train(cfg: TrainConfig) -> dict:
                 total = total + cfg.lambda_phase * losses["phase"]
             if cfg.lambda_if:
                 total = total + cfg.lambda_if * losses["if"]
+            if speaker is not None:
+                losses["speaker"] = speaker(y, x)
+                total = total + cfg.lambda_speaker * losses["speaker"]
             if has_source:
                 total = total + cfg.lambda_pitch * losses["pitch"]
             adversarial = step >= cfg.adv_start

@@ -375,9 +375,11 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     parent = load_codec(tmp_path / "c.safetensors")
     tuned_cfg = TrainConfig(**{**fresh.__dict__, "out_dir": str(tmp_path / "run3"), "steps": parent.train_step + 3,
                                "decoder_only": True, "focus_n_q": 2, "export": str(tmp_path / "e.safetensors"),
-                               "select_by": "pesq", "lambda_phase": 1.0})
+                               "select_by": "pesq", "lambda_phase": 1.0, "lambda_speaker": 1.0})
     tuned_figures = train(tuned_cfg)
     assert tuned_figures["step"] == parent.train_step + 3
+    assert 0.0 <= tuned_figures["speaker_q2"] <= 2.0     # the speaker loss, validated where it selects
+    assert any("speaker" in json.loads(line) for line in open(tmp_path / "run3" / "train.log"))
     # scored where it selects (focus_n_q)
     assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0
     tuned = load_codec(tmp_path / "e.safetensors")

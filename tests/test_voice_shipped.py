@@ -53,6 +53,23 @@ def test_identity_tally_counts_a_clip_closest_to_its_own_voice(encoder):
     assert tally.mean_cosine == pytest.approx((scores["a"] + scores["b"]) / 3)
 
 
+def test_speaker_consistency_loss_tells_voices_apart_and_trains_only_the_audio(encoder):
+    import torch
+
+    from codec.losses import SpeakerConsistencyLoss
+
+    clips = {name: read_audio(ASSETS / f"{name}.flac").samples[:16_000] for name in ("voice_a1", "voice_b1")}
+    a, b = (torch.from_numpy(clips[n])[None] for n in ("voice_a1", "voice_b1"))
+    loss = SpeakerConsistencyLoss(load_encoder())
+    assert float(loss(a, a)) == pytest.approx(0.0, abs=1e-5)
+    decoded = b.clone().requires_grad_(True)
+    value = loss(decoded, a)
+    assert float(value.detach()) > 0.2               # another speaker's voice is far from this one's
+    value.backward()
+    assert decoded.grad is not None and decoded.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in loss.encoder.parameters())
+
+
 def test_presets_match_the_shipped_encoder(encoder, tmp_path):
     presets = load_presets()
     assert len(presets) >= 4

@@ -255,7 +255,8 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
-                      pitch_teacher=args.pitch_teacher,
+                      pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
+                      speaker_encoder=args.speaker_encoder or "",
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
@@ -854,6 +855,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")
+    tc.add_argument("--speaker-loss", type=float, default=0.0,
+                    help="weight of the speaker consistency loss (1 - cosine of a frozen speaker encoder's "
+                         "embeddings of output and input), which keeps held-out voices recognisable; 0: off")
+    tc.add_argument("--speaker-encoder", default=None,
+                    help="speaker encoder file for --speaker-loss (default: the shipped one)")
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")
