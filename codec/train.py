@@ -20,11 +20,13 @@ import logging
 import math
 import random
 import time
+from fractions import Fraction
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from scipy.signal import resample_poly
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -67,6 +69,7 @@ class TrainConfig(TrainerOptions):
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one)
+    voice_warp: float = 0.0           # training crops sped up or slowed by up to this share (CropDataset)
     pitch_teacher: float = 0.0        # share of steps where a harmonic source sounds at the real pitch
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
     valid_every: int = 500
@@ -88,24 +91,40 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Random fixed-length crops of a manifest's utterances (short ones are zero-padded)."""
+    """Random fixed-length crops of a manifest's utterances (short ones are zero-padded).
 
-    def __init__(self, corpus: str, splits: list[str], segment: int, seed: int) -> None:
+    `voice_warp` w > 0: each random crop is played faster or slower by a factor drawn log-uniformly
+    from [1 / (1 + w), 1 + w], which moves its pitch and every formant together, as a shorter or
+    longer vocal tract would (the speed perturbation of speech recognisers). A codec learns from its
+    own input, so the warped crop is also its target: the warp only widens the voices it hears.
+    """
+
+    def __init__(self, corpus: str, splits: list[str], segment: int, seed: int, voice_warp: float = 0.0) -> None:
         self.utts = read_manifest(corpus, splits)
         if not self.utts:
             raise TrainingSetupError(f"{corpus} has no utterances in splits {splits}")
-        self.corpus, self.segment = corpus, segment
+        if not 0.0 <= voice_warp < 1.0:
+            raise TrainingSetupError(f"voice_warp must be in [0, 1); got {voice_warp}")
+        self.corpus, self.segment, self.voice_warp = corpus, segment, voice_warp
         self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.utts)
 
     def load(self, i: int, offset: int | None = None) -> torch.Tensor:
+        """A crop; with `offset` (validation) it starts there and is never warped."""
+        warped = self.voice_warp > 0 and offset is None
+        factor = math.exp(self.rng.uniform(-1, 1) * math.log1p(self.voice_warp)) if warped else 1.0
+        ratio = Fraction(factor).limit_denominator(40)           # resample_poly wants a ratio of small integers
+        margin = 64 if ratio != 1 else 0                          # filter context, cut off after resampling
+        frames = math.ceil(self.segment * ratio) + 2 * margin     # read `ratio` times the crop, play it in one
         path = audio_path(self.corpus, self.utts[i])
-        n = sf.info(str(path)).frames
-        last = max(0, n - self.segment)
+        last = max(0, sf.info(str(path)).frames - frames)
         start = self.rng.randint(0, last) if offset is None else min(offset, last)
-        x, _ = sf.read(str(path), start=start, frames=self.segment, dtype="float32")
+        x, _ = sf.read(str(path), start=start, frames=frames, dtype="float32")
+        if ratio != 1:
+            x = resample_poly(x, ratio.denominator, ratio.numerator).astype(np.float32)
+            x = x[round(margin / ratio):][:self.segment]
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
 
@@ -281,7 +300,7 @@ def train(cfg: TrainConfig) -> dict:
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
 
     segment = int(cfg.segment_seconds * codec_cfg.sample_rate) // codec_cfg.hop_length * codec_cfg.hop_length
-    data = CropDataset(cfg.corpus, ["train"], segment, cfg.seed + rank + step)
+    data = CropDataset(cfg.corpus, ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
     eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))

@@ -442,7 +442,7 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert all(torch.equal(v, source_state[k]) for k, v in resumed.state_dict().items() if ".source." in k)
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
-                               "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5,
+                               "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5, "voice_warp": 0.15,
                                "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
                                          "decoder_hidden": 8, "decoder_layers": 1, "decoder_harmonics": 4}})
     assert train(joint_cfg)["step"] == 2
@@ -451,6 +451,35 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
     with pytest.raises(ValueError, match="decoder-only run fine-tunes a trained codec"):
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))
+
+
+def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tmp_path):
+    from codec.train import CropDataset, TrainingSetupError
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+
+    sr, tone = 16_000, 500.0
+    t = np.arange(3 * sr) / sr
+    write_audio(tmp_path / "audio/0.flac", (0.5 * np.sin(2 * np.pi * tone * t)).astype(np.float32))
+    write_manifest(tmp_path / "manifest.jsonl", [Utterance("u0", "audio/0.flac", "text", "spk", 3.0, "train")])
+    segment = 8_000
+
+    def pitch(x: torch.Tensor) -> float:
+        spectrum = np.abs(np.fft.rfft(x[0].numpy() * np.hanning(segment), 8 * segment))
+        return float(np.argmax(spectrum)) * sr / (8 * segment)
+
+    plain = CropDataset(str(tmp_path), ["train"], segment, seed=0)
+    assert abs(pitch(plain[0]) - tone) < 2
+    warped = CropDataset(str(tmp_path), ["train"], segment, seed=0, voice_warp=0.2)
+    heard = [pitch(warped[0]) for _ in range(40)]
+    assert all(tone / 1.2 - 3 <= f <= tone * 1.2 + 3 for f in heard)
+    assert max(heard) > tone * 1.08 and min(heard) < tone / 1.08          # both ways, across the range
+    assert all(warped[0].shape == (1, segment) for _ in range(5))
+    crop = warped[0][0].numpy()
+    assert np.abs(crop[:200]).max() > 0.4 and np.abs(crop[-200:]).max() > 0.4   # no filter fade at the edges
+    assert torch.equal(warped.load(0, offset=100), plain.load(0, offset=100))  # validation crops stay as they are
+    with pytest.raises(TrainingSetupError, match="voice_warp"):
+        CropDataset(str(tmp_path), ["train"], segment, seed=0, voice_warp=1.5)
 
 
 def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss():

@@ -256,7 +256,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
-                      speaker_encoder=args.speaker_encoder or "",
+                      speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
@@ -860,6 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "embeddings of output and input), which keeps held-out voices recognisable; 0: off")
     tc.add_argument("--speaker-encoder", default=None,
                     help="speaker encoder file for --speaker-loss (default: the shipped one)")
+    tc.add_argument("--voice-warp", type=float, default=0.0,
+                    help="play each training crop faster or slower by up to this share (0.15: x0.87-1.15), moving "
+                         "pitch and formants as another vocal tract would: more voices to learn from; 0: off")
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")
