@@ -25,10 +25,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
 from codec.metrics import quality_scores
 from codec.model import CodecModel
-from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.onnx_runtime import CodecRuntime, onnx_capable
 from tts.audio import read_audio
 from tts.corpus.manifest import Utterance, audio_path, read_manifest

@@ -201,7 +201,6 @@ def _set_train_mode(model: CodecModel, decoder_only: bool) -> None:
         model.quantizer.eval()
 
 
-@torch.no_grad()
 def _speaker_loss(cfg: TrainConfig, device: torch.device | str) -> SpeakerConsistencyLoss:
     """The speaker consistency loss around the frozen speaker encoder `cfg.speaker_encoder` (default: shipped)."""
     from voice.encoder import load_encoder  # voice builds on codec.losses: imported here, not at the top
@@ -209,6 +208,7 @@ def _speaker_loss(cfg: TrainConfig, device: torch.device | str) -> SpeakerConsis
     return SpeakerConsistencyLoss(load_encoder(cfg.speaker_encoder or None)).to(device)
 
 
+@torch.no_grad()
 def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0,
              speaker: SpeakerConsistencyLoss | None = None, voice_n_q: int = 0) -> dict[str, float]:
     """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better);

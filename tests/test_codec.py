@@ -453,6 +453,18 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run4"), "init_from": ""}))
 
 
+def test_validation_runs_without_autograd():
+    """Validation decodes many clips: building autograd graphs there only costs memory and time."""
+    from codec.train import validate
+
+    model = CodecModel(CodecConfig(channels=4, max_channels=8, strides=(2, 4), dimension=8, n_q=3, card=16))
+    grad_modes = []
+    decode = model.decode
+    model.decode = lambda *args, **kwargs: (grad_modes.append(torch.is_grad_enabled()), decode(*args, **kwargs))[1]
+    figures = validate(model, torch.randn(2, 1, 1600) * 0.1, [1, 3])
+    assert grad_modes == [False, False] and set(figures) == {"mel_q1", "mel_q3"}
+
+
 def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tmp_path):
     from codec.train import CropDataset, TrainingSetupError
     from tts.audio import write_audio
