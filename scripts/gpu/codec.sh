@@ -19,7 +19,9 @@
 # To continue the harmonic codec of sessions 20-21 (pitch no longer limits it; the discriminator is next):
 #   INIT_FROM=assets/codec.safetensors CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0"
 # Session 24: unseen voices lose their 2-8 kHz envelope in the codec, and a decoder-only speaker loss
-# did not reach them; the whole codec with the speaker loss and warped voices is the run to try:
+# did not reach them; the whole codec with the speaker loss and warped voices did (2 044 CPU steps,
+# kept in checkpoints/), so continue it there, with the discriminator:
+#   INIT_FROM=checkpoints/codec_speaker_warp.safetensors
 #   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --speaker-loss 2 --voice-warp 0.15"
 set -euo pipefail
 MINUTES="${1:-7}"
