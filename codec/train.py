@@ -20,13 +20,11 @@ import logging
 import math
 import random
 import time
-from fractions import Fraction
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -41,6 +39,7 @@ from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
 from codec.pitch import estimate_pitch
+from tts.audio import resample
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
@@ -115,16 +114,14 @@ class CropDataset(torch.utils.data.Dataset):
         """A crop; with `offset` (validation) it starts there and is never warped."""
         warped = self.voice_warp > 0 and offset is None
         factor = math.exp(self.rng.uniform(-1, 1) * math.log1p(self.voice_warp)) if warped else 1.0
-        ratio = Fraction(factor).limit_denominator(40)           # resample_poly wants a ratio of small integers
-        margin = 64 if ratio != 1 else 0                          # filter context, cut off after resampling
-        frames = math.ceil(self.segment * ratio) + 2 * margin     # read `ratio` times the crop, play it in one
+        margin = 64 if warped else 0                              # filter context, cut off after resampling
+        frames = math.ceil(self.segment * factor) + 2 * margin    # read `factor` times the crop, play it in one
         path = audio_path(self.corpus, self.utts[i])
         last = max(0, sf.info(str(path)).frames - frames)
         start = self.rng.randint(0, last) if offset is None else min(offset, last)
         x, _ = sf.read(str(path), start=start, frames=frames, dtype="float32")
-        if ratio != 1:
-            x = resample_poly(x, ratio.denominator, ratio.numerator).astype(np.float32)
-            x = x[round(margin / ratio):][:self.segment]
+        if warped:  # the corpus's formant warp (tts.audio.resample): only the ratio of the two rates matters
+            x = resample(x, sr_in=factor, sr_out=1)[round(margin / factor):][:self.segment]
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
 
