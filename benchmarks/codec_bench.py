@@ -132,7 +132,7 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
 
     def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float) -> Row:
         p, s, m = np.mean([quality_scores(x, y, SR) for x, y in zip(clips, outputs)], axis=0)
-        return Row(name, kbps, p, s, m, *speed, *(voice.judge(outputs) if voice else ()))
+        return Row(name, kbps, p, s, m, *speed, **(voice.judge(outputs) if voice else {}))
 
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
@@ -146,10 +146,9 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
-        speed += [float("nan")] * (4 - len(speed))
         rows.append(scored(f"ours q{n_q}", model.config.kbps(n_q), outputs, *speed))
     rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
-                       *[float("nan")] * 4))
+                       float("nan")))
     for kbps in OPUS_KBPS:
         outputs, cpu = [], 0.0
         for x in clips:
@@ -157,9 +156,10 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
             outputs.append(opus_round_trip(x, kbps))
             cpu += time.process_time() - t
         total_20ms = sum(len(x) for x in clips) / SR / 0.02
-        rows.append(scored("opus voip", kbps, outputs, cpu * 1000 / total_20ms, *[float("nan")] * 3))
+        rows.append(scored("opus voip", kbps, outputs, cpu * 1000 / total_20ms))
     if voice is not None:
-        rows.append(Row("original audio", float("nan"), *[float("nan")] * 7, *voice.judge(clips)))
+        nan = float("nan")
+        rows.append(Row("original audio", nan, nan, nan, nan, nan, **voice.judge(clips)))
     return rows
 
 
@@ -171,12 +171,13 @@ class _VoiceJudge:
         self.refs = references(corpus, utts, {u.speaker for u in picks}, {u.id for u in picks}, encoder)
         self.speakers = [u.speaker for u in picks]
 
-    def judge(self, outputs: list[np.ndarray]) -> tuple[float, float]:
+    def judge(self, outputs: list[np.ndarray]) -> dict[str, float]:
+        """The `Row` voice fields for these outputs (one per pick, in order)."""
         tally = IdentityTally()
         for y, speaker in zip(outputs, self.speakers):
             if speaker in self.refs:
                 tally.add(speaker_scores(self.encoder, y, SR, self.refs), speaker)
-        return tally.mean_cosine, tally.closest_share
+        return {"voice_cosine": tally.mean_cosine, "voice_closest": tally.closest_share}
 
 
 def format_table(rows: list[Row]) -> str:
