@@ -80,6 +80,8 @@ class TrainConfig(TrainerOptions):
     decay_from: int = 0               # from this step the lr falls (cosine) to `lr_final` at `steps`; 0 = constant
     lr_final: float = 1e-5
     select_by: str = "mel"            # the export keeps the best "mel" (log-mel L1) or "pesq" (PESQ-WB)
+    export_last: str = ""             # also export the last weights here at the end (a short run's whole result)
+    loader_workers: int = 0           # processes reading and warping crops (a GPU outruns the main process)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -127,6 +129,13 @@ class CropDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return self.load(i)
+
+    @staticmethod
+    def seed_worker(worker: int) -> None:
+        """DataLoader `worker_init_fn`: each worker process holds a copy of the dataset, and without a seed
+        of its own every copy would draw the same crop starts and warp factors."""
+        info = torch.utils.data.get_worker_info()
+        info.dataset.rng = random.Random(info.seed)
 
 
 def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str,
@@ -236,6 +245,7 @@ def train(cfg: TrainConfig) -> dict:
         raise TrainingSetupError("select_by 'pesq' needs the pesq and pystoi packages (pip install '.[bench]')")
     torch.set_num_threads(cfg.threads)
     device = setup_distributed(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"   # fixed crop shapes: pick the fastest conv kernels once
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
@@ -306,7 +316,8 @@ def train(cfg: TrainConfig) -> dict:
     phase = PhaseDerivativeLoss()
     speaker = _speaker_loss(cfg, device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=0)
+                                         num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,
+                                         persistent_workers=cfg.loader_workers > 0)
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
     started = last_ckpt = time.time()
     metrics: dict[str, float] = {}
@@ -419,6 +430,8 @@ def train(cfg: TrainConfig) -> dict:
     if is_main():
         metrics = validate_and_export(final=True)
         save()
+        if cfg.export_last:
+            save_codec(model, cfg.export_last, step, extra={"valid": metrics}, tokens_id=tokens_id)
     if dist.is_initialized():
         dist.destroy_process_group()
     return {"step": step, **metrics}

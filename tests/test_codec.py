@@ -443,9 +443,11 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
                                "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5, "voice_warp": 0.15,
+                               "export_last": str(tmp_path / "j_last.safetensors"), "loader_workers": 1,
                                "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
                                          "decoder_hidden": 8, "decoder_layers": 1, "decoder_harmonics": 4}})
     assert train(joint_cfg)["step"] == 2
+    assert load_codec(tmp_path / "j_last.safetensors").train_step == 2     # the last weights, whatever the best
     assert any("pitch" in json.loads(line) for line in open(tmp_path / "run9" / "train.log"))
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))
@@ -492,6 +494,23 @@ def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tm
     assert torch.equal(warped.load(0, offset=100), plain.load(0, offset=100))  # validation crops stay as they are
     with pytest.raises(TrainingSetupError, match="voice_warp"):
         CropDataset(str(tmp_path), ["train"], segment, seed=0, voice_warp=1.5)
+
+
+def test_crop_loader_workers_draw_their_own_crops(tmp_path):
+    """Each DataLoader worker holds a copy of the dataset: seeded alike, the copies would repeat each other."""
+    from codec.train import CropDataset
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+
+    noise = np.random.default_rng(0).standard_normal(3 * 16_000).astype(np.float32) * 0.1
+    write_audio(tmp_path / "audio/0.flac", noise)
+    write_manifest(tmp_path / "manifest.jsonl", [Utterance("u0", "audio/0.flac", "text", "spk", 3.0, "train")])
+    data = CropDataset(str(tmp_path), ["train"], 4_000, seed=0, voice_warp=0.1)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=[0] * 4, num_workers=2,
+                                         worker_init_fn=CropDataset.seed_worker)
+    first, second, third, _ = list(loader)                     # workers take turns: 0, 1, 0, 1
+    assert not torch.equal(first, second)
+    assert not torch.equal(first, third)
 
 
 def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss():

@@ -257,6 +257,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
+                      loader_workers=args.loader_workers, export_last=args.export_last or "",
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
@@ -866,6 +867,11 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")
+    tc.add_argument("--loader-workers", type=int, default=0,
+                    help="processes that read (and warp) training crops beside the trainer; on a GPU the main "
+                         "process alone cannot keep up (default 0: read in the main process)")
+    tc.add_argument("--export-last", default=None,
+                    help="also export the last weights here when the run ends (--export keeps the best)")
     tc.set_defaults(func=_cmd_train_codec)
     tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
     _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,

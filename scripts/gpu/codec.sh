@@ -23,7 +23,11 @@
 # kept in checkpoints/), so continue it there, with the discriminator:
 #   INIT_FROM=checkpoints/codec_speaker_warp.safetensors
 #   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --speaker-loss 2 --voice-warp 0.15"
+# CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
+# RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
+# whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
 set -euo pipefail
+STARTED=$SECONDS
 MINUTES="${1:-7}"
 OUT="${OUT:-runs/gpu_out}"
 RUN="${RUN:-runs/codec_gpu}"
@@ -31,9 +35,17 @@ mkdir -p "$OUT" "$RUN"
 source scripts/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 build_corpus_once "$OUT/build.log"
+LEFT=$(( ${CALL_SECONDS:-570} - (SECONDS - STARTED) - ${RESERVE_SECONDS:-60} ))
+MINUTES=$("$PY" -c "import sys; print(round(max(0.5, min(float(sys.argv[1]), int(sys.argv[2]) / 60)), 2))" "$MINUTES" "$LEFT")
+echo "corpus ready after $(( SECONDS - STARTED )) s; training for $MINUTES min"
 INIT=()
 [[ -f "$RUN/last.pt" ]] || INIT=(--init-from "${INIT_FROM:-assets/codec.safetensors}")
+SELECT=mel
+if "$PY" -c "import pesq, pystoi" 2>/dev/null; then SELECT=pesq; fi
 "$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \
+    --export-last "$OUT/codec_last.safetensors" --select-by "$SELECT" --loader-workers "${LOADER_WORKERS:-12}" \
     --device "${DEVICE:-cuda}" --batch-size "${BATCH:-64}" --lr "${LR:-5e-4}" --steps "${STEPS:-200000}" \
-    --valid-every 500 --max-minutes "$MINUTES" "${INIT[@]}" ${CODEC_ARGS:-} 2>&1 | tail -n 40 | tee "$OUT/train_stdout.log"
-cp "$RUN/train.log" "$OUT/codec_train.log"
+    --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" "${INIT[@]}" ${CODEC_ARGS:-} 2>&1 \
+    | tail -n 40 | tee "$OUT/train_stdout.log" || echo "training failed: see $OUT/train_stdout.log"
+cp "$RUN/train.log" "$OUT/codec_train.log" || true
+echo "call took $(( SECONDS - STARTED )) s"

@@ -12,6 +12,12 @@ export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PY" -c "import soundfile, soxr, pyloudnorm, num2words" 2>/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 fi
+# PESQ has no wheel for the image's Python: its source (in .whl) is built there, where numpy and Cython are;
+# without it the codec's export is selected by log-mel instead of PESQ.
+if ! "$PY" -c "import pesq" 2>/dev/null && compgen -G ".whl/pesq-*.tar.gz" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site \
+        .whl/pesq-*.tar.gz || echo "pesq did not build: selection by log-mel"
+fi
 if [[ ! -x "$ENGINES/usr/bin/espeak-ng" ]]; then
     mkdir -p "$ENGINES"
     for deb in .debs/*.deb; do dpkg -x "$deb" "$ENGINES"; done
