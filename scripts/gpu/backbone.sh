@@ -16,6 +16,9 @@
 # ALIGN=1; with INIT, the pointer's embeddings and advance head start afresh; a cache that already has
 # token starts is used as it is). The shipped model of session 18 on to a recoded cache:
 #   CACHE=runs/backbone/cache_ph_aligned_h.npz INIT=runs/backbone/retargeted_h.safetensors READ_POINTER=4
+# FINE_TUNE=1 (with INIT) trains INIT's model as it is, no guide and no new pointer: the README's CPU fine-tune,
+# e.g. after `tts train recode`. WARMUP (default 500) and VALID_EVERY (default 500) are in steps; the best
+# export is written at each validation, so a call cut short still returns one.
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -46,8 +49,9 @@ elif [[ -n "${ALIGN:-}" ]]; then
 fi
 MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}")
 if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
+if [[ -n "${FINE_TUNE:-}" ]]; then MODEL_ARGS=(); fi
 MODEL_ARGS+=(--uncond-dropout 0.1)   # either way, guidance stays trained
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
-    --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps 500 "${INIT_ARGS[@]}" --valid-every 500 --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
+    --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
 cp "$RUN/last.pt" "$RUN/train.log" "$OUT/"

@@ -15,8 +15,9 @@ fi
 # PESQ has no wheel for the image's Python: its source (in .whl) is built there, where numpy and Cython are;
 # without it the codec's export is selected by log-mel instead of PESQ.
 if ! "$PY" -c "import pesq" 2>/dev/null && compgen -G ".whl/pesq-*.tar.gz" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site \
-        .whl/pesq-*.tar.gz || echo "pesq did not build: selection by log-mel"
+    # its setup.py fetches pytest-runner by a pip of its own, which the variables point at .whl
+    PIP_NO_INDEX=1 PIP_FIND_LINKS="$PWD/.whl" "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
+        --no-cache-dir --target /tmp/site .whl/pesq-*.tar.gz || echo "pesq did not build: selection by log-mel"
 fi
 if [[ ! -x "$ENGINES/usr/bin/espeak-ng" ]]; then
     mkdir -p "$ENGINES"
