@@ -27,6 +27,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
@@ -80,8 +81,16 @@ class TrainConfig(TrainerOptions):
     decay_from: int = 0               # from this step the lr falls (cosine) to `lr_final` at `steps`; 0 = constant
     lr_final: float = 1e-5
     select_by: str = "mel"            # the export keeps the best "mel" (log-mel L1) or "pesq" (PESQ-WB)
-    export_last: str = ""             # also export the last weights here at the end (a short run's whole result)
+    export_last: str = ""             # also export the last weights here at the end (a short run's whole result),
+                                      # and the discriminator's beside them (`disc_path`)
+    init_disc: str = ""               # a new run's discriminator starts from these weights (else afresh)
     loader_workers: int = 0           # processes reading and warping crops (a GPU outruns the main process)
+
+
+def disc_path(export: str) -> str:
+    """Where `--export-last` puts the discriminator (a MB): a GAN run continued from an export, on another
+    machine, keeps its critic instead of starting one afresh, which sets the generator back."""
+    return str(Path(export).with_suffix(".disc.safetensors"))
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -302,6 +311,9 @@ def train(cfg: TrainConfig) -> dict:
         step = int(meta.get("step", 0))
         tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
         log.info("started from %s (trained %d steps)", cfg.init_from, step)
+    if not resume and cfg.init_disc:
+        disc.load_state_dict(load_file(cfg.init_disc))
+        log.info("discriminator from %s", cfg.init_disc)
     # DDP wraps what is trained; a decoder-only run calls the frozen encoder and codebooks outside it.
     train_model = DistributedDataParallel(trained) if dist.is_initialized() else trained
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
@@ -432,6 +444,7 @@ def train(cfg: TrainConfig) -> dict:
         save()
         if cfg.export_last:
             save_codec(model, cfg.export_last, step, extra={"valid": metrics}, tokens_id=tokens_id)
+            save_file({k: v.contiguous() for k, v in disc.state_dict().items()}, disc_path(cfg.export_last))
     if dist.is_initialized():
         dist.destroy_process_group()
     return {"step": step, **metrics}

@@ -444,10 +444,24 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
                                "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5, "voice_warp": 0.15,
                                "export_last": str(tmp_path / "j_last.safetensors"), "loader_workers": 1,
+                               "adv_start": 0,
                                "codec": {**cfg.codec, "decoder": "istft", "decoder_hop": 2, "decoder_dim": 8,
                                          "decoder_hidden": 8, "decoder_layers": 1, "decoder_harmonics": 4}})
     assert train(joint_cfg)["step"] == 2
     assert load_codec(tmp_path / "j_last.safetensors").train_step == 2     # the last weights, whatever the best
+    # ... with its discriminator, which a run continued from that export (on another machine) can start from
+    from codec.train import disc_path
+    from safetensors.torch import load_file
+    critic = load_file(disc_path(str(tmp_path / "j_last.safetensors")))
+    go_on = TrainConfig(**{**joint_cfg.__dict__, "out_dir": str(tmp_path / "run10"), "steps": 2, "codec": {},
+                           "init_from": str(tmp_path / "j_last.safetensors"),
+                           "export_last": str(tmp_path / "k_last.safetensors")})
+    train(TrainConfig(**{**go_on.__dict__, "init_disc": disc_path(str(tmp_path / "j_last.safetensors"))}))
+    kept = load_file(disc_path(str(tmp_path / "k_last.safetensors")))
+    assert all(torch.equal(kept[k], v) for k, v in critic.items())
+    train(TrainConfig(**{**go_on.__dict__, "out_dir": str(tmp_path / "run11")}))
+    fresh = load_file(disc_path(str(tmp_path / "k_last.safetensors")))
+    assert not all(torch.equal(fresh[k], v) for k, v in critic.items())
     assert any("pitch" in json.loads(line) for line in open(tmp_path / "run9" / "train.log"))
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))

@@ -258,6 +258,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
                       loader_workers=args.loader_workers, export_last=args.export_last or "",
+                      init_disc=args.init_disc or "",
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
@@ -871,7 +872,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="processes that read (and warp) training crops beside the trainer; on a GPU the main "
                          "process alone cannot keep up (default 0: read in the main process)")
     tc.add_argument("--export-last", default=None,
-                    help="also export the last weights here when the run ends (--export keeps the best)")
+                    help="also export the last weights here when the run ends (--export keeps the best), and "
+                         "the discriminator's beside them (NAME.disc.safetensors) for --init-disc")
+    tc.add_argument("--init-disc", default=None,
+                    help="a new run's discriminator starts from this file (an --export-last's .disc.safetensors), "
+                         "so adversarial training continued from an export keeps its critic")
     tc.set_defaults(func=_cmd_train_codec)
     tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
     _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,

@@ -8,7 +8,9 @@
 # needs the training. Resumes runs/codec_gpu/last.pt when the machine still holds it (a warm
 # machine keeps ignored folders between calls); starts from $INIT_FROM otherwise (default
 # assets/codec.safetensors).
-# Leaves in $OUT: codec.safetensors (best by validation), the training log, the build log.
+# Leaves in $OUT: codec.safetensors (best by validation), codec_last.safetensors and its discriminator
+# (codec_last.disc.safetensors: a later call continues the adversarial run from both, INIT_FROM and
+# INIT_DISC), the training log, the build log.
 # CODEC_ARGS adds trainer options, e.g. the decoder fine-tune of session 19 that keeps the tokens:
 #   CODEC_ARGS="--decoder-only --decoder-phase integrated --phase-loss 2 --adv-start 0 --focus-n-q 4"
 # (--select-by pesq needs the pesq package, which the GPU image lacks: selection is then by log-mel).
@@ -40,6 +42,8 @@ MINUTES=$("$PY" -c "import sys; print(round(max(0.5, min(float(sys.argv[1]), int
 echo "corpus ready after $(( SECONDS - STARTED )) s; training for $MINUTES min"
 INIT=()
 [[ -f "$RUN/last.pt" ]] || INIT=(--init-from "${INIT_FROM:-assets/codec.safetensors}")
+# INIT_DISC: the discriminator an earlier call left beside its codec_last.safetensors (codec_last.disc.safetensors)
+[[ -f "$RUN/last.pt" || -z "${INIT_DISC:-}" ]] || INIT+=(--init-disc "$INIT_DISC")
 SELECT=mel
 if "$PY" -c "import pesq, pystoi" 2>/dev/null; then SELECT=pesq; fi
 "$PY" -m tts -v train codec --corpus "$CORPUS" --out "$RUN" --export "$OUT/codec.safetensors" \
