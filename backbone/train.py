@@ -271,6 +271,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
 
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
     started = last_ckpt = time.time()
+    out_of_time = False
     first_step, epoch = step, step
     model.train()
     while step < cfg.steps:
@@ -297,7 +298,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                            **({"adv": round(result["advance"].item(), 4)} if result["advance"] is not None else {}),
                            "lr": round(_lr_at(step, cfg), 6),
                            "sec_per_step": round((time.time() - started) / (step - first_step), 3)}
-            if (step % cfg.valid_every == 0 or step == cfg.steps) and is_main() and valid_idx:
+            out_of_time = any_rank(bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60)
+            # the last step is validated too when time runs out, so a run cut short keeps its last stretch
+            if (step % cfg.valid_every == 0 or step == cfg.steps or out_of_time) and is_main() and valid_idx:
                 metrics.update(validate(model, cache, valid_idx, device, cfg.frames_per_batch), step=step)
                 if metrics["valid_loss"] < best["valid_loss"]:
                     best = {"valid_loss": metrics["valid_loss"], "step": step}
@@ -310,10 +313,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
             if is_main() and time.time() - last_ckpt > cfg.ckpt_minutes * 60:
                 checkpoint()
                 last_ckpt = time.time()
-            out_of_time = bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60
-            if step >= cfg.steps or any_rank(out_of_time):
+            if step >= cfg.steps or out_of_time:
                 break
-        if step >= cfg.steps or any_rank(bool(cfg.max_minutes) and time.time() - started > cfg.max_minutes * 60):
+        if step >= cfg.steps or out_of_time:
             break
     if is_main():
         if not valid_idx:

@@ -256,6 +256,13 @@ def test_backbone_training_resumes_and_exports(tmp_path):
     loaded = load_backbone(tmp_path / "b.safetensors")
     assert loaded.config.codec_id == "c" and loaded.config.n_codebooks == 3
     assert "valid_loss" in (tmp_path / "run" / "train.log").read_text()
+    # A run stopped by its time limit between validations validates (and exports) the step it stopped at.
+    timed = BackboneTrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "timed"), "steps": 100,
+                                   "valid_every": 1000, "max_minutes": 1e-9,
+                                   "export": str(tmp_path / "t.safetensors")})
+    stopped = train_backbone(timed)
+    assert stopped["step"] == 1 and stopped["best"]["step"] == 1
+    assert load_backbone(tmp_path / "t.safetensors") is not None
 
 
 def test_guided_run_starts_from_given_weights_and_lowers_the_alignment_penalty(tmp_path):

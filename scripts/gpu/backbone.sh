@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One backbone training call on the lent GPU machine (a call may run 10 minutes):
-#   run(command="bash scripts/gpu/backbone.sh 8",
-#       carry=[".whl", "runs/backbone/cache_full_v2.npz", "runs/backbone/last.pt"])
+#   run(command="CACHE=runs/backbone/cache_ph_aligned_s25.npz INIT=assets/backbone.safetensors FINE_TUNE=1 \
+#                bash scripts/gpu/backbone.sh 8", carry=[".whl", "runs/backbone/cache_ph_aligned_s25.npz"])
 # The token cache replaces the audio (about 20 MB for the 30-h corpus). Without one (CACHE names
 # a missing file) it is built there from the corpus with the codec in assets/: after
 # scripts/gpu/codec.sh, copy its codec.safetensors to assets/ first and carry ".debs" too so the
 # corpus can be built. Trains for $1 minutes with the alignment guide, resuming from
-# runs/backbone/last.pt when carried (INIT=path starts a new run from other weights instead), and
-# leaves the exported weights, the checkpoint and the log in $OUT to bring back. Call it again with
-# the returned last.pt carried to go on. A cache built there cuts its texts with TOKENIZER (default: the
+# runs/backbone/last.pt when the machine still holds one (INIT=path starts a new run from other weights
+# instead), and leaves the best export (written at each validation and at the last step) and the log in
+# $OUT to bring back. The checkpoint (about 70 MB) is over what a call returns (16 MiB a file): to go on
+# in a later call, carry the export and give it as INIT. Carrying the tree, a 21-MB cache and .whl is
+# about 66 MB of the 64 MiB a call takes: put a new INIT in place of assets/backbone.safetensors
+# (uncommitted) rather than beside it. A cache built there cuts its texts with TOKENIZER (default: the
 # shipped phoneme inventory; assets/tokenizer.model for sub-word pieces). ALIGN=1 trains the CTC
 # aligner there when the cache has no token starts (tts train aligner, a few minutes on a GPU), writes
 # them into the cache (tts train align) and has the guide follow them (--guide-aligned); the aligned
@@ -54,4 +57,4 @@ MODEL_ARGS+=(--uncond-dropout 0.1)   # either way, guidance stays trained
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
     --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
     --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
-cp "$RUN/last.pt" "$RUN/train.log" "$OUT/"
+cp "$RUN/train.log" "$OUT/"

@@ -19,7 +19,8 @@ if ! "$PY" -c "import pesq" 2>/dev/null && compgen -G ".whl/pesq-*.tar.gz" >/dev
     PIP_NO_INDEX=1 PIP_FIND_LINKS="$PWD/.whl" "$PY" -m pip install -q --no-index --no-deps --no-build-isolation \
         --no-cache-dir --target /tmp/site .whl/pesq-*.tar.gz || echo "pesq did not build: selection by log-mel"
 fi
-if [[ ! -x "$ENGINES/usr/bin/espeak-ng" ]]; then
+# The engines only when carried: a backbone call with a token cache needs no corpus and carries no .debs.
+if [[ ! -x "$ENGINES/usr/bin/espeak-ng" ]] && compgen -G ".debs/*.deb" >/dev/null; then
     mkdir -p "$ENGINES"
     for deb in .debs/*.deb; do dpkg -x "$deb" "$ENGINES"; done
     cp .debs/libpcaudio.so.0 "$ENGINES/usr/lib/x86_64-linux-gnu/"
