@@ -54,7 +54,9 @@ MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}")
 if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
 if [[ -n "${FINE_TUNE:-}" ]]; then MODEL_ARGS=(); fi
 MODEL_ARGS+=(--uncond-dropout 0.1)   # either way, guidance stays trained
-"$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" --tokenizer "${TOKENIZER:-assets/phonemes.json}" \
-    --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" \
-    --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" 2>&1 | tee "$OUT/train_stdout.log"
+"$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \
+    --tokenizer "${TOKENIZER:-assets/phonemes.json}" --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" \
+    --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" \
+    --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" 2>&1 \
+    | tee "$OUT/train_stdout.log"
 cp "$RUN/train.log" "$OUT/"

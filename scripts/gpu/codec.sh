@@ -38,7 +38,8 @@ source scripts/gpu/env.sh
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
 build_corpus_once "$OUT/build.log"
 LEFT=$(( ${CALL_SECONDS:-570} - (SECONDS - STARTED) - ${RESERVE_SECONDS:-60} ))
-MINUTES=$("$PY" -c "import sys; print(round(max(0.5, min(float(sys.argv[1]), int(sys.argv[2]) / 60)), 2))" "$MINUTES" "$LEFT")
+MINUTES=$("$PY" -c "import sys; print(round(max(0.5, min(float(sys.argv[1]), int(sys.argv[2]) / 60)), 2))" \
+    "$MINUTES" "$LEFT")
 echo "corpus ready after $(( SECONDS - STARTED )) s; training for $MINUTES min"
 INIT=()
 [[ -f "$RUN/last.pt" ]] || INIT=(--init-from "${INIT_FROM:-assets/codec.safetensors}")

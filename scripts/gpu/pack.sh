@@ -16,7 +16,8 @@ gcc -shared -fPIC -O2 -Wl,-soname,libpcaudio.so.0 -o .debs/libpcaudio.so.0 scrip
 python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl \
-    soundfile==0.14.0 soxr==1.1.0 pyloudnorm==0.2.0 num2words==0.5.14 cffi==2.0.0 pycparser==2.23 pystoi==0.4.1 pytest-runner==6.0.1
+    soundfile==0.14.0 soxr==1.1.0 pyloudnorm==0.2.0 num2words==0.5.14 cffi==2.0.0 pycparser==2.23 pystoi==0.4.1 \
+    pytest-runner==6.0.1
 # PESQ publishes only its source: env.sh builds it there, its setup_requires (pytest-runner) from .whl (reading its
 # metadata here needs numpy: the project's venv)
 PIP_PY=.venv/bin/python; [[ -x "$PIP_PY" ]] || PIP_PY=python3
