@@ -27,7 +27,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
@@ -43,6 +42,7 @@ from codec.pitch import estimate_pitch
 from tts.audio import resample
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
+from tts.modelfile import read_model_file, save_model_file
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ class TrainConfig(TrainerOptions):
                                       # and the discriminator's beside them (`disc_path`)
     init_disc: str = ""               # a new run's discriminator starts from these weights (else afresh)
     loader_workers: int = 0           # processes reading and warping crops (a GPU outruns the main process)
+
+
+DISC_KIND = "codec-discriminator"
 
 
 def disc_path(export: str) -> str:
@@ -312,7 +315,7 @@ def train(cfg: TrainConfig) -> dict:
         tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
         log.info("started from %s (trained %d steps)", cfg.init_from, step)
     if not resume and cfg.init_disc:
-        disc.load_state_dict(load_file(cfg.init_disc))
+        disc.load_state_dict(read_model_file(cfg.init_disc, DISC_KIND)[1])
         log.info("discriminator from %s", cfg.init_disc)
     # DDP wraps what is trained; a decoder-only run calls the frozen encoder and codebooks outside it.
     train_model = DistributedDataParallel(trained) if dist.is_initialized() else trained
@@ -444,7 +447,7 @@ def train(cfg: TrainConfig) -> dict:
         save()
         if cfg.export_last:
             save_codec(model, cfg.export_last, step, extra={"valid": metrics}, tokens_id=tokens_id)
-            save_file({k: v.contiguous() for k, v in disc.state_dict().items()}, disc_path(cfg.export_last))
+            save_model_file(disc_path(cfg.export_last), disc.state_dict(), DISC_KIND, {}, step, dtype=torch.float32)
     if dist.is_initialized():
         dist.destroy_process_group()
     return {"step": step, **metrics}
