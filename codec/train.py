@@ -118,7 +118,7 @@ class CropDataset(torch.utils.data.Dataset):
             raise TrainingSetupError(f"{corpus} has no utterances in splits {splits}")
         if not 0.0 <= voice_warp < 1.0:
             raise TrainingSetupError(f"voice_warp must be in [0, 1); got {voice_warp}")
-        self.corpus, self.segment, self.voice_warp = corpus, segment, voice_warp
+        self.corpus, self.segment, self.voice_warp, self.seed = corpus, segment, voice_warp, seed
         self.rng = random.Random(seed)
 
     def __len__(self) -> int:
@@ -145,9 +145,10 @@ class CropDataset(torch.utils.data.Dataset):
     @staticmethod
     def seed_worker(worker: int) -> None:
         """DataLoader `worker_init_fn`: each worker process holds a copy of the dataset, and without a seed
-        of its own every copy would draw the same crop starts and warp factors."""
+        of its own every copy would draw the same crop starts and warp factors. The dataset's own seed
+        (which counts a resumed run's step) stays in it, so a resumed run draws other crops."""
         info = torch.utils.data.get_worker_info()
-        info.dataset.rng = random.Random(info.seed)
+        info.dataset.rng = random.Random(f"{info.dataset.seed}:{info.seed}")
 
 
 def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path: str,

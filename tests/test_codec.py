@@ -522,9 +522,16 @@ def test_crop_loader_workers_draw_their_own_crops(tmp_path):
     data = CropDataset(str(tmp_path), ["train"], 4_000, seed=0, voice_warp=0.1)
     loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=[0] * 4, num_workers=2,
                                          worker_init_fn=CropDataset.seed_worker)
+    torch.manual_seed(0)
     first, second, third, _ = list(loader)                     # workers take turns: 0, 1, 0, 1
     assert not torch.equal(first, second)
     assert not torch.equal(first, third)
+    # a resumed run (same torch seed, its dataset seeded with the step) draws other crops
+    resumed = CropDataset(str(tmp_path), ["train"], 4_000, seed=500, voice_warp=0.1)
+    torch.manual_seed(0)
+    again = next(iter(torch.utils.data.DataLoader(resumed, batch_size=1, sampler=[0] * 4, num_workers=2,
+                                                  worker_init_fn=CropDataset.seed_worker)))
+    assert not torch.equal(first, again)
 
 
 def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss():
