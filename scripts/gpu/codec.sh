@@ -13,7 +13,7 @@
 # INIT_DISC), the training log, the build log.
 # CODEC_ARGS adds trainer options, e.g. the decoder fine-tune of session 19 that keeps the tokens:
 #   CODEC_ARGS="--decoder-only --decoder-phase integrated --phase-loss 2 --adv-start 0 --focus-n-q 4"
-# (--select-by pesq needs the pesq package, which the GPU image lacks: selection is then by log-mel).
+# (the export is selected by PESQ when env.sh could build pesq there, else by log-mel).
 # Session 20's harmonic source, as a whole-codec run so the encoder learns to carry the pitch (new
 # tokens: the backbone's token cache and training must follow):
 #   CODEC_ARGS="--harmonics 100 --pitch-teacher 1.0 --focus-n-q 4 --adv-start 1000000" (a few hundred
