@@ -294,6 +294,22 @@ def test_backbone_bench_helpers():
     assert repeats_phrase("the cat sat".split(), "the cat sat the cat sat".split())
     assert not repeats_phrase("a b c a b c".split(), "a b c a b c".split())      # the text itself repeats
     assert not repeats_phrase("one two three four".split(), "one two three four".split())
+    # loops (one word thrice, two to four words twice in a row) that the text does not have
+    assert not repeats_phrase("please do not".split(), "please please do not".split())   # the recogniser's own
+    assert repeats_phrase("only women then we'll realize".split(), "so we we we and we realize".split())
+    assert repeats_phrase("smooth and full bodied".split(), "i smirk on the on the faltering".split())
+    assert not repeats_phrase("i know that that that is so".split(), "i know that that that is so".split())
+    # a four-word phrase heard twice apart: the reading jumped back
+    assert repeats_phrase("a b c d e f g".split(), "a b c d e a b c d".split())
+    # session 25's flags that were the recogniser's, not a repeat: another phrase misheard as one the text has
+    assert not repeats_phrase("those of you who think are annoying those of us who do".split(),
+                              "those of us are secure now those of us up to do".split())
+    assert not repeats_phrase("under eighty you are neglecting your business over eighty you are neglecting your "
+                              "golf".split(), "number eighty you're neglecting your business over eighty you're "
+                              "neglecting your golf".split())
+    assert not repeats_phrase("if you are shooting you are neglecting your business over you are neglecting your "
+                              "golf".split(), "you're neglecting your business over eighty you're neglecting your "
+                              "golf".split())
     sentences = robustness_sentences(["Alpha beta, gamma.", "Delta epsilon zeta eta theta."], 5, max_words=9)
     assert [len(s.split()) for s in sentences] == [1, 3, 5, 7, 9]
     assert all(s[0].isupper() and s.endswith(".") and ",." not in s for s in sentences)
@@ -479,3 +495,28 @@ def test_recode_and_retarget_follow_a_codec_whose_ids_moved(tmp_path, capsys):
         before, after = model.logits(hidden)[0, 0], moved.logits(hidden)[0, 0]
     old_of_new = torch.from_numpy(order.numpy())   # the old id of each new id
     assert torch.allclose(after[:, seen], before[:, old_of_new[seen]], atol=1e-5)
+
+
+def test_robustness_real_audio_check_counts_the_recognisers_own_flags(tmp_path):
+    """The baseline beside the repeated-phrase figure: the same check and the WER on the voices' real audio."""
+    import numpy as np
+    import soundfile as sf
+
+    from benchmarks.backbone_bench import _real_audio_check
+    from tts.corpus.manifest import Utterance
+
+    heard = {"the cat sat": "the cat the cat sat", "a dog ran": "a dog ran", "one more": "one more"}
+
+    class ScriptedRecognizer:   # what pocketsphinx would hear, keyed by the clip's length in samples
+        def transcribe(self, pcm: np.ndarray) -> str:
+            return by_length[len(pcm)]
+
+    utts, by_length = [], {}
+    for i, (speaker, text) in enumerate([("a", "the cat sat"), ("a", "one more"), ("b", "a dog ran")]):
+        sf.write(tmp_path / f"{i}.wav", np.zeros(1000 + i, np.float32), 16000)
+        by_length[1000 + i] = heard[text]
+        utts.append(Utterance(id=f"u{i}", audio=f"{i}.wav", text=text, speaker=speaker, duration=0.1, split="test"))
+    result = _real_audio_check(ScriptedRecognizer(), str(tmp_path), utts, ["a", "b"], per_voice=6)
+    assert result["utterances"] == 3 and result["repeated_phrase"] == 1
+    assert result["wer_by_voice"] == {"a": 2 / 5, "b": 0.0}
+    assert _real_audio_check(ScriptedRecognizer(), str(tmp_path), utts, ["a"], per_voice=1)["utterances"] == 1
