@@ -39,16 +39,14 @@ class Recognizer:
         from pocketsphinx import Decoder
 
         self.decoder = Decoder(samprate=16000, loglevel="FATAL")
-        # Its cepstral mean normalisation adapts from one clip to the next (live CMN), so a transcript
-        # depended on what was heard before it (1 clip in 12, session 26) and a bench's real-audio WER moved
-        # by a point between runs. Every clip starts from the initial estimate instead.
-        self.initial_cmn = self.decoder.get_cmn()
 
     def transcribe(self, pcm: np.ndarray) -> str:
         """The words heard in one clip; the same whatever clips came before."""
         raw = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        # Its cepstral mean normalisation adapts from one clip to the next (live CMN), so a transcript
+        # depended on what was heard before it (1 clip in 12, session 26) and a bench's real-audio WER moved
+        # by a point between runs. Resetting the features puts every clip back on the initial estimate.
         self.decoder.reinit_feat()
-        self.decoder.set_cmn(self.initial_cmn)
         self.decoder.start_utt()
         self.decoder.process_raw(raw, full_utt=True)
         self.decoder.end_utt()
