@@ -134,6 +134,13 @@ def forced_align(log_probs: np.ndarray, tokens: np.ndarray) -> np.ndarray | None
     return starts if (starts >= 0).all() else None
 
 
+def greedy_tokens(log_probs: np.ndarray) -> list[int]:
+    """Best-path CTC decoding: log_probs [T, V + 1] -> the text ids heard (repeats merged, blanks dropped)."""
+    best = log_probs.argmax(-1)
+    keep = np.concatenate([[True], best[1:] != best[:-1]]) & (best != BLANK)
+    return (best[keep] - 1).tolist()
+
+
 def even_starts(n_tokens: int, frames: int) -> np.ndarray:
     """Token starts spread evenly: the diagonal, for an utterance the aligner could not place."""
     return (np.arange(n_tokens) * frames / max(1, n_tokens)).astype(np.int64)
@@ -163,13 +170,11 @@ def token_error_rate(model: CtcAligner, cache: TokenCache, indices: list[int], d
     for batch in length_batches(cache, indices, 4000, random.Random(0)):
         losses.append(ctc_loss(model, cache, batch, device).item())
         codes, frames, _, _ = _batch(cache, batch, device)
-        best = model(codes).argmax(-1).cpu().numpy()
+        log_probs = model(codes).cpu().numpy()
         for row, i in enumerate(batch):
-            seq = best[row, :int(frames[row]) * model.config.upsample]
-            keep = np.concatenate([[True], seq[1:] != seq[:-1]]) & (seq != BLANK)
-            ref = (cache.text_ids[i] + 1).tolist()
-            errors += word_errors(ref, seq[keep].tolist())
-            total += len(ref)
+            heard = greedy_tokens(log_probs[row, :int(frames[row]) * model.config.upsample])
+            errors += word_errors(cache.text_ids[i].tolist(), heard)
+            total += len(cache.text_ids[i])
     model.train()
     return {"valid_ctc": round(float(np.mean(losses)), 4), "valid_ter": round(errors / max(1, total), 4)}
 

@@ -17,6 +17,10 @@ new sentences of training speakers; its `unseen` split: new speakers):
   repeated phrases (`repeats_phrase`: a loop of 1-4 words or a 4-word phrase
   heard again that the text does not say again), beside the same check and
   the recogniser's WER on the real audio of the same voices (its own rate);
+- with a reader (`--reader`, benchmarks/token_reader.py: the CTC aligner, which
+  reads every corpus voice): its phoneme-token error rate on our output and on
+  the real audio, and in robustness a run of tokens heard that the text does not
+  have (a repeated phrase or babbling, seen without pocketsphinx);
 - speed: transformer steps per second at batch 1 and batch 8 on one thread, PyTorch and ONNX Runtime.
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
+from benchmarks.token_reader import TokenReader
 from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
@@ -40,6 +45,7 @@ from tts.text import normalize_text
 SANE_DURATION = (0.5, 2.0)     # output length against the corpus's speaking rate
 LOOP_WORDS = 4                 # longest phrase checked for being said twice (`repeats_phrase`)
 REAL_PER_VOICE = 6             # real utterances per robustness voice the recogniser is checked on
+INSERTED_RUN = 8               # tokens in a row the reader hears that the text does not have: a repeated phrase
 
 
 def pick(utts: list[Utterance], n: int, rng: random.Random) -> list[Utterance]:
@@ -154,7 +160,7 @@ def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, onnx
 
 
 def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100, seed: int = 0,
-        sampling: SamplingConfig = SamplingConfig()) -> dict:
+        sampling: SamplingConfig = SamplingConfig(), reader: TokenReader | None = None) -> dict:
     """All four figures (see module doc); needs the corpus's audio and pocketsphinx."""
     rng = random.Random(seed)
     recognizer = Recognizer()
@@ -171,6 +177,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         ours = [0, 0]
         real = [0, 0]
         through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
+        read = {"ours": [0, 0], "real": [0, 0]}   # the reader's token errors and tokens
         voice = {name: IdentityTally() for name in ("ours", "real", "codec")}
         for i, u in enumerate(chosen):
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
@@ -184,6 +191,10 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             through_codec = [through_codec[0] + e, through_codec[1] + n]
             for name, audio in (("ours", pcm), ("real", truth), ("codec", round_trip)):
                 voice[name].add(speaker_scores(engine.encoder, audio, engine.sample_rate, refs), u.speaker)
+            if reader is not None:
+                for name, audio in (("ours", pcm), ("real", truth)):
+                    reading = reader.read(audio, u.text)
+                    read[name] = [read[name][0] + reading.errors, read[name][1] + reading.tokens]
         names = sorted(refs)
         cross = [float(np.dot(refs[a], refs[b])) for i, a in enumerate(names) for b in names[i + 1:]]
         result[split] = {"utterances": len(chosen), "speakers": len(refs),
@@ -194,7 +205,10 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "identified": voice["ours"].closest_share,
                          "identified_real": voice["real"].closest_share,
                          "identified_codec": voice["codec"].closest_share}
-    result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling)
+        if reader is not None:
+            result[split].update({f"reader_ter_{name}": e / max(1, n) for name, (e, n) in read.items()})
+    result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling,
+                                       reader)
     result["speed"] = speed_table(engine, next(iter(refs.values())), sampling)
     return result
 
@@ -216,7 +230,7 @@ def speed_report(result: dict) -> list[str]:
 
 
 def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance], corpus: str, count: int,
-                rng: random.Random, seed: int, sampling: SamplingConfig) -> dict:
+                rng: random.Random, seed: int, sampling: SamplingConfig, reader: TokenReader | None = None) -> dict:
     held_out = [u for u in all_utts if u.split in ("test", "unseen")]
     # seconds per character of the spoken form
     rate = float(np.median([u.duration / max(1, len(normalize_text(u.text))) for u in held_out]))
@@ -225,7 +239,7 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
     voices = pick([u for u in all_utts if u.split == "test"], 8, rng)
     refs = references(corpus, all_utts, {u.speaker for u in voices}, set(), engine.encoder)
     names = list(refs)
-    ratios, flagged, heard_all = [], [], []
+    ratios, flagged, heard_all, inserted = [], [], [], []
     for i, text in enumerate(robustness_sentences(texts, count)):
         voice = names[i % len(names)]
         pcm = synthesize(engine, text, refs[voice], seed + i, sampling)
@@ -234,27 +248,30 @@ def _robustness(engine: Engine, recognizer: Recognizer, all_utts: list[Utterance
         ratios.append(ratio)
         _, _, heard = _errors(recognizer, pcm, text)
         heard_all.append(" ".join(heard))
+        inserted.append(reader.read(pcm, text).longest_insertion if reader is not None else 0)
         faults = [name for name, fault in (("truncated", ratio < SANE_DURATION[0]),
                                            ("run_on", ratio > SANE_DURATION[1]),
-                                           ("repeated_phrase", repeats_phrase(words_of(text), heard))) if fault]
+                                           ("repeated_phrase", repeats_phrase(words_of(text), heard)),
+                                           ("inserted_run", inserted[-1] >= INSERTED_RUN)) if fault]
         if faults:  # which sentences, so a fault can be replayed (`seed` + `index`, voice index % 8)
             flagged.append({"index": i, "text": text, "voice": voice, "duration_ratio": ratio, "faults": faults,
-                            "heard": heard})
+                            "heard": heard, "longest_insertion": inserted[-1]})
     return {"sentences": count,
             **{fault: sum(fault in f["faults"] for f in flagged)
-               for fault in ("truncated", "run_on", "repeated_phrase")},
+               for fault in ("truncated", "run_on", "repeated_phrase", "inserted_run")},
+            "longest_insertion": inserted if reader is not None else None,
             "duration_ratio_p5": float(np.percentile(ratios, 5)),
             "duration_ratio_p95": float(np.percentile(ratios, 95)),
             "seconds_per_char": rate, "flagged": flagged, "heard": heard_all,
-            "real_audio": _real_audio_check(recognizer, corpus, held_out, names)}
+            "real_audio": _real_audio_check(recognizer, corpus, held_out, names, reader=reader)}
 
 
 def _real_audio_check(recognizer: Recognizer, corpus: str, held_out: list[Utterance], voices: list[str],
-                      per_voice: int = REAL_PER_VOICE) -> dict:
+                      per_voice: int = REAL_PER_VOICE, reader: TokenReader | None = None) -> dict:
     """The repeated-phrase check and the word error rate on the corpus's real audio of the robustness voices
     (each one's longest held-out sentences): what the recogniser alone flags and mishears in them (two espeak
     voices it barely reads, session 26)."""
-    flagged, checked, wer = 0, 0, {}
+    flagged, checked, wer, inserted = 0, 0, {}, []
     for voice in voices:
         # its longest sentences: the robustness sentences run to 60 words, and the longer, the more a
         # recogniser mishears into a loop
@@ -266,8 +283,12 @@ def _real_audio_check(recognizer: Recognizer, corpus: str, held_out: list[Uttera
             e, n, heard = _errors(recognizer, truth, u.text)
             errors, words = errors + e, words + n
             flagged += repeats_phrase(words_of(u.text), heard)
+            if reader is not None:
+                inserted.append(reader.read(truth, u.text).longest_insertion)
         wer[voice] = errors / max(1, words)
-    return {"utterances": checked, "repeated_phrase": flagged, "wer_by_voice": wer}
+    return {"utterances": checked, "repeated_phrase": flagged, "wer_by_voice": wer,
+            "inserted_run": sum(n >= INSERTED_RUN for n in inserted) if reader is not None else None,
+            "longest_insertion": inserted if reader is not None else None}
 
 
 def format_report(result: dict) -> str:
@@ -287,17 +308,28 @@ def format_report(result: dict) -> str:
                      f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} / "
                      f"{r.get('identified_real', float('nan')) * 100:.0f} / "
                      f"{r.get('identified_codec', float('nan')) * 100:.0f} % |")
+    if "reader_ter_ours" in result["test"]:
+        lines.append("the reader's phoneme-token error rate, ours / real audio: " + "; ".join(
+            f"{label} {result[split]['reader_ter_ours'] * 100:.0f} / {result[split]['reader_ter_real'] * 100:.0f} %"
+            for split, label in (("test", "training speakers"), ("unseen", "new speakers"))))
     rb = result["robustness"]
     lines.append(f"robustness, {rb['sentences']} sentences of 1-60 words: {rb['truncated']} truncated, "
                  f"{rb['run_on']} run-on (duration outside {SANE_DURATION[0]}-{SANE_DURATION[1]}x of "
                  f"{rb['seconds_per_char'] * 1000:.0f} ms per character), {rb['repeated_phrase']} with a repeated "
                  f"phrase; duration ratio p5 {rb['duration_ratio_p5']:.2f}, p95 {rb['duration_ratio_p95']:.2f}")
+    if rb.get("longest_insertion") is not None:
+        lines.append(f"  the reader: {rb['inserted_run']} sentences with {INSERTED_RUN} or more tokens in a row that "
+                     f"the text does not have (longest {max(rb['longest_insertion'], default=0)})")
     real = rb.get("real_audio")
     if real:
         wer = real["wer_by_voice"]
         lines.append(f"  the same check on these voices' real audio: {real['repeated_phrase']} of {real['utterances']} "
                      "held-out utterances flagged; the recogniser's WER on each voice's real audio: "
                      + ", ".join(f"{v} {w * 100:.0f} %" for v, w in wer.items()))
+        if real.get("longest_insertion") is not None:
+            longest = max(real["longest_insertion"], default=0)
+            lines.append(f"  the reader on that real audio: {real['inserted_run']} with {INSERTED_RUN} or more "
+                         f"tokens in a row the text does not have (longest {longest})")
     lines += [f"  sentence {f['index']} ({', '.join(f['faults'])}, duration ratio {f['duration_ratio']:.2f}, "
               f"voice {f.get('voice', '?')}): {f['text'][:70]!r}, heard {' '.join(f['heard'])[:70]!r}"
               for f in rb.get("flagged", [])]

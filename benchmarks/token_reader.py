@@ -1,0 +1,94 @@
+"""A second reader for `tts bench backbone`: the CTC aligner hears phonemes in codec tokens.
+
+Why: pocketsphinx, the bench's recogniser, barely reads two of the espeak
+voices at all (WER about 90 % on their real audio, session 26), so what it
+hears in them, repeated phrases included, is mostly its own error. The CTC
+aligner (backbone/aligner.py) was trained on every training voice of the
+corpus, on the codec's own tokens, to emit the text's phoneme tokens: its
+best-path output against the text gives a token error rate for any voice, and
+the longest run of tokens it hears that the text does not have (insertions in
+a row of the edit alignment) is a check for a repeated phrase or babbling that
+does not depend on an English acoustic model: "on the on the" is six tokens
+heard that the text has once.
+
+Its limits, which is why the bench reports it beside the real audio's figures:
+it errs on about 30 % of tokens of real audio, it knows only the corpus's
+voices, and it reads the output's tokens after a trip through the codec, as it
+reads the real audio's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backbone.aligner import greedy_tokens, load_aligner
+from codec.model import CodecModel
+from tts.engine import ModelMismatchError
+
+
+@dataclass(frozen=True)
+class Reading:
+    errors: int              # edit distance between heard and expected tokens
+    tokens: int              # expected tokens
+    longest_insertion: int   # the longest run of heard tokens with no counterpart in the text
+    heard: list[int]
+
+
+def edit_alignment(reference: list[int], heard: list[int]) -> tuple[int, int]:
+    """(edit distance, longest run of consecutive insertions) of `heard` against `reference`.
+
+    Of the alignments with the fewest edits, the backtrace prefers a match or substitution, then a deletion,
+    then an insertion, so an insertion run is counted only where no cheaper reading of the same tokens exists.
+    """
+    n, m = len(reference), len(heard)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    hyp = np.asarray(heard)
+    for i in range(1, n + 1):   # a row at a time: the insertion term runs along the row, so it is a cummin
+        diagonal = cost[i - 1, :-1] + (hyp != reference[i - 1])
+        row = np.minimum(cost[i - 1, 1:] + 1, diagonal)
+        row = np.concatenate([[i], row])
+        cost[i] = np.minimum.accumulate(row - np.arange(m + 1)) + np.arange(m + 1)
+    i, j, run, longest = n, m, 0, 0
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (reference[i - 1] != heard[j - 1]):
+            i, j, run = i - 1, j - 1, 0
+        elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            i, run = i - 1, 0
+        else:
+            j, run = j - 1, run + 1
+            longest = max(longest, run)
+    return int(cost[n, m]), longest
+
+
+class TokenReader:
+    """Reads text tokens from audio through the codec and the CTC aligner (module doc)."""
+
+    def __init__(self, aligner_path: str | Path, codec: CodecModel, tokenizer) -> None:
+        self.model, trained_on = load_aligner(aligner_path)
+        for key, ours in (("codec_id", codec.tokens_id), ("tokenizer_id", tokenizer.id)):
+            if trained_on.get(key) != ours:
+                raise ModelMismatchError(f"{aligner_path} reads the tokens of {key} {trained_on.get(key)}, "
+                                          f"the engine's is {ours}: train an aligner on this engine's token cache")
+        self.codec, self.tokenizer = codec, tokenizer
+        self.n_codebooks = self.model.config.n_codebooks
+
+    @torch.inference_mode()
+    def heard(self, pcm: np.ndarray) -> list[int]:
+        """The text tokens the aligner hears in 16 kHz audio (best path)."""
+        if len(pcm) < self.codec.hop_length:
+            return []
+        codes = self.codec.encode(torch.from_numpy(np.ascontiguousarray(pcm, np.float32))[None, None],
+                                  self.n_codebooks)
+        return greedy_tokens(self.model(codes)[0].numpy())
+
+    def read(self, pcm: np.ndarray, text: str) -> Reading:
+        """What the aligner hears in `pcm` against the tokens of `text`."""
+        expected = self.tokenizer.encode(text)
+        heard = self.heard(pcm)
+        errors, longest = edit_alignment(expected, heard)
+        return Reading(errors, len(expected), longest, heard)
