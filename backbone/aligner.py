@@ -34,10 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from backbone.data import TokenCache, _flatten, _meta, _save, load_token_cache
+from tts.modelfile import load_model_file, save_model_file
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 
 log = logging.getLogger(__name__)
 BLANK = 0   # CTC blank; text token t is class t + 1
+KIND = "aligner"
 
 
 @dataclass
@@ -243,8 +245,7 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
                 metrics.update(token_error_rate(model, cache, valid_idx, device), step=step)
                 if metrics["valid_ter"] < best["valid_ter"]:
                     best = {"valid_ter": metrics["valid_ter"], "step": step}
-                    save_checkpoint({"model": model.state_dict(), "config": asdict(config), "step": step,
-                                     "best": best, "cache_meta": cache.meta}, cfg.export)
+                    save_aligner(model, cfg.export, step, best, cache.meta)
             if metrics:
                 log.info("%s", metrics)
                 log_file.write(json.dumps(metrics) + "\n")
@@ -258,10 +259,24 @@ def train_aligner(cfg: AlignerTrainConfig) -> dict:
     return {"step": step, "best": best}
 
 
+def save_aligner(model: CtcAligner, path: str | Path, step: int, best: dict, cache_meta: dict) -> None:
+    """The aligner's export: a torch checkpoint, or with a .safetensors path a model file (tts/modelfile.py,
+    float16 weights) as the bench's reader ships (benchmarks/token_reader.py)."""
+    if Path(path).suffix == ".safetensors":
+        save_model_file(path, model.state_dict(), KIND, asdict(model.config), step,
+                        {"best": best, "cache_meta": cache_meta})
+    else:
+        save_checkpoint({"model": model.state_dict(), "config": asdict(model.config), "step": step, "best": best,
+                         "cache_meta": cache_meta}, path)
+
+
 def load_aligner(path: str | Path) -> tuple[CtcAligner, dict]:
-    """The aligner of a checkpoint (eval mode) and the meta of the cache it was trained on."""
+    """The aligner of a checkpoint or model file (eval mode) and the meta of the cache it was trained on."""
     if not Path(path).is_file():
         raise TrainingSetupError(f"no aligner at {path}: train one with 'tts train aligner'")
+    if Path(path).suffix == ".safetensors":
+        model, meta = load_model_file(path, KIND, lambda config: CtcAligner(AlignerConfig(**config)))
+        return model, json.loads(meta["extra"])["cache_meta"]
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = CtcAligner(AlignerConfig(**state["config"]))
     model.load_state_dict(state["model"])

@@ -2,19 +2,16 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict
-
 import numpy as np
 import pytest
 import torch
 
-from backbone.aligner import AlignerConfig, CtcAligner, greedy_tokens
+from backbone.aligner import AlignerConfig, CtcAligner, greedy_tokens, save_aligner
 from benchmarks.intelligibility import word_errors
 from benchmarks.token_reader import TokenReader, edit_alignment
 from codec.config import CodecConfig
 from codec.model import CodecModel
 from tts.engine import ModelMismatchError
-from tts.training import save_checkpoint
 
 
 def test_edit_alignment_counts_the_edits_and_the_longest_run_of_inserted_tokens():
@@ -47,19 +44,22 @@ class _Tokenizer:
         return [ord(c) % 12 for c in text if c.isalpha()]
 
 
-def _aligner_file(path, codec: CodecModel, tokenizer_id: str) -> None:
+def _aligner_file(path, codec: CodecModel, tokenizer_id: str) -> CtcAligner:
     config = AlignerConfig(text_vocab=12, n_codebooks=2, card=codec.config.card, d=16, layers_before=1,
                            layers_after=1)
     torch.manual_seed(0)
-    save_checkpoint({"model": CtcAligner(config).state_dict(), "config": asdict(config), "step": 0, "best": {},
-                     "cache_meta": {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer_id}}, path)
+    model = CtcAligner(config)
+    save_aligner(model, path, 0, {}, {"codec_id": codec.tokens_id, "tokenizer_id": tokenizer_id})
+    return model
 
 
 def test_reader_reads_audio_through_the_codec_and_refuses_an_aligner_of_other_tokens(tmp_path):
     codec = CodecModel(CodecConfig(channels=4, max_channels=8, strides=(2, 4), dimension=8, n_q=3, card=16)).eval()
     codec.tokens_id = "codec-test"
-    _aligner_file(tmp_path / "ok.pt", codec, "phonemes-test")
-    reader = TokenReader(tmp_path / "ok.pt", codec, _Tokenizer())
+    model = _aligner_file(tmp_path / "reader.safetensors", codec, "phonemes-test")   # as shipped: float16 weights
+    reader = TokenReader(tmp_path / "reader.safetensors", codec, _Tokenizer())
+    for name, weight in reader.model.state_dict().items():
+        assert torch.allclose(weight, model.state_dict()[name], atol=2e-3)
     pcm = np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32)
     reading = reader.read(pcm, "abc de")
     assert reading.tokens == 5 and all(0 <= t < 12 for t in reading.heard)
