@@ -21,9 +21,10 @@
 # To continue the harmonic codec of sessions 20-21 (pitch no longer limits it; the discriminator is next):
 #   INIT_FROM=assets/codec.safetensors CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0"
 # Session 24: unseen voices lose their 2-8 kHz envelope in the codec, and a decoder-only speaker loss
-# did not reach them; the whole codec with the speaker loss and warped voices did (2 044 CPU steps,
-# kept in checkpoints/), so continue it there, with the discriminator:
-#   INIT_FROM=checkpoints/codec_speaker_warp.safetensors
+# did not reach them; the whole codec with the speaker loss and warped voices did. That run, finished in
+# session 25, is the shipped codec (since session 26): continue it, with the discriminator, keeping its
+# tokens (the backbone speaks them) by --decoder-only, or retrain the backbone after a whole-codec run:
+#   INIT_FROM=assets/codec.safetensors
 #   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --speaker-loss 2 --voice-warp 0.15"
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
