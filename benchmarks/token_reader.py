@@ -18,6 +18,7 @@ reads the real audio's.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,21 +28,41 @@ import torch
 from backbone.aligner import greedy_tokens, load_aligner
 from codec.model import CodecModel
 from tts.engine import ModelMismatchError
+from tts.modelfile import ASSETS
+
+log = logging.getLogger(__name__)
+DEFAULT_READER = ASSETS / "reader.safetensors"
+INSERTION_WINDOW = 16   # heard tokens (about four words) over which `Reading.densest_insertion` counts
 
 
 @dataclass(frozen=True)
 class Reading:
     errors: int              # edit distance between heard and expected tokens
     tokens: int              # expected tokens
-    longest_insertion: int   # the longest run of heard tokens with no counterpart in the text
+    inserted: np.ndarray     # per heard token, True where it has no counterpart in the text
     heard: list[int]
 
+    @property
+    def longest_insertion(self) -> int:
+        """The longest run of heard tokens in a row with no counterpart in the text."""
+        runs = np.diff(np.flatnonzero(np.concatenate([[True], ~self.inserted, [True]]))) - 1
+        return int(runs.max()) if len(runs) else 0
 
-def edit_alignment(reference: list[int], heard: list[int]) -> tuple[int, int]:
-    """(edit distance, longest run of consecutive insertions) of `heard` against `reference`.
+    def densest_insertion(self, window: int = INSERTION_WINDOW) -> int:
+        """The most heard tokens without counterpart among any `window` heard in a row: a phrase said again
+        is that dense even where the reader misses a token of it (the alignment then cuts the run)."""
+        if not len(self.inserted):
+            return 0
+        counts = np.convolve(self.inserted.astype(np.int32), np.ones(min(window, len(self.inserted)), np.int32),
+                             "valid")
+        return int(counts.max())
+
+
+def edit_alignment(reference: list[int], heard: list[int]) -> tuple[int, np.ndarray]:
+    """(edit distance, per heard token whether it is an insertion) of `heard` against `reference`.
 
     Of the alignments with the fewest edits, the backtrace prefers a match or substitution, then a deletion,
-    then an insertion, so an insertion run is counted only where no cheaper reading of the same tokens exists.
+    then an insertion, so a token counts as inserted only where no reading of it as another costs as little.
     """
     n, m = len(reference), len(heard)
     cost = np.zeros((n + 1, m + 1), dtype=np.int32)
@@ -53,16 +74,17 @@ def edit_alignment(reference: list[int], heard: list[int]) -> tuple[int, int]:
         row = np.minimum(cost[i - 1, 1:] + 1, diagonal)
         row = np.concatenate([[i], row])
         cost[i] = np.minimum.accumulate(row - np.arange(m + 1)) + np.arange(m + 1)
-    i, j, run, longest = n, m, 0, 0
+    inserted = np.zeros(m, dtype=bool)
+    i, j = n, m
     while i > 0 or j > 0:
         if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (reference[i - 1] != heard[j - 1]):
-            i, j, run = i - 1, j - 1, 0
+            i, j = i - 1, j - 1
         elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
-            i, run = i - 1, 0
+            i -= 1
         else:
-            j, run = j - 1, run + 1
-            longest = max(longest, run)
-    return int(cost[n, m]), longest
+            j -= 1
+            inserted[j] = True
+    return int(cost[n, m]), inserted
 
 
 class TokenReader:
@@ -90,5 +112,25 @@ class TokenReader:
         """What the aligner hears in `pcm` against the tokens of `text`."""
         expected = self.tokenizer.encode(text)
         heard = self.heard(pcm)
-        errors, longest = edit_alignment(expected, heard)
-        return Reading(errors, len(expected), longest, heard)
+        errors, inserted = edit_alignment(expected, heard)
+        return Reading(errors, len(expected), inserted, heard)
+
+
+def shipped_reader(codec: CodecModel, tokenizer, path: str = "auto") -> TokenReader | None:
+    """The reader for a bench: `path`, or with "auto" the shipped one when it reads this codec's tokens and this
+    tokenizer's text (None, with a warning, when it does not: another codec needs its own aligner), "none": None.
+
+    Raises ModelMismatchError for a reader given by path that reads other tokens.
+    """
+    if path == "none":
+        return None
+    if path != "auto":
+        return TokenReader(path, codec, tokenizer)
+    if not DEFAULT_READER.is_file():
+        log.warning("no shipped reader (%s): the bench runs without it", DEFAULT_READER)
+        return None
+    try:
+        return TokenReader(DEFAULT_READER, codec, tokenizer)
+    except ModelMismatchError as exc:
+        log.warning("the shipped reader is skipped: %s", exc)
+        return None

@@ -8,26 +8,39 @@ import torch
 
 from backbone.aligner import AlignerConfig, CtcAligner, greedy_tokens, save_aligner
 from benchmarks.intelligibility import word_errors
-from benchmarks.token_reader import TokenReader, edit_alignment
+from benchmarks.backbone_bench import INSERTED
+from benchmarks.token_reader import DEFAULT_READER, Reading, TokenReader, edit_alignment, shipped_reader
 from codec.config import CodecConfig
 from codec.model import CodecModel
-from tts.engine import ModelMismatchError
+from tts.corpus.engines import synthesize
+from tts.corpus.speakers import Speaker
+from tts.engine import Engine, ModelMismatchError
+
+TER_FLOOR = 0.35   # the shipped reader's token error rate on a clear sentence (en-us 7 %, annie 27 %)
 
 
-def test_edit_alignment_counts_the_edits_and_the_longest_run_of_inserted_tokens():
+def test_edit_alignment_counts_the_edits_and_marks_the_inserted_tokens():
     rng = random.Random(0)
     for _ in range(200):
         a = [rng.randrange(5) for _ in range(rng.randrange(0, 14))]
         b = [rng.randrange(5) for _ in range(rng.randrange(0, 14))]
         assert edit_alignment(a, b)[0] == word_errors(a, b)
+
+    def reading(heard: list[int]) -> Reading:
+        errors, inserted = edit_alignment(said, heard)
+        return Reading(errors, len(said), inserted, heard)
+
     said = [1, 2, 3, 4, 5, 6, 7]
-    assert edit_alignment(said, said) == (0, 0)
-    assert edit_alignment(said, [1, 2, 3, 4, 3, 4, 3, 4, 5, 6, 7]) == (4, 4)     # "3 4" said three times
-    assert edit_alignment(said, [1, 9, 3, 4, 8, 6, 7]) == (2, 0)                 # misheard: no insertion
-    assert edit_alignment(said, [1, 2, 3]) == (4, 0)                             # cut short
-    assert edit_alignment([], [1, 2]) == (2, 2)
-    # two separate insertions of two are not a run of four
-    assert edit_alignment(said, [1, 2, 8, 8, 3, 4, 5, 9, 9, 6, 7]) == (4, 2)
+    assert (reading(said).errors, reading(said).longest_insertion) == (0, 0)
+    looped = reading([1, 2, 3, 4, 3, 4, 3, 4, 5, 6, 7])                    # "3 4" said three times
+    assert (looped.errors, looped.longest_insertion, looped.densest_insertion(6)) == (4, 4, 4)
+    assert reading([1, 9, 3, 4, 8, 6, 7]).inserted.tolist() == [False] * 7   # misheard: nothing inserted
+    assert (reading([1, 2, 3]).errors, reading([1, 2, 3]).longest_insertion) == (4, 0)   # cut short
+    # two insertions of two, apart: a run of two, but four within six tokens
+    apart = reading([1, 2, 8, 8, 3, 4, 5, 9, 9, 6, 7])
+    assert (apart.errors, apart.longest_insertion) == (4, 2)
+    assert (apart.densest_insertion(7), apart.densest_insertion(4)) == (4, 2)
+    assert reading([]).densest_insertion() == 0 and edit_alignment([], [1, 2])[1].tolist() == [True, True]
 
 
 def test_greedy_tokens_merges_repeats_and_drops_blanks():
@@ -63,8 +76,33 @@ def test_reader_reads_audio_through_the_codec_and_refuses_an_aligner_of_other_to
     pcm = np.random.default_rng(0).normal(0, 0.1, 1600).astype(np.float32)
     reading = reader.read(pcm, "abc de")
     assert reading.tokens == 5 and all(0 <= t < 12 for t in reading.heard)
-    assert (reading.errors, reading.longest_insertion) == edit_alignment(_Tokenizer().encode("abc de"), reading.heard)
+    errors, inserted = edit_alignment(_Tokenizer().encode("abc de"), reading.heard)
+    assert reading.errors == errors and reading.inserted.tolist() == inserted.tolist()
     assert reader.heard(np.zeros(3, np.float32)) == []          # shorter than one frame: nothing heard
     _aligner_file(tmp_path / "other.pt", codec, "sentencepiece")
     with pytest.raises(ModelMismatchError, match="tokenizer_id"):
         TokenReader(tmp_path / "other.pt", codec, _Tokenizer())
+    with pytest.raises(ModelMismatchError, match="tokenizer_id"):
+        shipped_reader(codec, _Tokenizer(), str(tmp_path / "other.pt"))
+    assert shipped_reader(codec, _Tokenizer()) is None      # the shipped one reads the shipped codec's tokens
+
+
+def _say(text: str, voice: str) -> np.ndarray:
+    """`text` in one of espeak-ng's voices at its own pitch and rate (the corpus's speakers vary those)."""
+    speaker = Speaker(id="test", engine="espeak", voice=voice, pitch=50.0, pitch_range=0.0, rate=1.0, vtl=1.0)
+    return synthesize(speaker, text).samples
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-gb-scotland+annie"])
+def test_shipped_reader_reads_the_shipped_codecs_tokens_and_hears_a_phrase_said_twice(voice):
+    """The bench's repeat check on real speech: a sentence as written, and with a phrase said again. The second
+    voice is one pocketsphinx barely reads (WER 92 % on its corpus audio, session 26)."""
+    engine = Engine.load()
+    reader = shipped_reader(engine.codec, engine.tokenizer)
+    assert reader is not None, f"{DEFAULT_READER} is missing or reads other tokens than the shipped codec's"
+    text = "She sold the old house by the river last year."
+    said = reader.read(_say(text, voice), text)
+    assert said.errors / said.tokens < TER_FLOOR and said.densest_insertion() < INSERTED
+    again = reader.read(_say("She sold the old house by the old house by the river last year.", voice), text)
+    assert again.densest_insertion() >= INSERTED
+    assert shipped_reader(engine.codec, engine.tokenizer, "none") is None
