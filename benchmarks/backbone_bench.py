@@ -272,12 +272,12 @@ def _real_audio_check(recognizer: Recognizer, corpus: str, held_out: list[Uttera
     """The repeated-phrase check and the word error rate on the corpus's real audio of the robustness voices
     (each one's longest held-out sentences): what the recogniser alone flags and mishears in them (two espeak
     voices it barely reads, session 26)."""
-    flagged, checked, wer, inserted = 0, 0, {}, []
+    flagged, checked, wer, inserted, reader_ter = 0, 0, {}, [], {}
     for voice in voices:
         # its longest sentences: the robustness sentences run to 60 words, and the longer, the more a
         # recogniser mishears into a loop
         utts = sorted((u for u in held_out if u.speaker == voice), key=lambda u: (-len(u.text), u.id))[:per_voice]
-        errors = words = 0
+        errors = words = read_errors = tokens = 0
         checked += len(utts)
         for u in utts:
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
@@ -285,11 +285,15 @@ def _real_audio_check(recognizer: Recognizer, corpus: str, held_out: list[Uttera
             errors, words = errors + e, words + n
             flagged += repeats_phrase(words_of(u.text), heard)
             if reader is not None:
-                inserted.append(reader.read(truth, u.text).densest_insertion())
+                reading = reader.read(truth, u.text)
+                inserted.append(reading.densest_insertion())
+                read_errors, tokens = read_errors + reading.errors, tokens + reading.tokens
         wer[voice] = errors / max(1, words)
+        reader_ter[voice] = read_errors / max(1, tokens)
     return {"utterances": checked, "repeated_phrase": flagged, "wer_by_voice": wer,
             "inserted_phrase": sum(n >= INSERTED for n in inserted) if reader is not None else None,
-            "inserted": inserted if reader is not None else None}
+            "inserted": inserted if reader is not None else None,
+            "reader_ter_by_voice": reader_ter if reader is not None else None}
 
 
 def format_report(result: dict) -> str:
@@ -329,7 +333,9 @@ def format_report(result: dict) -> str:
                      + ", ".join(f"{v} {w * 100:.0f} %" for v, w in wer.items()))
         if real.get("inserted") is not None:
             lines.append(f"  the reader on that real audio: {real['inserted_phrase']} with {INSERTED} or more of "
-                         f"{INSERTION_WINDOW} tokens the text does not have (most {max(real['inserted'], default=0)})")
+                         f"{INSERTION_WINDOW} tokens the text does not have (most {max(real['inserted'], default=0)}); "
+                         "its token error rate on each voice: " + ", ".join(
+                             f"{v} {t * 100:.0f} %" for v, t in real["reader_ter_by_voice"].items()))
     lines += [f"  sentence {f['index']} ({', '.join(f['faults'])}, duration ratio {f['duration_ratio']:.2f}, "
               f"voice {f.get('voice', '?')}): {f['text'][:70]!r}, heard {' '.join(f['heard'])[:70]!r}"
               for f in rb.get("flagged", [])]

@@ -520,3 +520,17 @@ def test_robustness_real_audio_check_counts_the_recognisers_own_flags(tmp_path):
     assert result["utterances"] == 3 and result["repeated_phrase"] == 1
     assert result["wer_by_voice"] == {"a": 2 / 5, "b": 0.0}
     assert _real_audio_check(ScriptedRecognizer(), str(tmp_path), utts, ["a"], per_voice=1)["utterances"] == 1
+    # with the reader (benchmarks/token_reader.py): its own flags and token error rate on each voice
+    from benchmarks.token_reader import Reading, edit_alignment
+
+    class ScriptedReader:          # hears "the cat sat" (tokens 1-5) three times over, the others as written
+        def read(self, pcm: np.ndarray, text: str) -> Reading:
+            expected = [1, 2, 3, 4, 5]
+            heard = expected * 3 if text == "the cat sat" else expected
+            errors, inserted = edit_alignment(expected, heard)
+            return Reading(errors, len(expected), inserted, heard)
+
+    read = _real_audio_check(ScriptedRecognizer(), str(tmp_path), utts, ["a", "b"], per_voice=6,
+                             reader=ScriptedReader())
+    assert read["inserted_phrase"] == 1 and read["inserted"] == [10, 0, 0]     # voice a's two, then b's
+    assert read["reader_ter_by_voice"] == {"a": 10 / 10, "b": 0.0}

@@ -642,11 +642,9 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
         print("\n".join(speed_report(result)))
     else:
         _require_corpus(args.corpus)
-        reader = None
-        if args.reader:
-            from benchmarks.token_reader import TokenReader
+        from benchmarks.token_reader import shipped_reader
 
-            reader = TokenReader(args.reader, engine.codec, engine.tokenizer)
+        reader = shipped_reader(engine.codec, engine.tokenizer, args.reader)
         result = run(engine, args.corpus, args.utterances, args.sentences, sampling=_sampling_config(args),
                      reader=reader)
         print(format_report(result))
@@ -1021,9 +1019,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifier-free guidance weight (default: the engine's)")
     bb.add_argument("--temperature", type=float, default=None,
                     help="sampling temperature (default: the engine's, 0.8)")
-    bb.add_argument("--reader", default="", metavar="ALIGNER",
-                    help="also read the output with this CTC aligner (tts train aligner, on the engine's tokens): "
-                         "a phoneme error rate and a repeat check that do not depend on pocketsphinx")
+    bb.add_argument("--reader", default="auto", metavar="ALIGNER",
+                    help="also read the output with this CTC aligner (tts train aligner on the engine's tokens): a "
+                         "phoneme error rate and a repeat check that do not depend on pocketsphinx; default: the "
+                         "shipped one where it reads the engine's tokens; 'none' to skip")
     bb.add_argument("--text-reliance", default="", metavar="CACHE",
                     help="only: teacher-forced loss on this token cache's validation utterances (--utterances of "
                          "them) with their own text, another's and none")
