@@ -645,8 +645,8 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
         from benchmarks.token_reader import shipped_reader
 
         reader = shipped_reader(engine.codec, engine.tokenizer, args.reader)
-        result = run(engine, args.corpus, args.utterances, args.sentences, sampling=_sampling_config(args),
-                     reader=reader)
+        result = run(engine, args.corpus, args.utterances, args.sentences, seed=args.seed,
+                     sampling=_sampling_config(args), reader=reader)
         print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -1013,6 +1013,8 @@ def build_parser() -> argparse.ArgumentParser:
     bb.add_argument("--corpus", default="data/corpus")
     bb.add_argument("--utterances", type=int, default=30, help="per held-out split")
     bb.add_argument("--sentences", type=int, default=100, help="robustness sentences of 1-60 words")
+    bb.add_argument("--seed", type=int, default=0, help="picks the utterances, voices and sentences, and seeds "
+                    "sampling: another seed is another draw of the same figures")
     bb.add_argument("--json", default="", help="also write the figures to this file")
     bb.add_argument("--speed-only", action="store_true", help="only the steps/s figures (no corpus needed)")
     bb.add_argument("--guidance", type=float, default=None,
