@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -277,10 +278,16 @@ def load_aligner(path: str | Path) -> tuple[CtcAligner, dict]:
     if Path(path).suffix == ".safetensors":
         model, meta = load_model_file(path, KIND, lambda config: CtcAligner(AlignerConfig(**config)))
         return model, json.loads(meta["extra"])["cache_meta"]
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = CtcAligner(AlignerConfig(**state["config"]))
-    model.load_state_dict(state["model"])
-    return model.eval(), state["cache_meta"]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = CtcAligner(AlignerConfig(**state["config"]))
+        model.load_state_dict(state["model"])
+        return model.eval(), state["cache_meta"]
+    except KeyError as exc:      # last.pt keeps no cache meta: only the export names the tokens it reads
+        raise TrainingSetupError(f"{path} is not an aligner's export (no {exc}): give the file of its --export") \
+            from exc
+    except (RuntimeError, TypeError, ValueError, OSError, pickle.UnpicklingError) as exc:
+        raise TrainingSetupError(f"{path} is not an aligner (torch.load: {type(exc).__name__})") from exc
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from codec.model import CodecModel
 from tts.corpus.engines import synthesize
 from tts.corpus.speakers import Speaker
 from tts.engine import Engine, ModelMismatchError
+from tts.training import TrainingSetupError
 
 TER_FLOOR = 0.35   # the shipped reader's token error rate on a clear sentence (en-us 7 %, annie 27 %)
 
@@ -85,6 +87,12 @@ def test_reader_reads_audio_through_the_codec_and_refuses_an_aligner_of_other_to
     with pytest.raises(ModelMismatchError, match="tokenizer_id"):
         shipped_reader(codec, _Tokenizer(), str(tmp_path / "other.pt"))
     assert shipped_reader(codec, _Tokenizer()) is None      # the shipped one reads the shipped codec's tokens
+    # a training checkpoint (no record of the tokens it reads) and a file that is no aligner: clear errors
+    torch.save({"model": model.state_dict(), "config": asdict(model.config), "step": 3}, tmp_path / "last.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    for name, message in (("last.pt", "not an aligner's export"), ("junk.pt", "is not an aligner")):
+        with pytest.raises(TrainingSetupError, match=message):
+            TokenReader(tmp_path / name, codec, _Tokenizer())
 
 
 def _say(text: str, voice: str) -> np.ndarray:
