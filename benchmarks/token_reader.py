@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from backbone.aligner import greedy_tokens, load_aligner
+from benchmarks.intelligibility import edit_alignment
 from codec.model import CodecModel
 from tts.engine import ModelMismatchError
 from tts.modelfile import ASSETS
@@ -56,35 +57,6 @@ class Reading:
         counts = np.convolve(self.inserted.astype(np.int32), np.ones(min(window, len(self.inserted)), np.int32),
                              "valid")
         return int(counts.max())
-
-
-def edit_alignment(reference: list[int], heard: list[int]) -> tuple[int, np.ndarray]:
-    """(edit distance, per heard token whether it is an insertion) of `heard` against `reference`.
-
-    Of the alignments with the fewest edits, the backtrace prefers a match or substitution, then a deletion,
-    then an insertion, so a token counts as inserted only where no reading of it as another costs as little.
-    """
-    n, m = len(reference), len(heard)
-    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
-    cost[:, 0] = np.arange(n + 1)
-    cost[0, :] = np.arange(m + 1)
-    hyp = np.asarray(heard)
-    for i in range(1, n + 1):   # a row at a time: the insertion term runs along the row, so it is a cummin
-        diagonal = cost[i - 1, :-1] + (hyp != reference[i - 1])
-        row = np.minimum(cost[i - 1, 1:] + 1, diagonal)
-        row = np.concatenate([[i], row])
-        cost[i] = np.minimum.accumulate(row - np.arange(m + 1)) + np.arange(m + 1)
-    inserted = np.zeros(m, dtype=bool)
-    i, j = n, m
-    while i > 0 or j > 0:
-        if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (reference[i - 1] != heard[j - 1]):
-            i, j = i - 1, j - 1
-        elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
-            i -= 1
-        else:
-            j -= 1
-            inserted[j] = True
-    return int(cost[n, m]), inserted
 
 
 class TokenReader:

@@ -521,7 +521,8 @@ def test_robustness_real_audio_check_counts_the_recognisers_own_flags(tmp_path):
     assert result["wer_by_voice"] == {"a": 2 / 5, "b": 0.0}
     assert _real_audio_check(ScriptedRecognizer(), str(tmp_path), utts, ["a"], per_voice=1)["utterances"] == 1
     # with the reader (benchmarks/token_reader.py): its own flags and token error rate on each voice
-    from benchmarks.token_reader import Reading, edit_alignment
+    from benchmarks.intelligibility import edit_alignment
+    from benchmarks.token_reader import Reading
 
     class ScriptedReader:          # hears "the cat sat" (tokens 1-5) three times over, the others as written
         def read(self, pcm: np.ndarray, text: str) -> Reading:

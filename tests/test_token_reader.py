@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 
 from backbone.aligner import AlignerConfig, CtcAligner, greedy_tokens, save_aligner
-from benchmarks.intelligibility import word_errors
 from benchmarks.backbone_bench import INSERTED
-from benchmarks.token_reader import DEFAULT_READER, Reading, TokenReader, edit_alignment, shipped_reader
+from benchmarks.intelligibility import edit_alignment, word_errors
+from benchmarks.token_reader import DEFAULT_READER, Reading, TokenReader, shipped_reader
 from codec.config import CodecConfig
 from codec.model import CodecModel
 from tts.corpus.engines import synthesize
@@ -21,12 +22,25 @@ from tts.training import TrainingSetupError
 TER_FLOOR = 0.35   # the shipped reader's token error rate on a clear sentence (en-us 7 %, annie 27 %)
 
 
+def _levenshtein(a: list, b: list) -> int:
+    """The textbook recurrence, a cell at a time: what the row-vectorised edit_alignment must equal."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
 def test_edit_alignment_counts_the_edits_and_marks_the_inserted_tokens():
     rng = random.Random(0)
     for _ in range(200):
         a = [rng.randrange(5) for _ in range(rng.randrange(0, 14))]
         b = [rng.randrange(5) for _ in range(rng.randrange(0, 14))]
-        assert edit_alignment(a, b)[0] == word_errors(a, b)
+        assert edit_alignment(a, b)[0] == _levenshtein(a, b)
+        words_a, words_b = [f"w{x}" for x in a], [f"w{x}" for x in b]     # words, as the recogniser's WER has them
+        assert word_errors(words_a, words_b) == _levenshtein(a, b)
 
     def reading(heard: list[int]) -> Reading:
         errors, inserted = edit_alignment(said, heard)
