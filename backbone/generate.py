@@ -114,6 +114,7 @@ class _Row:
     pointer: int = 0                    # the text token it speaks (read pointer)
     dwell: int = 0                      # frames the pointer has stayed there
     guided: bool = False                # classifier-free guidance: a second, unconditional cache row
+    voice: torch.Tensor | None = None   # what each of its steps' inputs adds for its voice (Backbone.step_voice)
     text_position: float = 0.0          # where they read, in text tokens (0 .. N-1; centroid of attention)
     steps_at_end: int = 0               # decoding steps spent reading the text's end
 
@@ -208,6 +209,7 @@ class BatchGenerator:
                    round(s.end_hold_seconds * cfg.frame_rate),
                    max(1, round(s.max_token_seconds / s.speaking_rate * cfg.frame_rate)), aligned=cfg.align_heads > 0,
                    guided=cfg.unconditional and s.guidance != 1.0, reads=cfg.read_pointer > 0)
+        row.voice = self.model.step_voice(request.speaker.to(device).float()[None])[0]
         logits = self._prefill(prompt)
         if row.guided:   # its unconditional twin: no speaker, no text; its cache row follows the request's
             unconditional = self.model.embed_prompt(torch.zeros_like(request.speaker, device=device).float()[None],
@@ -252,6 +254,11 @@ class BatchGenerator:
     def _cache_rows(self) -> list[int]:
         """Index into `rows` of every cache row, in cache order (a guided row has two)."""
         return [i for i, r in enumerate(self.rows) for _ in range(1 + r.guided)]
+
+    def _voices(self, owners: list[int], twins: list[bool]) -> torch.Tensor:
+        """[C, d]: each cache row's step voice; a guided row's unconditional twin has none (zero speaker)."""
+        voices = [self.rows[i].voice for i in owners]
+        return torch.stack([torch.zeros_like(v) if twin else v for v, twin in zip(voices, twins)])
 
     def _drop_finished(self) -> None:
         if any(r.done for r in self.rows):
@@ -370,13 +377,16 @@ class BatchGenerator:
         if live:
             device = self.cache.device
             owners = self._cache_rows()
+            twins = [c > 0 and owners[c - 1] == i for c, i in enumerate(owners)]    # a guided row's second row
             last = [self.rows[i].steps[-1] for i in owners]                                 # [C][K]
             if self.cfg.read_pointer:
-                last = [tokens + self._pointer(self.rows[i], twin=c > 0 and owners[c - 1] == i)
-                        for c, (i, tokens) in enumerate(zip(owners, last))]
+                last = [tokens + self._pointer(self.rows[i], twin) for i, twin, tokens in zip(owners, twins, last)]
             last = torch.tensor(last, device=device)                                        # [C, K (+ 3)]
-            inputs = last if self.step_model.takes_tokens else self.model.embed_step(last)
-            logits, attention = self.step_model(inputs, self.cache)      # [C, K (+ 1), V]
+            voices = self._voices(owners, twins)                                            # [C, d]
+            if self.step_model.takes_tokens:
+                logits, attention = self.step_model(last, self.cache, voices)    # [C, K (+ 1), V]
+            else:
+                logits, attention = self.step_model(self.model.embed_step(last, voices), self.cache)
             c, batch = 0, []
             for row in self.rows:
                 if attention is not None and not row.reads:

@@ -28,9 +28,9 @@ from codec.onnx_runtime import export_session
 
 
 class _StepGraph(nn.Module):
-    """(tokens [B, K] (a read-pointer model: [B, K + 3], the pointer's ids after the codes), positions [B],
-    then per layer its keys and values [B, h, T, hd]) -> (logits [B, K (+ 1), V], alignment [B, T],
-    new keys, new values [L, B, h, hd])."""
+    """(tokens [B, K] (a read-pointer model: [B, K + 3], the pointer's ids after the codes), each row's voice
+    [B, d] (`Backbone.step_voice`), positions [B], then per layer its keys and values [B, h, T, hd])
+    -> (logits [B, K (+ 1), V], alignment [B, T], new keys, new values [L, B, h, hd])."""
 
     def __init__(self, step: StepModel, model: nn.Module) -> None:
         super().__init__()
@@ -40,10 +40,12 @@ class _StepGraph(nn.Module):
         self.pointer_emb = getattr(model, "pointer_emb", None)     # a read-pointer model: tokens [B, K + 3]
         self.register_buffer("pointer_offset", None if self.pointer_emb is None else model.pointer_offset.clone())
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, tokens: torch.Tensor, voices: torch.Tensor, positions: torch.Tensor,
+                *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:
         s = self.step
         b, length = tokens.shape[0], cache[0].shape[2]
-        x = step_embedding(tokens, self.audio_emb, self.stream_offset, self.pointer_emb, self.pointer_offset)  # [B, d]
+        x = step_embedding(tokens, self.audio_emb, self.stream_offset, self.pointer_emb, self.pointer_offset)
+        x = x + voices                                                              # [B, d]
         cos, sin = s.cos[positions][:, None], s.sin[positions][:, None]               # [B, 1, hd]
         slots = torch.arange(length)[None]                                          # [1, T]
         mask = torch.zeros(b, length).masked_fill(slots >= positions[:, None], float("-inf"))[:, None]  # [B, 1, T]
@@ -90,29 +92,33 @@ class OnnxStepModel:
         cache = self.step.new_cache(2)
         layers = [t for i in range(cfg.n_layers) for t in (cache.keys[i], cache.values[i])]
         width = cfg.n_codebooks + (3 if cfg.read_pointer else 0)
-        example = (torch.zeros(2, width, dtype=torch.long), torch.tensor([3, 5]), *layers)
-        dynamic = {"in0": {0: "rows"}, "in1": {0: "rows"},
-                   **{f"in{2 + j}": {0: "rows", 2: "length"} for j in range(len(layers))}}
+        example = (torch.zeros(2, width, dtype=torch.long), torch.zeros(2, cfg.d_model), torch.tensor([3, 5]), *layers)
+        dynamic = {"in0": {0: "rows"}, "in1": {0: "rows"}, "in2": {0: "rows"},
+                   **{f"in{3 + j}": {0: "rows", 2: "length"} for j in range(len(layers))}}
         self.session = export_session(graph, example, dynamic, 4, threads, _int8_weights if quantized else None)
         self.align_layers = self.step.align_layers
+        self.d_model = cfg.d_model
 
     def new_cache(self, rows: int = 1) -> KVCache:
         return self.step.new_cache(rows)
 
     @torch.inference_mode()
-    def __call__(self, tokens: torch.Tensor, cache: KVCache) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """tokens [B, K] (read pointer: [B, K + 3]) for the B rows of `cache` (in order); appends each row's
-        keys and values.
+    def __call__(self, tokens: torch.Tensor, cache: KVCache,
+                 voices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """tokens [B, K] (read pointer: [B, K + 3]) for the B rows of `cache` (in order), with each row's
+        `Backbone.step_voice` [B, d] (None: zeros); appends each row's keys and values.
 
         Returns the next-step logits [B, K, V] and, with alignment heads, their mean attention [B, L].
         """
         b = tokens.shape[0]
         cache.reserve_step()
         positions = cache.lengths
-        feed = {"in0": tokens.numpy(), "in1": positions.numpy()}
+        if voices is None:
+            voices = torch.zeros(b, self.d_model)
+        feed = {"in0": tokens.numpy(), "in1": voices.float().contiguous().numpy(), "in2": positions.numpy()}
         for i in range(cache.keys.shape[0]):
-            feed[f"in{2 + 2 * i}"] = cache.keys[i, :b].numpy()       # contiguous: read in place
-            feed[f"in{3 + 2 * i}"] = cache.values[i, :b].numpy()
+            feed[f"in{3 + 2 * i}"] = cache.keys[i, :b].numpy()       # contiguous: read in place
+            feed[f"in{4 + 2 * i}"] = cache.values[i, :b].numpy()
         logits, alignment, new_keys, new_values = self.session.run(None, feed)
         rows = torch.arange(b)
         cache.keys[:, rows, :, positions] = torch.from_numpy(new_keys).transpose(0, 1)

@@ -52,6 +52,9 @@ class BackboneTrainConfig(TrainerOptions):
     reading_weight: float = 0.0       # backbone.model.ReadingHead on the cache's token starts; 0 = off
     read_pointer: int = 0             # a new run's model follows a read pointer with this many advance classes
                                       # (BackboneConfig.read_pointer; needs the cache's token starts)
+    speaker_steps: bool = False       # the run's model adds the speaker to every audio step's input
+                                      # (BackboneConfig.speaker_steps; gained on another model's weights at zero)
+    new_lr_scale: float = 1.0         # learning rate of the modules that start afresh on --init-from weights, x lr
 
     def guide(self) -> AlignmentGuide | None:
         if not self.guide_weight:
@@ -79,7 +82,8 @@ def fresh_text_embeddings(state: dict, vocab: int, seed: int = 0) -> dict:
     return {**state, "text_emb.weight": fresh.to(state["text_emb.weight"].dtype)}
 
 
-NEW_MODULES = ("reading.", "pointer_emb.", "advance_head.")   # may start afresh on another model's weights
+NEW_MODULES = ("reading.", "pointer_emb.", "advance_head.", "speaker_step.")   # may start afresh on another
+                                                                               # model's weights
 
 
 def length_batches(cache: TokenCache, indices: list[int], frames_per_batch: int, rng: random.Random) -> list[list[int]]:
@@ -114,6 +118,16 @@ def _tensors(cache: TokenCache, batch: list[int], rng: random.Random, device: to
         speaker = speaker * torch.tensor([not d for d in dropped], device=device)[:, None]
         text = [t[:0] if d else t for t, d in zip(text, dropped)]
     return speaker, text, codes
+
+
+def _param_groups(model: Backbone, fresh: set[str], fresh_scale: float) -> list[dict]:
+    """AdamW's parameter groups: the modules that started afresh on another model's weights (`fresh`: state-dict
+    names) learn at `fresh_scale` times the rate, so a zero-initialised addition catches up with weights that
+    have already learnt; each group's "lr_scale" says its multiple."""
+    named = list(model.named_parameters())
+    groups = [{"params": [p for n, p in named if n not in fresh], "lr_scale": 1.0},
+              {"params": [p for n, p in named if n in fresh], "lr_scale": fresh_scale}]
+    return [g for g in groups if g["params"]]
 
 
 def _lr_at(step: int, cfg: BackboneTrainConfig) -> float:
@@ -223,6 +237,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
     model_cfg.encoder_id = meta["encoder_id"]  # embeddings may be refreshed for a newer encoder
     if not resume and cfg.read_pointer:
         model_cfg.read_pointer = cfg.read_pointer
+    if not resume and cfg.speaker_steps:
+        model_cfg.speaker_steps = True
     torch.manual_seed(cfg.seed)
     model = Backbone(model_cfg).to(device)
     needs_starts = (cfg.guide_aligned and bool(cfg.guide_weight)) or bool(cfg.reading_weight) \
@@ -232,6 +248,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                                  "read pointer): make them with 'tts train aligner' and 'tts train align'")
     if cfg.reading_weight:
         model.reading = ReadingHead(model_cfg.d_model, model_cfg.text_vocab, cfg.reading_weight).to(device)
+    fresh: dict = {}
     if init_state is not None:
         fresh = {k: v for k, v in model.state_dict().items() if k.startswith(NEW_MODULES) and k not in init_state}
         if "pointer_emb.weight" in fresh:    # at the scale of the audio embeddings it is added to
@@ -247,7 +264,10 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
                              f"{model_cfg.n_layers}-layer, {model_cfg.n_heads}-head model")
         model.transformer.set_attn_implementation("eager")   # the guide needs the attention weights
         model_cfg.align_layers, model_cfg.align_heads = tuple(guide.layers), guide.heads  # saved: inference reads them
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    # the fresh modules' names are kept in the checkpoint: a resumed run rebuilds the same parameter groups
+    fresh_names = set(resume.get("fresh", [])) if resume else set(fresh)
+    opt = torch.optim.AdamW(_param_groups(model, fresh_names, cfg.new_lr_scale), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     step, best = 0, {"valid_loss": float("inf"), "step": -1}
     if resume:
         model.load_state_dict(resume["model"])
@@ -267,7 +287,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
 
     def checkpoint() -> None:
         save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "model_config": model_cfg.to_dict(), "train_config": asdict(cfg)}, ckpt_path)
+                         "model_config": model_cfg.to_dict(), "train_config": asdict(cfg),
+                         "fresh": sorted(fresh_names)}, ckpt_path)
 
     log_file = open(out / "train.log", "a", encoding="utf-8") if is_main() else None
     started = last_ckpt = time.time()
@@ -281,7 +302,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> dict:
         batches = batches[: len(batches) // world * world][rank::world]   # same count on every rank
         for batch in batches:
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg)
+                group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)   # (old checkpoints: none)
             starts = [torch.from_numpy(cache.token_starts[i].astype("int64")) for i in batch] \
                 if needs_starts else None
             result = net(*_tensors(cache, batch, rng, device, cfg.uncond_dropout), guide=guide, token_starts=starts)

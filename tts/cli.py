@@ -403,6 +403,7 @@ def _cmd_train_backbone(args: argparse.Namespace) -> int:
                               guide_layers=tuple(args.guide_layers), guide_heads=args.guide_heads,
                               guide_aligned=args.guide_aligned, guide_token_sigma=args.guide_token_sigma,
                               reading_weight=args.reading, read_pointer=args.read_pointer,
+                              speaker_steps=args.speaker_steps, new_lr_scale=args.new_lr_scale,
                               **_trainer_options(args))
     print(json.dumps(train_backbone(cfg)))
     return 0
@@ -985,6 +986,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a new run's model follows a read pointer over its text, moved by an advance head of "
                          "CLASSES classes (0 .. CLASSES-1 tokens per frame; 4 is plenty); needs an aligned cache "
                          "('tts train align'); 0: off")
+    tb.add_argument("--speaker-steps", action="store_true",
+                    help="the run's model adds the speaker embedding to every audio step's input, not only as its "
+                         "first position (on --init-from weights it starts at zero)")
+    tb.add_argument("--new-lr-scale", type=float, default=1.0,
+                    help="learning rate of modules that start afresh on --init-from weights, as a multiple of --lr")
     tb.set_defaults(func=_cmd_train_backbone)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
