@@ -20,7 +20,8 @@
 # token starts is used as it is). The shipped model of session 18 on to a recoded cache:
 #   CACHE=runs/backbone/cache_ph_aligned_h.npz INIT=runs/backbone/retargeted_h.safetensors READ_POINTER=4
 # FINE_TUNE=1 (with INIT) trains INIT's model as it is, no guide and no new pointer: the README's CPU fine-tune,
-# e.g. after `tts train recode`. WARMUP (default 500) and VALID_EVERY (default 500) are in steps; the best
+# e.g. after `tts train recode`. SPEAKER_STEPS=1 (with FINE_TUNE and INIT) adds the speaker to every step's
+# input, starting at zero, its projection at NEW_LR_SCALE (default 10) times LR (session 28). WARMUP (default 500) and VALID_EVERY (default 500) are in steps; the best
 # export is written at each validation, so a call cut short still returns one.
 set -euo pipefail
 MINUTES="${1:-8}"
@@ -54,6 +55,7 @@ MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}")
 if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
 if [[ -n "${FINE_TUNE:-}" ]]; then MODEL_ARGS=(); fi
 MODEL_ARGS+=(--uncond-dropout 0.1)   # either way, guidance stays trained
+if [[ -n "${SPEAKER_STEPS:-}" ]]; then MODEL_ARGS+=(--speaker-steps --new-lr-scale "${NEW_LR_SCALE:-10}"); fi
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \
     --tokenizer "${TOKENIZER:-assets/phonemes.json}" --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" \
     --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" \
