@@ -11,6 +11,7 @@ cache made with other models is refused.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import logging
 import multiprocessing
 import random
@@ -23,6 +24,7 @@ import torch
 
 from backbone.tokenizer import TextTokenizer
 from codec.model import CodecModel
+from tts.audio import played_faster
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.text import normalize_text
 from voice.encoder import SpeakerEncoder
@@ -65,11 +67,13 @@ def _flatten(arrays: list[np.ndarray], axis: int = -1) -> tuple[np.ndarray, np.n
     return np.concatenate(arrays, axis=axis), np.concatenate([[0], np.cumsum(lengths)])
 
 
-def _utterance_codes(codec: CodecModel, corpus: str | Path, utt: Utterance, n_codebooks: int) -> np.ndarray:
-    """The first K codes of one utterance's audio, int16 [K, F]."""
+def _utterance_codes(codec: CodecModel, corpus: str | Path, utt: Utterance, n_codebooks: int,
+                     rate: float = 1.0) -> np.ndarray:
+    """The first K codes of one utterance's audio played `rate` times faster (`played_faster`), int16 [K, F]."""
     x, sr = sf.read(str(audio_path(corpus, utt)), dtype="float32")
     if sr != codec.config.sample_rate:
         raise TokenCacheError(f"{utt.id}: {sr} Hz audio, the codec expects {codec.config.sample_rate} Hz")
+    x = played_faster(x, rate, sr)
     return codec.encode(torch.from_numpy(x)[None, None], n_codebooks)[0].numpy().astype(np.int16)
 
 
@@ -128,11 +132,14 @@ def build_token_cache(corpus: str | Path, out: str | Path, codec: CodecModel, to
 
 
 def speaker_embeddings(corpus: str | Path, utts: list, encoder: SpeakerEncoder,
-                       speaker_names: list[str]) -> np.ndarray:
-    """[S, E, D]: for each speaker, embeddings of E different 6-s clips of its audio."""
-    wanted = set(speaker_names)
-    streams = speaker_streams(corpus, [u for u in utts if u.speaker in wanted],
-                              encoder.config.sample_rate, max_seconds=EMBEDDINGS_PER_SPEAKER * 6.0)
+                       speaker_names: list[str], rates: dict[str, float] | None = None) -> np.ndarray:
+    """[S, E, D]: for each speaker, embeddings of E different 6-s clips of its audio (played `rates[name]` times
+    faster where given)."""
+    wanted, rates = set(speaker_names), rates or {}
+    sr = encoder.config.sample_rate
+    streams = speaker_streams(corpus, [u for u in utts if u.speaker in wanted], sr,
+                              max_seconds=EMBEDDINGS_PER_SPEAKER * 6.0 * max([1.0, *rates.values()]))
+    streams = {name: played_faster(x, rates.get(name, 1.0), sr) for name, x in streams.items()}
     out = np.zeros((len(speaker_names), EMBEDDINGS_PER_SPEAKER, encoder.config.embedding_dim), np.float32)
     for s, name in enumerate(speaker_names):
         clips, _ = cut_clips({name: streams[name]}, 6.0, EMBEDDINGS_PER_SPEAKER, encoder.config.sample_rate)
@@ -159,33 +166,37 @@ def refresh_speaker_embeddings(path: str | Path, corpus: str | Path, encoder: Sp
     return meta, previous
 
 
-def _encode_utterances(corpus: str, codec_path: str, utts: list[Utterance], n_codebooks: int) -> list[np.ndarray]:
-    """One worker's share of `recode_token_cache`: the first K codes (int16) of these utterances."""
+def _encode_utterances(corpus: str, codec_path: str, utts: list[Utterance], n_codebooks: int,
+                       rates: list[float] | None = None) -> list[np.ndarray]:
+    """One worker's share of `_encode_parallel`: the first K codes (int16) of these utterances (each played
+    `rates[i]` times faster where given)."""
     from codec.loaders import load_codec
 
     torch.set_num_threads(1)
     codec = load_codec(codec_path).eval()
     out = []
     with torch.inference_mode():
-        for utt in utts:
-            out.append(_utterance_codes(codec, corpus, utt, n_codebooks))
+        for utt, rate in zip(utts, rates or [1.0] * len(utts), strict=True):
+            out.append(_utterance_codes(codec, corpus, utt, n_codebooks, rate))
             if len(out) % 1000 == 0:
                 print(f"worker: encoded {len(out)} / {len(utts)} utterances", flush=True)   # a spawned process: no log
     return out
 
 
 def _encode_parallel(corpus: str | Path, codec_path: str | Path, utts: list[Utterance], n_codebooks: int,
-                     workers: int) -> list[np.ndarray]:
-    """The first K codes of each utterance, in order, encoded by `workers` processes of one thread each."""
+                     workers: int, rates: list[float] | None = None) -> list[np.ndarray]:
+    """The first K codes of each utterance (played `rates[i]` times faster where given), in order, encoded by
+    `workers` processes of one thread each."""
     from concurrent.futures import ProcessPoolExecutor
 
+    rates = rates or [1.0] * len(utts)
     shares = [utts[w::workers] for w in range(workers)]
     if workers == 1:
-        done = [_encode_utterances(str(corpus), str(codec_path), utts, n_codebooks)]
+        done = [_encode_utterances(str(corpus), str(codec_path), utts, n_codebooks, rates)]
     else:   # spawned, not forked: a forked torch with live threads can hang
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_encode_utterances, [str(corpus)] * workers, [str(codec_path)] * workers, shares,
-                                 [n_codebooks] * workers))
+                                 [n_codebooks] * workers, [rates[w::workers] for w in range(workers)]))
     codes: list[np.ndarray] = [None] * len(utts)   # type: ignore[list-item]
     for w, share in enumerate(done):
         codes[w::workers] = share
@@ -220,6 +231,80 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
         arrays.pop("token_starts", None)
     arrays["codes"], arrays["code_offsets"] = _flatten(codes)
     meta.update(codec_id=tokens_id_of(codec_meta), frame_rate=config.frame_rate)
+    arrays["meta"] = np.array(repr(meta))
+    _save(Path(out), arrays)
+    return meta
+
+
+def warped_speaker_name(speaker: str, rate: float) -> str:
+    return f"{speaker}@{rate:g}"
+
+
+def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, codec_path: str | Path,
+                     encoder: SpeakerEncoder, rates: list[float], share: float, workers: int = 1,
+                     seed: int = 0) -> dict:
+    """A copy of a cache with more training voices: each training speaker played `rate` times faster is a new
+    speaker ("name@rate") for each of `rates`, on a random `share` of its training utterances, encoded by the
+    codec, with embeddings of its own played-faster audio and the token starts moved to the new frames.
+
+    Why: a backbone trained on a hundred voices answers a new voice with the nearest of them (session 29: its
+    output is as close to an unseen voice's reference as that voice's nearest training voice is). Voices in
+    between, in pitch, formants and tempo, give it more than a hundred points to learn the speaker space from.
+    Written atomically; returns the new metadata.
+    """
+    from codec.loaders import read_codec_file, tokens_id_of
+
+    from tts.training import TrainingSetupError
+
+    if not rates or any(not 0.5 <= r <= 2.0 or r == 1.0 for r in rates):
+        raise TrainingSetupError(f"playback rates must be 0.5-2 and not 1: {rates}")
+    if not 0.0 < share <= 1.0:
+        raise TrainingSetupError(f"the share of utterances must be in (0, 1]: {share}")
+    _, _, codec_meta = read_codec_file(codec_path)
+    with np.load(Path(path), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = _meta(arrays["meta"])
+    for key, have in (("codec_id", tokens_id_of(codec_meta)), ("encoder_id", encoder.model_id)):
+        if meta[key] != have:
+            raise TokenCacheError(f"{path} was made with {key} {meta[key]!r}, not {have!r}")
+    if "warped" in meta:
+        raise TokenCacheError(f"{path} already has warped speakers ({meta['warped']})")
+    cache = load_token_cache(path)
+    by_id = {u.id: u for u in read_manifest(corpus)}
+    rng = random.Random(seed)
+    chosen: list[tuple[int, float]] = []            # (cache index, rate)
+    by_speaker: dict[str, list[int]] = {}
+    for i in cache.indices("train"):
+        by_speaker.setdefault(cache.speakers[i], []).append(i)
+    for speaker in sorted(by_speaker):
+        for rate in rates:
+            own = by_speaker[speaker]
+            chosen += [(i, rate) for i in sorted(rng.sample(own, max(1, round(share * len(own)))))]
+    missing = [cache.ids[i] for i, _ in chosen if cache.ids[i] not in by_id]
+    if missing:
+        raise TokenCacheError(f"{len(missing)} cached utterances are not in {corpus} (e.g. {missing[0]})")
+    utts = [dataclasses.replace(by_id[cache.ids[i]], id=warped_speaker_name(cache.ids[i], rate),
+                                speaker=warped_speaker_name(cache.speakers[i], rate)) for i, rate in chosen]
+    codes = _encode_parallel(corpus, codec_path, [by_id[cache.ids[i]] for i, _ in chosen], meta["n_codebooks"],
+                             workers, [rate for _, rate in chosen])
+    names = sorted({u.speaker for u in utts})
+    source_rates = {warped_speaker_name(s, r): r for s in by_speaker for r in rates}
+    embeddings = speaker_embeddings(corpus, utts, encoder, names, source_rates)
+    arrays["ids"] = np.concatenate([arrays["ids"], [u.id for u in utts]])
+    arrays["speakers"] = np.concatenate([arrays["speakers"], [u.speaker for u in utts]])
+    arrays["splits"] = np.concatenate([arrays["splits"], ["train"] * len(utts)])
+    arrays["texts"] = np.concatenate([arrays["texts"], [cache.texts[i] for i, _ in chosen]])
+    arrays["codes"], arrays["code_offsets"] = _flatten(cache.codes + codes)
+    arrays["text"], arrays["text_offsets"] = _flatten(cache.text_ids + [cache.text_ids[i] for i, _ in chosen])
+    if cache.token_starts is not None:   # a token starting at frame t of the source starts at t / rate
+        moved = [np.minimum(np.round(cache.token_starts[i] / rate), c.shape[1] - 1).astype(np.int16)
+                 for (i, rate), c in zip(chosen, codes)]
+        arrays["token_starts"], _ = _flatten([s.astype(np.int16) for s in cache.token_starts] + moved)
+    arrays["speaker_names"] = np.concatenate([arrays["speaker_names"], names])
+    arrays["speaker_embeddings"] = np.concatenate([arrays["speaker_embeddings"], embeddings])
+    meta.update(utterances=len(arrays["ids"]), warped={"rates": list(rates), "share": share,
+                                                       "utterances": len(utts), "speakers": len(names)},
+                hours=round(len(arrays["codes"][0]) / meta["frame_rate"] / 3600, 2))
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)
     return meta

@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from tts.audio import (AudioError, AudioFileWriter, active_speech_seconds, check_output_path, normalize_loudness,
-                       read_audio, resample, trim_silence, write_audio)
+                       played_faster, read_audio, resample, trim_silence, write_audio)
 
 SR = 16_000
 
@@ -92,3 +92,14 @@ def test_audio_file_writer_keeps_the_old_file_when_the_stream_fails(tmp_path):
         writer.write(_tone(0.1))
         writer.write(_tone(0.1))
     assert sf.info(out).frames == int(0.2 * SR) and not list(tmp_path.glob("*.part"))
+
+
+def test_played_faster_scales_pitch_and_length():
+    sr = 16000
+    tone = np.sin(2 * np.pi * 200 * np.arange(sr) / sr).astype(np.float32)
+    faster = played_faster(tone, 1.25, sr)
+    assert abs(len(faster) - sr / 1.25) <= 2
+    spectrum = np.abs(np.fft.rfft(faster * np.hanning(len(faster))))
+    assert abs(np.argmax(spectrum) * sr / len(faster) - 250) < 3
+    assert played_faster(tone, 1.0, sr) is tone
+

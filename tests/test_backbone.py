@@ -535,3 +535,64 @@ def test_robustness_real_audio_check_counts_the_recognisers_own_flags(tmp_path):
                              reader=ScriptedReader())
     assert read["inserted_phrase"] == 1 and read["inserted"] == [10, 0, 0]     # voice a's two, then b's
     assert read["reader_ter_by_voice"] == {"a": 10 / 10, "b": 0.0}
+
+
+def test_warp_adds_played_faster_speakers_and_keeps_the_cache(tmp_path, capsys):
+    """`tts train warp`: each training speaker at each rate is a new training speaker whose codes are the codec's
+    of its played-faster audio, with its own embeddings and the token starts moved to its frames; the cache's
+    own utterances stay as they were."""
+    import soundfile as sf
+
+    from backbone.data import build_token_cache, load_token_cache
+    from tts.audio import played_faster
+    from codec.loaders import load_codec
+    from tests.test_voice import speaker_corpus
+    from tts.cli import main
+    from tts.corpus.manifest import audio_path, read_manifest
+    from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
+
+    corpus = speaker_corpus(tmp_path / "corpus", speakers=2, clips=4, seconds=3.0, text="One two three four.")
+    torch.manual_seed(0)
+    encoder = tmp_path / "enc.safetensors"
+    save_encoder(SpeakerEncoder(EncoderConfig(channels=16, pooled_channels=32, embedding_dim=8)).eval(), encoder)
+    cache, warped = tmp_path / "cache.npz", tmp_path / "warped.npz"
+    build_token_cache(corpus, cache, load_codec(), TextTokenizer(), load_encoder(encoder), 2)
+    _add_token_starts(cache)
+    args = ["train", "warp", "--cache", str(cache), "--out", str(warped), "--corpus", str(corpus),
+            "--encoder", str(encoder), "--share", "0.5"]
+    assert main([*args, "--rates", "0.8", "1"]) == 2
+    assert "not 1" in capsys.readouterr().err and not warped.exists()
+    assert main([*args, "--rates", "0.8", "1.25", "--workers", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["warped"] == {"rates": [0.8, 1.25], "share": 0.5, "utterances": 8, "speakers": 4}
+
+    before, after = load_token_cache(cache), load_token_cache(warped)
+    n = len(before.ids)
+    assert after.ids[:n] == before.ids and after.speakers[:n] == before.speakers
+    assert all(np.array_equal(a, b) for a, b in zip(before.codes, after.codes[:n]))
+    assert all(np.array_equal(a, b) for a, b in zip(before.token_starts, after.token_starts[:n]))
+    assert np.array_equal(after.speaker_embeddings[:len(before.speaker_names)], before.speaker_embeddings)
+    assert sorted(after.speaker_names[len(before.speaker_names):]) == ["spk0@0.8", "spk0@1.25", "spk1@0.8",
+                                                                       "spk1@1.25"]
+    assert after.splits[n:] == ["train"] * 8 and after.texts[n:] == [before.texts[0]] * 8
+
+    codec, by_id = load_codec(), {u.id: u for u in read_manifest(corpus)}
+    for i in range(n, len(after.ids)):
+        source, rate = after.ids[i].split("@")
+        j = before.ids.index(source)
+        rate = float(rate)
+        assert after.speakers[i] == f"{before.speakers[j]}@{rate:g}"
+        x, sr = sf.read(str(audio_path(corpus, by_id[source])), dtype="float32")
+        with torch.inference_mode():
+            expected = codec.encode(torch.from_numpy(played_faster(x, rate, sr))[None, None], 2)[0].numpy()
+        assert np.array_equal(after.codes[i], expected)
+        assert abs(after.codes[i].shape[1] - before.codes[j].shape[1] / rate) <= 2
+        starts = after.token_starts[i]
+        assert np.all(np.diff(starts) >= 0) and starts[-1] < after.codes[i].shape[1]
+        assert np.allclose(starts, before.token_starts[j] / rate, atol=1.0)
+    # a played-faster voice is another voice to the encoder, not its source's
+    own = {name: e.mean(0) for name, e in zip(after.speaker_names, after.speaker_embeddings)}
+    assert not np.allclose(own["spk0@1.25"], own["spk0"], atol=1e-3)
+
+    assert main([*args[:3], str(warped), "--out", str(tmp_path / "twice.npz"), *args[6:], "--rates", "0.9"]) == 2
+    assert "already has warped speakers" in capsys.readouterr().err

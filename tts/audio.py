@@ -63,6 +63,12 @@ def resample(samples: np.ndarray, sr_in: float, sr_out: int = SAMPLE_RATE) -> np
     return soxr.resample(samples, sr_in, sr_out, quality="HQ").astype(np.float32)
 
 
+def played_faster(samples: np.ndarray, rate: float, sample_rate: int) -> np.ndarray:
+    """Audio played `rate` times faster: pitch, formants and tempo times `rate`, so another voice of the same
+    speech (the speaker encoder's and the backbone's warped training speakers)."""
+    return samples if rate == 1.0 else resample(samples, sample_rate * rate, sample_rate)
+
+
 def _frame_levels_db(samples: np.ndarray, frame: int) -> np.ndarray | None:
     """RMS of each whole frame in dB relative to the loudest; None when too short or silent."""
     n_frames = len(samples) // frame

@@ -357,6 +357,18 @@ def _cmd_train_reembed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_warp(args: argparse.Namespace) -> int:
+    from backbone.data import warp_token_cache
+    from codec.loaders import DEFAULT_CODEC
+    from voice.encoder import load_encoder
+
+    _require_corpus(args.corpus)
+    meta = warp_token_cache(args.cache, args.out, args.corpus, args.codec or DEFAULT_CODEC,
+                            load_encoder(args.encoder), args.rates, args.share, args.workers, args.seed)
+    print(json.dumps({"cache": args.out, **meta}))
+    return 0
+
+
 def _cmd_train_recode(args: argparse.Namespace) -> int:
     from backbone.data import load_token_cache, recode_token_cache
     from backbone.model import load_backbone, save_backbone
@@ -910,6 +922,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one)")
     tr.add_argument("--corpus", default="data/corpus")
     tr.set_defaults(func=_cmd_train_reembed)
+
+    tw = train.add_parser("warp", help="add training voices to a token cache: each training speaker played faster "
+                          "or slower (pitch, formants and tempo) is a new speaker, encoded by the codec")
+    tw.add_argument("--cache", required=True, help="token cache (aligned or not) to copy")
+    tw.add_argument("--out", required=True, help="the new token cache")
+    tw.add_argument("--rates", type=float, nargs="+", default=[0.88, 0.94, 1.06, 1.12],
+                    help="playback rates, one new speaker per training speaker and rate (default 0.88 0.94 1.06 1.12)")
+    tw.add_argument("--share", type=float, default=0.1,
+                    help="share of each speaker's training utterances warped per rate (default 0.1)")
+    tw.add_argument("--codec", default=None, help="codec file (default: the shipped one); the cache's")
+    tw.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one); the cache's")
+    tw.add_argument("--corpus", default="data/corpus")
+    tw.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
+    tw.add_argument("--seed", type=int, default=0)
+    tw.set_defaults(func=_cmd_train_warp)
 
     rc = train.add_parser("recode", help="re-tokenise a token cache with a new codec (texts and speaker embeddings "
                           "stay) and re-target a backbone to its tokens, to fine-tune with --init-from")

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tts.audio import resample
+from tts.audio import played_faster
 from tts.corpus.manifest import read_manifest
 from tts.training import TrainerOptions, TrainingSetupError, save_checkpoint, warmup_cosine
 from voice.encoder import EncoderConfig, SpeakerEncoder, load_encoder, save_encoder
@@ -148,7 +148,7 @@ def warped_crop(stream: np.ndarray, n: int, factor: float, sample_rate: int, rng
         return np.pad(stream[start:start + n], (0, max(0, n - len(stream))))
     source = int(np.ceil(n * factor)) + 64
     start = rng.randint(0, max(0, len(stream) - source))
-    x = resample(stream[start:start + source], sample_rate * factor, sample_rate)[:n]
+    x = played_faster(stream[start:start + source], factor, sample_rate)[:n]
     return np.pad(x, (0, n - len(x)))
 
 
@@ -158,8 +158,7 @@ def class_name(speaker: str, factor: float) -> str:
 
 def warped_streams(streams: dict[str, np.ndarray], factors: list[float], sample_rate: int) -> dict[str, np.ndarray]:
     """Each stream at each playback rate, as distinct speakers (development trials of similar voices)."""
-    return {class_name(name, f): (x if f == 1.0 else resample(x, sample_rate * f, sample_rate))
-            for name, x in streams.items() for f in factors}
+    return {class_name(name, f): played_faster(x, f, sample_rate) for name, x in streams.items() for f in factors}
 
 
 def split_speakers(speakers: list[str], dev_every: int) -> tuple[list[str], list[str]]:
