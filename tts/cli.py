@@ -931,8 +931,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="playback rates, one new speaker per training speaker and rate (default 0.88 0.94 1.06 1.12)")
     tw.add_argument("--share", type=float, default=0.1,
                     help="share of each speaker's training utterances warped per rate (default 0.1)")
-    tw.add_argument("--codec", default=None, help="codec file (default: the shipped one); the cache's")
-    tw.add_argument("--encoder", default=None, help="speaker encoder file (default: the shipped one); the cache's")
+    tw.add_argument("--codec", default=None,
+                    help="codec file (default: the shipped one); it must be the one the cache was made with")
+    tw.add_argument("--encoder", default=None,
+                    help="speaker encoder file (default: the shipped one); it must be the one the cache was made with")
     tw.add_argument("--corpus", default="data/corpus")
     tw.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
     tw.add_argument("--seed", type=int, default=0)
