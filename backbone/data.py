@@ -247,7 +247,7 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
     speaker ("name@rate") for each of `rates`, on a random `share` of its training utterances, encoded by the
     codec, with embeddings of its own played-faster audio and the token starts moved to the new frames.
 
-    Why: a backbone trained on a hundred voices answers a new voice with the nearest of them (session 29: its
+    Why: a backbone trained on a hundred voices answers a new voice with the nearest of them (session 28: its
     output is as close to an unseen voice's reference as that voice's nearest training voice is). Voices in
     between, in pitch, formants and tempo, give it more than a hundred points to learn the speaker space from.
     Written atomically; returns the new metadata.
