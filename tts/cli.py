@@ -369,6 +369,14 @@ def _cmd_train_warp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_average(args: argparse.Namespace) -> int:
+    from tts.modelfile import average_model_files
+
+    model_id = average_model_files(args.models, args.out, args.weights)
+    print(json.dumps({"model": args.out, "model_id": model_id, "averaged_from": args.models}))
+    return 0
+
+
 def _cmd_train_recode(args: argparse.Namespace) -> int:
     from backbone.data import load_token_cache, recode_token_cache
     from backbone.model import load_backbone, save_backbone
@@ -939,6 +947,14 @@ def build_parser() -> argparse.ArgumentParser:
     tw.add_argument("--workers", type=int, default=1, help="encoding processes (one thread each)")
     tw.add_argument("--seed", type=int, default=0)
     tw.set_defaults(func=_cmd_train_warp)
+
+    tg = train.add_parser("average", help="the weighted mean of model files of one kind and config: a fine-tune "
+                          "averaged with the model it started from keeps most of its gain and less of its loss")
+    tg.add_argument("models", nargs="+", help="two or more model files (codec, voice or backbone; all one kind)")
+    tg.add_argument("--out", required=True, help="the averaged model file")
+    tg.add_argument("--weights", type=float, nargs="+", default=None,
+                    help="one weight per model (default: equal); normalised to sum to 1")
+    tg.set_defaults(func=_cmd_train_average)
 
     rc = train.add_parser("recode", help="re-tokenise a token cache with a new codec (texts and speaker embeddings "
                           "stay) and re-target a backbone to its tokens, to fine-tune with --init-from")

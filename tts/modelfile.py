@@ -51,8 +51,21 @@ def save_model_file(path: str | Path, state: dict[str, torch.Tensor], kind: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     save_file(state, str(tmp), metadata=meta)
+    tmp.chmod(0o644)        # safetensors writes owner-only files; a model file is for everyone to read
     tmp.replace(path)
     return model_id
+
+
+def model_kind(path: str | Path) -> str:
+    """The `kind` a model file says it holds ("" if none). Raises ModelFileError if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("kind", "")
+    except (OSError, SafetensorError) as exc:
+        raise ModelFileError(f"cannot read model {path}: {exc}") from exc
 
 
 def read_model_file(path: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
@@ -90,3 +103,43 @@ def load_model_file(path: str | Path, kind: str, build: Callable[[dict], torch.n
         raise ModelFileError(f"{path} does not fit the {kind} model ({exc})") from exc
     model.model_id = meta.get("model_id", "unknown")
     return model.eval(), meta
+
+
+def average_model_files(paths: list[str | Path], out: str | Path, weights: list[float] | None = None) -> str:
+    """Write the weighted mean of model files of one kind and config to `out`; returns its model id.
+
+    Why: weight averaging of a fine-tune with the model it started from (a "model soup", as in
+    WiSE-FT) keeps most of what the fine-tune gained and much of what it lost, at no inference cost.
+    Only models that share an ancestor average well: this checks kind, config and tensor shapes,
+    not ancestry. The result's metadata names the files' model ids and weights; it is stored in the
+    first file's precision.
+
+    Raises:
+        ModelFileError: fewer than two files, a bad weight list, or files that do not match.
+    """
+    if len(paths) < 2:
+        raise ModelFileError("averaging needs at least two model files")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths) or min(weights) < 0 or sum(weights) <= 0:
+        raise ModelFileError(f"need one non-negative weight per model file ({len(paths)}), not all zero")
+    config, total, meta = read_model_file(paths[0], model_kind(paths[0]))
+    kind = meta["kind"]
+    total = {name: tensor * weights[0] for name, tensor in total.items()}
+    sources, steps = [meta.get("model_id", "unknown")], [int(meta.get("step", 0))]
+    for path, weight in zip(paths[1:], weights[1:]):
+        other_config, state, other_meta = read_model_file(path, kind)
+        if other_config != config:
+            raise ModelFileError(f"{path} has another config than {paths[0]}: only one model's fine-tunes average")
+        if state.keys() != total.keys() or any(state[k].shape != total[k].shape for k in total):
+            raise ModelFileError(f"{path} has other tensors than {paths[0]}")
+        for name in total:
+            total[name] += state[name] * weight
+        sources.append(other_meta.get("model_id", "unknown"))
+        steps.append(int(other_meta.get("step", 0)))
+    scale = 1.0 / sum(weights)
+    averaged = {name: tensor * scale for name, tensor in total.items()}
+    extra = {"averaged_from": sources, "weights": [w * scale for w in weights]}
+    with safe_open(str(paths[0]), framework="pt") as f:          # stored as the first file is (float16 if shipped)
+        dtype = f.get_tensor(next(iter(f.keys()))).dtype
+    return save_model_file(out, averaged, kind, config, step=max(steps), extra=extra, dtype=dtype)
+
