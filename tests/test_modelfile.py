@@ -11,14 +11,14 @@ from tts.modelfile import ModelFileError, average_model_files, read_model_file, 
 CONFIG = {"dim": 4}
 
 
-def _write(path, value: float, kind: str = "backbone", config: dict = CONFIG, shape=(2, 4)) -> str:
+def _write(path, value: float, kind: str = "backbone", config: dict = CONFIG, shape=(2, 4), extra=None) -> str:
     state = {"w": torch.full(shape, value), "b": torch.arange(4.0) * value}
-    return save_model_file(path, state, kind, config, step=int(value * 10), dtype=torch.float32)
+    return save_model_file(path, state, kind, config, step=int(value * 10), dtype=torch.float32, extra=extra)
 
 
 def test_average_is_the_weighted_mean_and_names_its_sources(tmp_path):
-    first = _write(tmp_path / "a.safetensors", 1.0)
-    second = _write(tmp_path / "b.safetensors", 3.0)
+    first = _write(tmp_path / "a.safetensors", 1.0, extra={"cache_meta": {"vocab": 82}, "valid_loss": 4.1})
+    second = _write(tmp_path / "b.safetensors", 3.0, extra={"cache_meta": {"vocab": 82}, "valid_loss": 4.0})
     out = tmp_path / "avg.safetensors"
     model_id = average_model_files([tmp_path / "a.safetensors", tmp_path / "b.safetensors"], out, [3.0, 1.0])
     config, state, meta = read_model_file(out, "backbone")
@@ -27,6 +27,7 @@ def test_average_is_the_weighted_mean_and_names_its_sources(tmp_path):
     assert torch.allclose(state["b"], torch.arange(4.0) * 1.5)
     extra = json.loads(meta["extra"])
     assert extra["averaged_from"] == [first, second] and extra["weights"] == [0.75, 0.25]
+    assert extra["cache_meta"] == {"vocab": 82} and "valid_loss" not in extra   # what they agree on, only
 
 
 def test_average_refuses_models_that_do_not_match(tmp_path):

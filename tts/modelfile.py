@@ -111,8 +111,9 @@ def average_model_files(paths: list[str | Path], out: str | Path, weights: list[
     Why: weight averaging of a fine-tune with the model it started from (a "model soup", as in
     WiSE-FT) keeps most of what the fine-tune gained and much of what it lost, at no inference cost.
     Only models that share an ancestor average well: this checks kind, config and tensor shapes,
-    not ancestry. The result's metadata names the files' model ids and weights; it is stored in the
-    first file's precision.
+    not ancestry. The result's metadata names the files' model ids and weights and keeps what the
+    files' `extra` metadata agree on (an aligner's cache meta, a codec's token vocabulary id), not
+    what differs (a validation loss); it is stored in the first file's precision.
 
     Raises:
         ModelFileError: fewer than two files, a bad weight list, or files that do not match.
@@ -126,6 +127,7 @@ def average_model_files(paths: list[str | Path], out: str | Path, weights: list[
     kind = meta["kind"]
     total = {name: tensor * weights[0] for name, tensor in total.items()}
     sources, steps = [meta.get("model_id", "unknown")], [int(meta.get("step", 0))]
+    shared_extra = _extra_of(meta, paths[0])
     for path, weight in zip(paths[1:], weights[1:]):
         other_config, state, other_meta = read_model_file(path, kind)
         if other_config != config:
@@ -134,12 +136,22 @@ def average_model_files(paths: list[str | Path], out: str | Path, weights: list[
             raise ModelFileError(f"{path} has other tensors than {paths[0]}")
         for name in total:
             total[name] += state[name] * weight
+        other_extra = _extra_of(other_meta, path)
+        shared_extra = {k: v for k, v in shared_extra.items() if k in other_extra and other_extra[k] == v}
         sources.append(other_meta.get("model_id", "unknown"))
         steps.append(int(other_meta.get("step", 0)))
     scale = 1.0 / sum(weights)
     averaged = {name: tensor * scale for name, tensor in total.items()}
-    extra = {"averaged_from": sources, "weights": [w * scale for w in weights]}
+    extra = {**shared_extra, "averaged_from": sources, "weights": [w * scale for w in weights]}
     with safe_open(str(paths[0]), framework="pt") as f:          # stored as the first file is (float16 if shipped)
         dtype = f.get_tensor(next(iter(f.keys()))).dtype
     return save_model_file(out, averaged, kind, config, step=max(steps), extra=extra, dtype=dtype)
 
+
+
+def _extra_of(meta: dict[str, str], path: str | Path) -> dict:
+    try:
+        extra = json.loads(meta.get("extra") or "{}")
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: unreadable extra metadata ({exc})") from exc
+    return extra if isinstance(extra, dict) else {}
