@@ -34,6 +34,11 @@ from tts.text import normalize_text
     ("Cats & dogs, etc.", "cats and dogs, et cetera."),
     ("I said no. Then No. 5 came.", "i said no. then number five came."),
     ("It was -5° outside.", "it was minus five degrees outside."),
+    ("Gordon (1833-70) wrote in 1914-18.",
+     "gordon, eighteen thirty-three to seventy, wrote in nineteen fourteen to eighteen."),
+    ("Read pages 10 - 20; they won 3-2.", "read pages ten to twenty; they won three to two."),
+    ("Call 555-123-4567 about a 9-year-old.",
+     "call five five five, one two three, four five six seven about a nine-year-old."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

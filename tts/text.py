@@ -168,11 +168,17 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
     text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?",
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
+    # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
+    # a phone number ("555-123-4567") is said digit by digit.
+    text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(" ".join(_cardinal(d) for d in group)
+                                                            for group in m.group(0).split("-")), text)  # a phone
+    text = re.sub(r"(?<![\d,.-])(\d[\d,]*(?:\.\d+)?)\s?-\s?(\d[\d,]*(?:\.\d+)?)(?![\d-]|\.\d)", r"\1 to \2", text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _decade(int(m.group(1))), text)
     text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
-    text = re.sub(r"-?\d[\d,]*(?:\.\d+)?", lambda m: ("minus " if m.group(0).startswith("-") else "")
+    # A sign only where no word or number is joined to it: "thirty-three-70" is not minus seventy.
+    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?", lambda m: ("minus " if m.group(0).startswith("-") else "")
                   + _number_words(m.group(0).lstrip("-")) + " ", text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
     text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
@@ -187,6 +193,7 @@ def normalize_text(text: str) -> str:
         log.warning("dropped unsupported characters: %s", " ".join(repr(c) for c in dropped))
     text = "".join(c if c in allowed else " " for c in text)
     text = re.sub(r"\s+([,.?!;:])", r"\1", text)
+    text = re.sub(r"(\w) -(?=\w)", r"\1-", text)   # the space the number rule left: "nine -year-old"
     text = re.sub(r"([,;:])[,;:\s]*", r"\1 ", text)
     text = re.sub(r"\s+", " ", text).strip(" ,;:")
     return text
