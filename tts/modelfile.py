@@ -148,7 +148,6 @@ def average_model_files(paths: list[str | Path], out: str | Path, weights: list[
     return save_model_file(out, averaged, kind, config, step=max(steps), extra=extra, dtype=dtype)
 
 
-
 def _extra_of(meta: dict[str, str], path: str | Path) -> dict:
     try:
         extra = json.loads(meta.get("extra") or "{}")

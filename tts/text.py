@@ -171,15 +171,17 @@ def normalize_text(text: str) -> str:
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
     text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(" ".join(_cardinal(d) for d in group)
-                                                            for group in m.group(0).split("-")), text)  # a phone
+                                                            for group in m.group(0).split("-")), text)
     text = re.sub(r"(?<![\d,.-])(\d[\d,]*(?:\.\d+)?)\s?-\s?(\d[\d,]*(?:\.\d+)?)(?![\d-]|\.\d)", r"\1 to \2", text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _decade(int(m.group(1))), text)
     text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
-    # A sign only where no word or number is joined to it: "thirty-three-70" is not minus seventy.
-    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?", lambda m: ("minus " if m.group(0).startswith("-") else "")
-                  + _number_words(m.group(0).lstrip("-")) + " ", text)
+    # A sign only where no word or number is joined to it ("thirty-three-70" is not minus seventy); the space
+    # after a number keeps it off a following word ("5kg"), not off a joined hyphen ("9-year-old").
+    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?(?=(-?))",
+                  lambda m: ("minus " if m.group(0).startswith("-") else "") + _number_words(m.group(0).lstrip("-"))
+                  + ("" if m.group(1) else " "), text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
     text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
     for sym, word in SYMBOLS.items():
@@ -193,7 +195,6 @@ def normalize_text(text: str) -> str:
         log.warning("dropped unsupported characters: %s", " ".join(repr(c) for c in dropped))
     text = "".join(c if c in allowed else " " for c in text)
     text = re.sub(r"\s+([,.?!;:])", r"\1", text)
-    text = re.sub(r"(\w) -(?=\w)", r"\1-", text)   # the space the number rule left: "nine -year-old"
     text = re.sub(r"([,;:])[,;:\s]*", r"\1 ", text)
     text = re.sub(r"\s+", " ", text).strip(" ,;:")
     return text
