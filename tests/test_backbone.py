@@ -39,6 +39,11 @@ from tts.text import normalize_text
     ("Read pages 10 - 20; they won 3-2.", "read pages ten to twenty; they won three to two."),
     ("Call 555-123-4567 about a 9-year-old.",
      "call five five five, one two three, four five six seven about a nine-year-old."),
+    ("Agent 007's zip is 02139, see RHSA-1999:030-01.",
+     "agent zero zero seven's zip is zero two one three nine, see r h s a-nineteen ninety-nine: "
+     "zero three zero-zero one."),
+    ("Songs of the 1920's and 80's on MP3 and Linux8086.",
+     "songs of the nineteen twenties and eighties on m p three and linux eight thousand and eighty-six."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

@@ -172,14 +172,20 @@ def normalize_text(text: str) -> str:
     # a phone number ("555-123-4567") is said digit by digit.
     text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(" ".join(_cardinal(d) for d in group)
                                                             for group in m.group(0).split("-")), text)
+    # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
+    text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
+                  lambda m: ("minus " if m.group(1) else "") + " ".join(_cardinal(d) for d in m.group(0).lstrip("-")),
+                  text)
     text = re.sub(r"(?<![\d,.-])(\d[\d,]*(?:\.\d+)?)\s?-\s?(\d[\d,]*(?:\.\d+)?)(?![\d-]|\.\d)", r"\1 to \2", text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
-    text = re.sub(r"\b(1[1-9]\d\d|20\d\d)s\b", lambda m: _decade(int(m.group(1))), text)
+    text = re.sub(r"\b(1[1-9]\d\d|20\d\d)'?s\b", lambda m: _decade(int(m.group(1))), text)
+    text = re.sub(r"(?<![\d,.-])\b([2-9]0)'?s\b", lambda m: _decade(int(m.group(1))), text)   # "the 80's"
     text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
+    text = re.sub(r"(?<=[A-Za-z])(?=\d)", " ", text)   # a number joined to a word: "Linux8086", "MP3"
     # A sign only where no word or number is joined to it ("thirty-three-70" is not minus seventy); the space
-    # after a number keeps it off a following word ("5kg"), not off a joined hyphen ("9-year-old").
-    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?(?=(-?))",
+    # after a number keeps it off a following word ("5kg"), not off a joined hyphen or "'s" ("9-year-old", "1920's").
+    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?(?=([-']?))",
                   lambda m: ("minus " if m.group(0).startswith("-") else "") + _number_words(m.group(0).lstrip("-"))
                   + ("" if m.group(1) else " "), text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
