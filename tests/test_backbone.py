@@ -44,6 +44,16 @@ from tts.text import normalize_text
      "zero three zero-zero one."),
     ("Songs of the 1920's and 80's on MP3 and Linux8086.",
      "songs of the nineteen twenties and eighties on m p three and linux eight thousand and eighty-six."),
+    ("It weighs 5kg, 1 km away at 60 mph and 21°C; 50GB at 14.4kbps.",
+     "it weighs five kilograms, one kilometer away at sixty miles per hour and twenty-one degrees celsius; "
+     "fifty gigabytes at fourteen point four kilobits per second."),
+    ("Add 2½ cups, 3/4 cup and 1/2 tsp, open 24/7 since 12/25/2024.",
+     "add two and one half cups, three quarters cup and one half tsp, open twenty-four seven since "
+     "december twenty-fifth twenty twenty-four."),
+    ("Henry VIII saw World War II, not Malcolm X; I am 3x faster on a 4x4 at 3:2.",
+     "henry the eighth saw world war two, not malcolm x; i am three times faster on a four by four at three to two."),
+    ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
+     "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

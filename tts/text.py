@@ -30,13 +30,43 @@ ABBREVIATIONS = {
     "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
 }
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
-LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "u.s.": "u s"}
+LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "ph.d.": "p h d"}
 SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "%": " percent ",
            "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ",
            ">": " greater than "}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 SCALES = {"thousand", "million", "billion", "trillion"}
+_NUMBER = r"\d(?:[\d,]*\d)?(?:\.\d+)?"   # "1,234.5"; a comma after a number is punctuation ("I have 2, not 3")
+_SCALE_SUFFIXES = {"k": "thousand", "m": "million", "bn": "billion", "b": "billion"}   # "$5m", "£2bn"
+# Units read after a number ("5 km", "3.5kg", "100 km/h"); a unit alone ("km") is left as written.
+UNITS = {
+    "mm": "millimeter", "cm": "centimeter", "m": "meter", "km": "kilometer", "ft": "foot|feet", "mi": "mile",
+    "mg": "milligram", "g": "gram", "kg": "kilogram", "lb": "pound", "lbs": "pound", "oz": "ounce",
+    "ml": "milliliter", "ms": "millisecond", "sec": "second", "secs": "second", "min": "minute", "mins": "minute",
+    "hr": "hour", "hrs": "hour", "mph": "mile per hour|miles per hour",
+    "km/h": "kilometer per hour|kilometers per hour",
+    "kph": "kilometer per hour|kilometers per hour", "m/s": "meter per second|meters per second",
+    "kb": "kilobyte", "KB": "kilobyte", "MB": "megabyte", "GB": "gigabyte", "TB": "terabyte",
+    "MB/s": "megabyte per second|megabytes per second", "GB/s": "gigabyte per second|gigabytes per second",
+    "kbps": "kilobit per second|kilobits per second", "Mbps": "megabit per second|megabits per second",
+    "Gbps": "gigabit per second|gigabits per second", "Hz": "hertz|hertz", "kHz": "kilohertz|kilohertz",
+    "MHz": "megahertz|megahertz", "GHz": "gigahertz|gigahertz", "W": "watt", "kW": "kilowatt", "kWh": "kilowatt hour",
+    "V": "volt", "mAh": "milliamp hour",
+}
+_UNIT_PATTERN = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
+# Fractions said as fractions ("3/4": three quarters) have these denominators and a smaller numerator;
+# any other "a/b" between numbers is said as two numbers ("24/7", "9/11", "50/50").
+_FRACTION_DENOMINATORS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("quarter", "quarters"),
+                          5: ("fifth", "fifths"), 6: ("sixth", "sixths"), 8: ("eighth", "eighths"),
+                          10: ("tenth", "tenths"), 16: ("sixteenth", "sixteenths"), 100: ("hundredth", "hundredths")}
+_VULGAR_FRACTIONS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅛": "1/8",
+                     "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
+# Roman numerals said as numbers after these words ("World War II"), as ordinals after a name ("Henry VIII").
+ROMAN_COUNTED = ("World War", "Super Bowl", "Chapter", "Part", "Volume", "Book", "Act", "Scene", "Phase", "Type",
+                 "Class", "Episode", "Article", "Section", "Apollo", "Grade", "Level", "Stage")
+_ROMAN = r"(?=[IVX]{2})X{0,3}(?:IX|IV|V?I{0,3})"    # II to XXXIX: "I", "V" and "X" alone are too often words
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
                  "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
@@ -68,7 +98,9 @@ def _decade(year: int) -> str:
 
 
 def _currency(match: re.Match) -> str:
-    symbol, amount, scale = match.group(1), match.group(2).replace(",", ""), (match.group(3) or "").lower()
+    symbol, amount = match.group(1), match.group(2).replace(",", "")
+    scale = (match.group(3) or match.group(4) or "").lower()
+    scale = _SCALE_SUFFIXES.get(scale, scale)
     one, many, sub_one, sub_many = CURRENCIES[symbol]
     if scale:
         return f"{_number_words(amount)} {scale} {many}"
@@ -107,6 +139,42 @@ def _month_day(match: re.Match) -> str:
     month = _MONTH_ABBR.get(match.group(1).lower()[:4].rstrip("."), None) or _MONTH_ABBR[match.group(1).lower()[:3]]
     day = int(match.group(2))
     return f"{month} {num2words(day, to='ordinal')}" if 1 <= day <= 31 else match.group(0)
+
+
+def _unit(match: re.Match) -> str:
+    """'5 km' -> '5 kilometers' (the number is spelled later); '1 km' -> '1 kilometer'."""
+    number, unit = match.group(1), UNITS[match.group(2)]
+    one, _, many = unit.partition("|")
+    return f"{number} {one if number == '1' else (many or one + 's')}"
+
+
+def _fraction(match: re.Match) -> str:
+    """'3/4' -> 'three quarters', '24/7' -> 'twenty-four seven', '12/25/2024' -> 'december twenty-fifth ...'."""
+    a, b = int(match.group(1)), int(match.group(2))
+    if b in _FRACTION_DENOMINATORS and 0 < a < b:
+        one, many = _FRACTION_DENOMINATORS[b]
+        return f"{_cardinal(a)} {one if a == 1 else many}"
+    return f"{match.group(1)} {match.group(2)}"
+
+
+def _slash_date(match: re.Match) -> str:
+    """'12/25/2024' (month first, or day first where the first part cannot be a month) -> spoken date."""
+    first, second, year = int(match.group(1)), int(match.group(2)), int(match.group(3))
+    month, day = (second, first) if first > 12 else (first, second)
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return match.group(0).replace("/", " ")
+    return f"{MONTHS[month - 1]} {num2words(day, to='ordinal')} {_year(year)}"
+
+
+def _roman(numeral: str) -> int:
+    values = [_ROMAN_VALUES[c] for c in numeral]
+    return sum(-v if i + 1 < len(values) and v < values[i + 1] else v for i, v in enumerate(values))
+
+
+def _dotted_acronym(match: re.Match) -> str:
+    """'U.K.' -> 'u k'; the last period stays where it ends the text ("the U.S. Navy" is one phrase)."""
+    letters = " ".join(c for c in match.group(1) if c != ".")
+    return letters + ("." if match.group(2) is not None else "")
 
 
 def _spoken_url(text: str) -> str:
@@ -153,7 +221,10 @@ def _strip_accents(text: str) -> str:
 def normalize_text(text: str) -> str:
     """Written English -> lower-case spoken form (see module doc). Unsupported characters are dropped
     with a warning naming them."""
-    text = _strip_accents(unicodedata.normalize("NFKC", text))
+    # Vulgar fractions before NFKC, which would glue "2½" into "21⁄2".
+    text = re.sub(r"(\d)?([½⅓⅔¼¾⅕⅛⅜⅝⅞])", lambda m: (m.group(1) + " and " if m.group(1) else " ")
+                  + _VULGAR_FRACTIONS[m.group(2)] + " ", text)
+    text = _strip_accents(unicodedata.normalize("NFKC", text)).replace("⁄", "/")
     text = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"').replace("–", "-")
     text = text.replace("—", ", ").replace("…", "...")
     # URLs and e-mail addresses first: their dots and slashes are not sentence punctuation.
@@ -162,21 +233,33 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
+    text = re.sub(r"\b((?:[A-Za-z]\.){2,})(\s*$)?", _dotted_acronym, text)
+    counted = "|".join(ROMAN_COUNTED)
+    text = re.sub(rf"\b({counted})\s+({_ROMAN})\b", lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
+    text = re.sub(rf"\b([A-Z][a-z]+)\s+({_ROMAN})\b",
+                  lambda m: f"{m.group(1)} the {num2words(_roman(m.group(2)), to='ordinal')}", text)
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
-    text = re.sub(r"([$£€¥])\s?(\d[\d,]*(?:\.\d+)?)(?:\s+(thousand|million|billion|trillion)\b)?",
+    text = re.sub(rf"([$£€¥])\s?({_NUMBER})(?:\s+(thousand|million|billion|trillion)\b|(?:([kKmMbB]|bn)\b))?",
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
     text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(" ".join(_cardinal(d) for d in group)
                                                             for group in m.group(0).split("-")), text)
+    text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
+    text = re.sub(rf"(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
+    text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
+    text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
+    text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
+    text = re.sub(r"(?<![\d/.,])(\d+)/(\d+)(?![\d/]|\.\d)", _fraction, text)
     # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
     text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
                   lambda m: ("minus " if m.group(1) else "") + " ".join(_cardinal(d) for d in m.group(0).lstrip("-")),
                   text)
-    text = re.sub(r"(?<![\d,.-])(\d[\d,]*(?:\.\d+)?)\s?-\s?(\d[\d,]*(?:\.\d+)?)(?![\d-]|\.\d)", r"\1 to \2", text)
+    text = re.sub(r"(?<![\d:])(\d+):(\d+)(?![\d:])", r"\1 to \2", text)   # a ratio ("3:2"); times are read above
+    text = re.sub(rf"(?<![\d,.-])({_NUMBER})\s?-\s?({_NUMBER})(?![\d-]|\.\d)", r"\1 to \2", text)
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)'?s\b", lambda m: _decade(int(m.group(1))), text)
@@ -185,7 +268,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<=[A-Za-z])(?=\d)", " ", text)   # a number joined to a word: "Linux8086", "MP3"
     # A sign only where no word or number is joined to it ("thirty-three-70" is not minus seventy); the space
     # after a number keeps it off a following word ("5kg"), not off a joined hyphen or "'s" ("9-year-old", "1920's").
-    text = re.sub(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?(?=([-']?))",
+    text = re.sub(rf"(?:(?<![\w.])-)?{_NUMBER}(?=([-']?))",
                   lambda m: ("minus " if m.group(0).startswith("-") else "") + _number_words(m.group(0).lstrip("-"))
                   + ("" if m.group(1) else " "), text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
