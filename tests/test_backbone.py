@@ -60,6 +60,16 @@ def test_front_end_speaks_written_forms(written, spoken):
     assert normalize_text(written) == spoken
 
 
+def test_front_end_reads_numbers_too_long_for_words_digit_by_digit():
+    # Python's int() refuses more than 4 300 digits, num2words very large numbers: neither may reach the user.
+    assert normalize_text("1" * 5000) == " ".join(["one"] * 5000)
+    assert normalize_text("Pay $12345678901234567 now.") == (
+        "pay one two three four five six seven eight nine zero one two three four five six seven dollars now.")
+    assert normalize_text("The 1234567890123456789th.") == "the " + " ".join(
+        "one two three four five six seven eight nine zero one two three four five six seven eight nine".split()) + "."
+    assert normalize_text("1/" + "9" * 5000) == "one " + " ".join(["nine"] * 5000)
+
+
 def test_front_end_drops_unsupported_characters_with_a_warning(caplog):
     assert normalize_text("hello 日本 world") == "hello world"
     assert "dropped unsupported characters" in caplog.text and "日" in caplog.text

@@ -73,18 +73,30 @@ ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", 
 _LETTER_NAMES = {"w": "double u"}
 
 
+MAX_SPOKEN_DIGITS = 15   # a longer whole number is read digit by digit (and Python's int() stops at 4 300)
+
+
 def _cardinal(n: str | int | float) -> str:
     return num2words(n).replace(",", "")
 
 
+def _digits(text: str) -> str:
+    return " ".join(_cardinal(int(d)) for d in text)
+
+
+def _integer_words(digits: str, ordinal: bool = False) -> str:
+    """'42' -> 'forty-two' ('forty-second'); a number of more than MAX_SPOKEN_DIGITS digits is a code,
+    said digit by digit."""
+    if len(digits) > MAX_SPOKEN_DIGITS:
+        return _digits(digits)
+    return num2words(int(digits), to="ordinal").replace(",", "") if ordinal else _cardinal(int(digits))
+
+
 def _number_words(text: str) -> str:
     """'1,234.56' -> 'one thousand two hundred thirty-four point five six'."""
-    text = text.replace(",", "")
-    if "." in text:
-        whole, frac = text.split(".", 1)
-        spoken = _cardinal(int(whole or "0")) + " point"
-        return spoken + "".join(" " + _cardinal(int(d)) for d in frac)
-    return _cardinal(int(text))
+    whole, _, frac = text.replace(",", "").partition(".")
+    spoken = _integer_words(whole or "0")
+    return spoken + " point " + _digits(frac) if frac else spoken
 
 
 def _year(n: int) -> str:
@@ -105,8 +117,8 @@ def _currency(match: re.Match) -> str:
     if scale:
         return f"{_number_words(amount)} {scale} {many}"
     whole, _, cents = amount.partition(".")
-    n = int(whole or "0")
-    parts = [f"{_cardinal(n)} {one if n == 1 else many}"] if n or not cents else []
+    n = int(whole or "0") if len(whole) <= MAX_SPOKEN_DIGITS else -1   # -1: too long to be a sum, said as digits
+    parts = [f"{_integer_words(whole or '0')} {one if n == 1 else many}"] if n or not cents else []
     if cents:
         c = int((cents + "0")[:2])
         if c:
@@ -150,7 +162,7 @@ def _unit(match: re.Match) -> str:
 
 def _fraction(match: re.Match) -> str:
     """'3/4' -> 'three quarters', '24/7' -> 'twenty-four seven', '12/25/2024' -> 'december twenty-fifth ...'."""
-    a, b = int(match.group(1)), int(match.group(2))
+    a, b = (int(g) if len(g) <= 3 else 0 for g in match.groups())   # 0: no fraction has such a part
     if b in _FRACTION_DENOMINATORS and 0 < a < b:
         one, many = _FRACTION_DENOMINATORS[b]
         return f"{_cardinal(a)} {one if a == 1 else many}"
@@ -229,7 +241,8 @@ def normalize_text(text: str) -> str:
     text = text.replace("—", ", ").replace("…", "...")
     # URLs and e-mail addresses first: their dots and slashes are not sentence punctuation.
     text = re.sub(r"\b(?:https?://|ftp://|www\.)[^\s]+[^\s.,;:!?)]", lambda m: _spoken_url(m.group(0)), text)
-    text = re.sub(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
+    # (?<!...): an address starts where its characters do; tried from inside a long run, the match is quadratic
+    text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
@@ -246,8 +259,8 @@ def normalize_text(text: str) -> str:
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
-    text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(" ".join(_cardinal(d) for d in group)
-                                                            for group in m.group(0).split("-")), text)
+    text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(_digits(group) for group in m.group(0).split("-")),
+                  text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
     text = re.sub(rf"(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
@@ -256,11 +269,11 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<![\d/.,])(\d+)/(\d+)(?![\d/]|\.\d)", _fraction, text)
     # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
     text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
-                  lambda m: ("minus " if m.group(1) else "") + " ".join(_cardinal(d) for d in m.group(0).lstrip("-")),
+                  lambda m: ("minus " if m.group(1) else "") + _digits(m.group(0).lstrip("-")),
                   text)
     text = re.sub(r"(?<![\d:])(\d+):(\d+)(?![\d:])", r"\1 to \2", text)   # a ratio ("3:2"); times are read above
     text = re.sub(rf"(?<![\d,.-])({_NUMBER})\s?-\s?({_NUMBER})(?![\d-]|\.\d)", r"\1 to \2", text)
-    text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: num2words(int(m.group(1)), to="ordinal"), text)
+    text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: _integer_words(m.group(1), ordinal=True), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)'?s\b", lambda m: _decade(int(m.group(1))), text)
     text = re.sub(r"(?<![\d,.-])\b([2-9]0)'?s\b", lambda m: _decade(int(m.group(1))), text)   # "the 80's"
@@ -283,7 +296,8 @@ def normalize_text(text: str) -> str:
     if dropped:
         log.warning("dropped unsupported characters: %s", " ".join(repr(c) for c in dropped))
     text = "".join(c if c in allowed else " " for c in text)
-    text = re.sub(r"\s+([,.?!;:])", r"\1", text)
+    text = re.sub(r"\s+", " ", text)   # first: "\s+," from every start of a long blank run is quadratic
+    text = re.sub(r" ([,.?!;:])", r"\1", text)
     text = re.sub(r"([,;:])[,;:\s]*", r"\1 ", text)
     text = re.sub(r"\s+", " ", text).strip(" ,;:")
     return text
