@@ -52,6 +52,9 @@ from tts.text import normalize_text
      "december twenty-fifth twenty twenty-four."),
     ("Henry VIII saw World War II, not Malcolm X; I am 3x faster on a 4x4 at 3:2.",
      "henry the eighth saw world war two, not malcolm x; i am three times faster on a four by four at three to two."),
+    ("Pope John Paul II met King Zog II and Louis XIV; Rocky III and Final Fantasy VII; a 60 W bulb uses 60 W.",
+     "pope john paul the second met king zog the second and louis the fourteenth; rocky three and final fantasy "
+     "seven; a sixty watt bulb uses sixty watts."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

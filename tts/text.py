@@ -62,9 +62,18 @@ _FRACTION_DENOMINATORS = {2: ("half", "halves"), 3: ("third", "thirds"), 4: ("qu
                           10: ("tenth", "tenths"), 16: ("sixteenth", "sixteenths"), 100: ("hundredth", "hundredths")}
 _VULGAR_FRACTIONS = {"½": "1/2", "⅓": "1/3", "⅔": "2/3", "¼": "1/4", "¾": "3/4", "⅕": "1/5", "⅛": "1/8",
                      "⅜": "3/8", "⅝": "5/8", "⅞": "7/8"}
-# Roman numerals said as numbers after these words ("World War II"), as ordinals after a name ("Henry VIII").
-ROMAN_COUNTED = ("World War", "Super Bowl", "Chapter", "Part", "Volume", "Book", "Act", "Scene", "Phase", "Type",
-                 "Class", "Episode", "Article", "Section", "Apollo", "Grade", "Level", "Stage")
+# Roman numerals are ordinals after a ruler's name or a title and a name ("Henry VIII", "Pope Pius XII",
+# "King Zog II"), numbers after any other word ("World War II", "Rocky II", "Final Fantasy VII").
+REGNAL_NAMES = {
+    "Alexander", "Alfonso", "Amenhotep", "Anne", "Augustus", "Baldwin", "Benedict", "Boniface", "Carlos", "Catherine",
+    "Charles", "Christian", "Clement", "Constantine", "David", "Edmund", "Edward", "Elizabeth", "Ferdinand", "Francis",
+    "Frederick", "Friedrich", "George", "Gregory", "Gustav", "Gustavus", "Haakon", "Harald", "Henri", "Henry",
+    "Innocent", "Isabella", "Ivan", "James", "Jean", "John", "Joseph", "Juan", "Julius", "Leo", "Leopold", "Louis",
+    "Ludwig", "Malcolm", "Manuel", "Mary", "Napoleon", "Nicholas", "Olaf", "Otto", "Paul", "Pedro", "Peter", "Philip",
+    "Pius", "Ptolemy", "Ramesses", "Rameses", "Richard", "Robert", "Rudolf", "Sixtus", "Stephen", "Thutmose", "Urban",
+    "Victor", "Wilhelm", "William"}
+ROYAL_TITLES = ("King", "Queen", "Pope", "Emperor", "Empress", "Tsar", "Czar", "Sultan", "Pharaoh", "Prince",
+                "Princess", "Duke", "Duchess", "Count", "Saint", "St")
 _ROMAN = r"(?=[IVX]{2})X{0,3}(?:IX|IV|V?I{0,3})"    # II to XXXIX: "I", "V" and "X" alone are too often words
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 # Upper-case words read as words, not letter by letter.
@@ -154,10 +163,11 @@ def _month_day(match: re.Match) -> str:
 
 
 def _unit(match: re.Match) -> str:
-    """'5 km' -> '5 kilometers' (the number is spelled later); '1 km' -> '1 kilometer'."""
-    number, unit = match.group(1), UNITS[match.group(2)]
+    """'5 km' -> '5 kilometers' (the number is spelled later); '1 km' -> '1 kilometer'; after 'a' the
+    measure describes a noun and stays singular ('a 60 W bulb' -> 'a 60 watt bulb')."""
+    article, number, unit = match.group(1), match.group(2), UNITS[match.group(3)]
     one, _, many = unit.partition("|")
-    return f"{number} {one if number == '1' else (many or one + 's')}"
+    return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}"
 
 
 def _fraction(match: re.Match) -> str:
@@ -247,10 +257,11 @@ def normalize_text(text: str) -> str:
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
     text = re.sub(r"\b((?:[A-Za-z]\.){2,})(\s*$)?", _dotted_acronym, text)
-    counted = "|".join(ROMAN_COUNTED)
-    text = re.sub(rf"\b({counted})\s+({_ROMAN})\b", lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
-    text = re.sub(rf"\b([A-Z][a-z]+)\s+({_ROMAN})\b",
-                  lambda m: f"{m.group(1)} the {num2words(_roman(m.group(2)), to='ordinal')}", text)
+    titles = "|".join(ROYAL_TITLES)
+    text = re.sub(rf"\b(?:(?:{titles})\.?\s+[A-Z][a-z]+|(?:{'|'.join(sorted(REGNAL_NAMES))}))\s+({_ROMAN})\b",
+                  lambda m: f"{m.group(0)[:m.start(1) - m.start(0)]}the {num2words(_roman(m.group(1)), to='ordinal')}",
+                  text)
+    text = re.sub(rf"\b([A-Z][\w-]*)\s+({_ROMAN})\b", lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
@@ -262,7 +273,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(_digits(group) for group in m.group(0).split("-")),
                   text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
-    text = re.sub(rf"(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
+    text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
