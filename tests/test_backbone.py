@@ -55,6 +55,7 @@ from tts.text import normalize_text
     ("Pope John Paul II met King Zog II and Louis XIV; Rocky III and Final Fantasy VII; a 60 W bulb uses 60 W.",
      "pope john paul the second met king zog the second and louis the fourteenth; rocky three and final fantasy "
      "seven; a sixty watt bulb uses sixty watts."),
+    ("Do you like TENDER VITTLES in Rocky IIII?", "do you like t e n d e r vittles in rocky i i i i?"),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

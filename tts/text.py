@@ -74,7 +74,7 @@ REGNAL_NAMES = {
     "Victor", "Wilhelm", "William"}
 ROYAL_TITLES = ("King", "Queen", "Pope", "Emperor", "Empress", "Tsar", "Czar", "Sultan", "Pharaoh", "Prince",
                 "Princess", "Duke", "Duchess", "Count", "Saint", "St")
-_ROMAN = r"(?=[IVX]{2})X{0,3}(?:IX|IV|V?I{0,3})"    # II to XXXIX: "I", "V" and "X" alone are too often words
+_ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"    # II to XXXIX: "I", "V" and "X" alone are too often words
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
