@@ -4,7 +4,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tts.cli import main
 
@@ -81,3 +83,15 @@ def test_say_refuses_a_speaking_rate_out_of_range(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "speaking rate must be between 0.5 and 2.0" in err and "Traceback" not in err
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_codec_commands_refuse_a_bitrate_out_of_range_and_a_missing_stream(tmp_path, capsys):
+    wav = tmp_path / "in.wav"
+    sf.write(str(wav), np.zeros(1600, np.float32), 16000)
+    assert main(["codec", "encode", str(wav), str(tmp_path / "x.sttc"), "--kbps", "999"]) == 2
+    err = capsys.readouterr().err
+    assert "above this codec's highest bitrate" in err and "Traceback" not in err
+    assert not (tmp_path / "x.sttc").exists()
+    assert main(["codec", "decode", str(tmp_path / "none.sttc"), str(tmp_path / "y.wav")]) == 2
+    assert "codec stream not found" in capsys.readouterr().err
+    assert not (tmp_path / "y.wav").exists()

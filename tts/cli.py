@@ -131,6 +131,10 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
         raise UserError("--kbps must be positive")
     check_output_path(args.output, formats=None)
     model = load_codec(args.model)
+    top, step = model.config.kbps(model.config.n_q), model.config.kbps(1)
+    if args.kbps > top + step / 2:   # would be served at `top`: say so instead of writing another rate
+        raise UserError(f"--kbps {args.kbps:g} is above this codec's highest bitrate; it encodes "
+                        f"{step:g} to {top:g} kbps in steps of {step:g}")
     header = encode_file(model, args.input, args.output, args.kbps)
     size = Path(args.output).stat().st_size
     print(f"{args.output}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, "
@@ -143,6 +147,8 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     from codec.loaders import load_codec
 
     _check_audio_out(args.output)
+    if not Path(args.input).is_file():
+        raise UserError(f"codec stream not found: {args.input}")
     header = decode_file(load_codec(args.model), args.input, args.output)
     print(f"{args.output}: {header.num_samples / header.sample_rate:.2f} s at {header.sample_rate} Hz "
           f"({header.kbps:.2f} kbps stream)")
