@@ -33,7 +33,9 @@ TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col
 LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "ph.d.": "p h d"}
 SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "%": " percent ",
            "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ",
-           ">": " greater than "}
+           ">": " greater than ", "±": " plus or minus "}
+_WEEKDAY_ABBR = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday", "thu": "thursday",
+                 "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday"}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 SCALES = {"thousand", "million", "billion", "trillion"}
@@ -149,11 +151,16 @@ def _time(match: re.Match) -> str:
     return words + (" " + " ".join(suffix) if suffix else "")
 
 
+def _spoken_date(month: int, day: int, year: int) -> str | None:
+    """'december twenty-fifth twenty twenty-four'; None where month or day cannot be one."""
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    return f"{MONTHS[month - 1]} {num2words(day, to='ordinal')} {_year(year)}"
+
+
 def _iso_date(match: re.Match) -> str:
     y, m, d = int(match.group(1)), int(match.group(2)), int(match.group(3))
-    if not (1 <= m <= 12 and 1 <= d <= 31):
-        return match.group(0).replace("-", " ")
-    return f"{MONTHS[m - 1]} {num2words(d, to='ordinal')} {_year(y)}"
+    return _spoken_date(m, d, y) or match.group(0).replace("-", " ")
 
 
 def _month_day(match: re.Match) -> str:
@@ -183,9 +190,7 @@ def _slash_date(match: re.Match) -> str:
     """'12/25/2024' (month first, or day first where the first part cannot be a month) -> spoken date."""
     first, second, year = int(match.group(1)), int(match.group(2)), int(match.group(3))
     month, day = (second, first) if first > 12 else (first, second)
-    if not (1 <= month <= 12 and 1 <= day <= 31):
-        return match.group(0).replace("/", " ")
-    return f"{MONTHS[month - 1]} {num2words(day, to='ordinal')} {_year(year)}"
+    return _spoken_date(month, day, year) or match.group(0).replace("/", " ")
 
 
 def _roman(numeral: str) -> int:
@@ -217,6 +222,20 @@ def _acronym(match: re.Match) -> str:
         return core.lower() + ("s" if plural else "")
     letters = " ".join(_LETTER_NAMES.get(c, c) for c in core.lower())
     return letters + (" s" if plural else "")
+
+
+def _dotted_number(match: re.Match) -> str:
+    """'192.168.0.1' -> 'one nine two dot one six eight dot zero dot one'; '3.12.1' -> 'three point twelve
+    point one' (a part with a leading zero digit by digit); '25.12.2024' (day first) -> a date."""
+    parts = match.group(0).split(".")
+    if len(parts) == 3 and len(parts[2]) == 4 and len(parts[0]) <= 2 and len(parts[1]) <= 2:
+        date = _spoken_date(int(parts[1]), int(parts[0]), int(parts[2]))
+        if date:
+            return date
+    if len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts):
+        return " dot ".join(_digits(p) for p in parts)
+    return " point ".join(_digits(p) if len(p) > 1 and p.startswith("0") or len(p) > MAX_SPOKEN_DIGITS
+                          else _cardinal(int(p)) for p in parts)
 
 
 def _abbreviation(match: re.Match) -> str:
@@ -253,6 +272,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(?:https?://|ftp://|www\.)[^\s]+[^\s.,;:!?)]", lambda m: _spoken_url(m.group(0)), text)
     # (?<!...): an address starts where its characters do; tried from inside a long run, the match is quadratic
     text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
+    # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
+    text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
+    text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
@@ -265,6 +287,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
+    weekdays = "|".join(w.capitalize() for w in _WEEKDAY_ABBR)   # "Tue., Jan. 5": only before a date
+    text = re.sub(rf"\b({weekdays})\.(?=,?\s+(?:\d|{month_names}))", lambda m: _WEEKDAY_ABBR[m.group(1).lower()],
+                  text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
     text = re.sub(rf"([$£€¥])\s?({_NUMBER})(?:\s+(thousand|million|billion|trillion)\b|(?:([kKmMbB]|bn)\b))?",
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
