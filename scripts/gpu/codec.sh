@@ -26,6 +26,10 @@
 # tokens (the backbone speaks them) by --decoder-only, or retrain the backbone after a whole-codec run:
 #   INIT_FROM=assets/codec.safetensors
 #   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --speaker-loss 2 --voice-warp 0.15"
+# Sessions 32-33 (docs/history/codec.md): what new voices lose is their spectral envelope, in the
+# encoder/decoder pair (unquantized = 12 codebooks); a decoder-only run and a per-voice equaliser did
+# not bring it back, so the next GPU run is the whole codec with the lines above (no --decoder-only),
+# then the backbone re-targeted to its tokens (scripts/gpu/backbone.sh).
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
