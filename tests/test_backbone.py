@@ -59,6 +59,9 @@ from tts.text import normalize_text
     ("Python 3.12.1 at 192.168.0.1 since 31.12.1999, in F# minor, 5 ± 1 on Tue., Jan. 5.",
      "python three point twelve point one at one nine two dot one six eight dot zero dot one since december "
      "thirty-first nineteen ninety-nine, in f sharp minor, five plus or minus one on tuesday, january fifth."),
+    ("Call 911 from Apt. 4B, St. Paul St., in 1066 and WWII, open 24h.",
+     "call nine one one from apartment four b, saint paul street, in ten sixty-six and world war two, open "
+     "twenty-four hours."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

@@ -27,6 +27,7 @@ ABBREVIATIONS = {
     "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera", "approx": "approximately",
     "dept": "department", "est": "established", "ft": "feet", "mt": "mount", "gen": "general",
     "capt": "captain", "lt": "lieutenant", "col": "colonel", "sgt": "sergeant", "rev": "reverend", "ave": "avenue",
+    "rd": "road", "blvd": "boulevard", "apt": "apartment",
     "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
 }
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
@@ -54,7 +55,7 @@ UNITS = {
     "kbps": "kilobit per second|kilobits per second", "Mbps": "megabit per second|megabits per second",
     "Gbps": "gigabit per second|gigabits per second", "Hz": "hertz|hertz", "kHz": "kilohertz|kilohertz",
     "MHz": "megahertz|megahertz", "GHz": "gigahertz|gigahertz", "W": "watt", "kW": "kilowatt", "kWh": "kilowatt hour",
-    "V": "volt", "mAh": "milliamp hour",
+    "V": "volt", "mAh": "milliamp hour", "h": "hour",
 }
 _UNIT_PATTERN = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
 # Fractions said as fractions ("3/4": three quarters) have these denominators and a smaller numerator;
@@ -76,7 +77,8 @@ REGNAL_NAMES = {
     "Victor", "Wilhelm", "William"}
 ROYAL_TITLES = ("King", "Queen", "Pope", "Emperor", "Empress", "Tsar", "Czar", "Sultan", "Pharaoh", "Prince",
                 "Princess", "Duke", "Duchess", "Count", "Saint", "St")
-_ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"    # II to XXXIX: "I", "V" and "X" alone are too often words
+# II to XXXIX, a whole word: "I", "V" and "X" alone are too often words
+_ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
@@ -285,6 +287,15 @@ def normalize_text(text: str) -> str:
                   text)
     text = re.sub(rf"\b([A-Z][\w-]*)\s+({_ROMAN})\b", lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
+    text = re.sub(r"\bWW(II?)\b", lambda m: f"world war {'two' if m.group(1) == 'II' else 'one'}", text)
+    # "St." before a name is a saint ("St. Paul"), at the end of an address a street ("Paul St.", "Main St., ...")
+    text = re.sub(r"\bSt\.(\s*$)?(?=\s*$|\s+[a-z\d]|\s*[,;:!?)])", lambda m: "street" + ("." if m.group(1) is not None
+                  else ""), text)
+    # A number to call is said digit by digit ("call 911", "dial 999"); a year before 1100 as a year ("in 1066")
+    text = re.sub(r"\b([Cc]all|[Dd]ial|[Tt]ext)\s+(\d{3,})\b(?![.,-]\d)",
+                  lambda m: f"{m.group(1)} {_digits(m.group(2))}", text)
+    text = re.sub(r"\b([Ii]n|[Yy]ear|[Ss]ince|[Uu]ntil|AD)\s+(10\d\d)\b(?![.,]\d)",
+                  lambda m: f"{m.group(1)} {_year(int(m.group(2)))}", text)
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
     weekdays = "|".join(w.capitalize() for w in _WEEKDAY_ABBR)   # "Tue., Jan. 5": only before a date
