@@ -55,13 +55,15 @@ from tts.text import normalize_text
     ("Pope John Paul II met King Zog II and Louis XIV; Rocky III and Final Fantasy VII; a 60 W bulb uses 60 W.",
      "pope john paul the second met king zog the second and louis the fourteenth; rocky three and final fantasy "
      "seven; a sixty watt bulb uses sixty watts."),
-    ("Do you like TENDER VITTLES in Rocky IIII?", "do you like t e n d e r vittles in rocky i i i i?"),
+    ("Do you like TENDER VITTLES in Rocky IIII?", "do you like tender vittles in rocky i i i i?"),
     ("Python 3.12.1 at 192.168.0.1 since 31.12.1999, in F# minor, 5 ± 1 on Tue., Jan. 5.",
      "python three point twelve point one at one nine two dot one six eight dot zero dot one since december "
      "thirty-first nineteen ninety-nine, in f sharp minor, five plus or minus one on tuesday, january fifth."),
     ("Call 911 from Apt. 4B, St. Paul St., in 1066 and WWII, open 24h.",
      "call nine one one from apartment four b, saint paul street, in ten sixty-six and world war two, open "
      "twenty-four hours."),
+    ("STOP THE CAR: the FBI, HTML, NEWS at ESPN and the NYPD; BASIC on UNIX.",
+     "stop the car: the f b i, h t m l, news at e s p n and the n y p d; basic on unix."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

@@ -77,6 +77,9 @@ REGNAL_NAMES = {
     "Victor", "Wilhelm", "William"}
 ROYAL_TITLES = ("King", "Queen", "Pope", "Emperor", "Empress", "Tsar", "Czar", "Sultan", "Pharaoh", "Prince",
                 "Princess", "Duke", "Duchess", "Count", "Saint", "St")
+# Capitalised words that start a sentence, not a title: "The IV bag" is letters, not "the four bag".
+_NOT_BEFORE_NUMERALS = ("The", "A", "An", "In", "On", "At", "Of", "And", "But", "Or", "To", "For", "With", "His",
+                        "Her", "My", "Our", "Your", "Their", "This", "That", "Its", "No")
 # II to XXXIX, a whole word: "I", "V" and "X" alone are too often words
 _ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
@@ -84,6 +87,31 @@ _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
                  "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
 _LETTER_NAMES = {"w": "double u"}
+# Upper-case words of one to three letters read as words ("STOP THE CAR"); the rest are spelled ("FBI").
+# Left out on purpose: those as often an acronym ("US", "IT", "AM", "PM", "WHO", "OK", "ID").
+CAPS_SHORT_WORDS = set("""
+    A I AN AS AT BE BY DO GO HE IF IN IS ME MY NO OF ON OR SO TO UP WE
+    ADD AGE AGO AIR ALL AND ANY ARE ART ASK BAD BAG BED BIG BOX BOY BUT BUY CAN CAR CAT CUT DAY DID DOG
+    EAT END EYE FAR FEW FOR FUN GET GOD GOT GUN HAD HAS HER HIM HIS HOT HOW JOB KEY LAW LET LIE LOT LOW
+    MAN MAY MEN NEW NOR NOT NOW OFF OIL OLD ONE OUR OUT OWN PAY PUT RED RUN SAW SAY SEE SET SHE SIT SIX
+    SUN TEN THE TOO TOP TRY TWO USE WAR WAS WAY WHY WIN YES YET YOU ACT ARM BIT BUS DIE FIT FLY HAT HEY
+    ICE ILL INK JOY LAY LEG MAP MIX NET PEN PET PIG POT RAT RAY SAD SEA SKY TAX TEA TIE TOY WET WON ZOO
+""".split())
+# A longer upper-case word reads as a word when it could be English: a vowel, and only consonant runs
+# that English words have ("ESPN", "ISBN", "USSR", "NYPD" have others). The runs: those of at least five
+# different lower-case words of the corpus's texts (15 643 words of 4+ letters, session 33).
+_CONSONANT_RUNS_OF_WORDS = set("""
+    bb bd bj bl bm bn br bs bt cc ch ck cl cq cr cs ct dd dg dj dl dm dn dr ds dv dw ff fl fr fs ft gg gh gl gm gn
+    gr gs kl kn ks lb lc ld lf lg lk ll lm ln lp lr ls lt lv mb mf mm mn mp ms nb nc nd nf ng nh nj nk nl nm nn np
+    nq nr ns nt nv nw nz ph pl pm pp pr ps pt rb rc rd rf rg rh rk rl rm rn rp rr rs rt rv rw sb sc sd sf sg sh sk
+    sl sm sn sp sq sr ss st sw tb tc tf th tl tm tn tr ts tt tw wb wd wf wh wl wn wr ws xc xh xp xt zz bbl bsc bst
+    btl chn chr ckl ckn cks ckt ckw ctl ctr cts ddl ddr ffl ffs ggl ggr ghb ghs ght gns lds lks lls lph lth lts mbl
+    mbr mbs mph mpl mpr mps mpt mst nch ncl ncr nct ndl ndr nds nfl nfr ngl ngr ngs nkl nks nsc nsf nsh nsl nsm nsp
+    nst nsw nth ntl ntm ntr nts phr ppl ppr pst pts rch rdl rdr rds rfl rks rms rnm rns rph rpl rpr rsh rst rth rtl
+    rtm rts sch scr shm shr sks sms sph spl spr ssl ssm sth stl stm str sts tch thf thl thr ths tht ttl ttr wns xcl
+    xpl xpr xtr zzl ghtf ghtl ghts ngth nstr nthr
+""".split())
+SPELLED_ACRONYMS = {"UCLA", "ACLU"}   # that the rule above would say as words
 
 
 MAX_SPOKEN_DIGITS = 15   # a longer whole number is read digit by digit (and Python's int() stops at 4 300)
@@ -220,10 +248,23 @@ def _acronym(match: re.Match) -> str:
     word = match.group(0)
     plural = word.endswith("s") and word[:-1].isupper()
     core = word[:-1] if plural else word
-    if core in ACRONYM_WORDS:
+    if core in ACRONYM_WORDS or _reads_as_word(core):
         return core.lower() + ("s" if plural else "")
     letters = " ".join(_LETTER_NAMES.get(c, c) for c in core.lower())
     return letters + (" s" if plural else "")
+
+
+def _reads_as_word(word: str) -> bool:
+    """Whether an upper-case word is said as a word ('STOP', 'TENDER') rather than spelled ('FBI', 'HTML')."""
+    if len(word) <= 3:
+        return word in CAPS_SHORT_WORDS
+    if word in SPELLED_ACRONYMS:
+        return False
+    lower = word.lower()
+    consonant_runs = re.findall(r"[^aeiouy]+", lower)
+    return (bool(consonant_runs) and re.search(r"[aeiou]", lower) is not None
+            and not re.search(r"[aeiouy]{3}", lower)   # "IIII", "IEEE"
+            and all(len(run) == 1 or run in _CONSONANT_RUNS_OF_WORDS for run in consonant_runs))
 
 
 def _dotted_number(match: re.Match) -> str:
@@ -236,7 +277,7 @@ def _dotted_number(match: re.Match) -> str:
             return date
     if len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts):
         return " dot ".join(_digits(p) for p in parts)
-    return " point ".join(_digits(p) if len(p) > 1 and p.startswith("0") or len(p) > MAX_SPOKEN_DIGITS
+    return " point ".join(_digits(p) if (len(p) > 1 and p.startswith("0")) or len(p) > MAX_SPOKEN_DIGITS
                           else _cardinal(int(p)) for p in parts)
 
 
@@ -285,7 +326,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"\b(?:(?:{titles})\.?\s+[A-Z][a-z]+|(?:{'|'.join(sorted(REGNAL_NAMES))}))\s+({_ROMAN})\b",
                   lambda m: f"{m.group(0)[:m.start(1) - m.start(0)]}the {num2words(_roman(m.group(1)), to='ordinal')}",
                   text)
-    text = re.sub(rf"\b([A-Z][\w-]*)\s+({_ROMAN})\b", lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
+    text = re.sub(rf"\b(?!(?:{'|'.join(_NOT_BEFORE_NUMERALS)})\b)([A-Z][\w-]*)\s+({_ROMAN})\b",
+                  lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
     text = re.sub(r"\bWW(II?)\b", lambda m: f"world war {'two' if m.group(1) == 'II' else 'one'}", text)
     # "St." before a name is a saint ("St. Paul"), at the end of an address a street ("Paul St.", "Main St., ...")
