@@ -64,6 +64,10 @@ from tts.text import normalize_text
      "twenty-four hours."),
     ("STOP THE CAR: the FBI, HTML, NEWS at ESPN and the NYPD; BASIC on UNIX.",
      "stop the car: the f b i, h t m l, news at e s p n and the n y p d; basic on unix."),
+    ("Call (555) 123-4567 or see example.com/help on 3/15: -$23.50 (incl. tax), ran 3h 45m, from 1/2.",
+     "call five five five, one two three, four five six seven or see example dot com slash help on march "
+     "fifteenth: minus twenty-three dollars and fifty cents, including tax, ran three hours forty-five minutes, "
+     "from one half."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

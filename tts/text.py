@@ -22,9 +22,11 @@ KEEP_PUNCTUATION = ",.?!;:'-"
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december"]
 _MONTH_ABBR = {m[:3]: m for m in MONTHS} | {"sept": "september"}
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 ABBREVIATIONS = {
     "mr": "mister", "mrs": "missus", "ms": "miz", "dr": "doctor", "prof": "professor", "st": "saint",
     "jr": "junior", "sr": "senior", "vs": "versus", "etc": "et cetera", "approx": "approximately",
+    "incl": "including", "ext": "extension",
     "dept": "department", "est": "established", "ft": "feet", "mt": "mount", "gen": "general",
     "capt": "captain", "lt": "lieutenant", "col": "colonel", "sgt": "sergeant", "rev": "reverend", "ave": "avenue",
     "rd": "road", "blvd": "boulevard", "apt": "apartment",
@@ -183,9 +185,15 @@ def _time(match: re.Match) -> str:
 
 def _spoken_date(month: int, day: int, year: int) -> str | None:
     """'december twenty-fifth twenty twenty-four'; None where month or day cannot be one."""
-    if not (1 <= month <= 12 and 1 <= day <= 31):
+    month_day = _month_day_numbers(month, day)
+    return f"{month_day} {_year(year)}" if month_day else None
+
+
+def _month_day_numbers(month: int, day: int) -> str | None:
+    """'march fifteenth'; None where month or day cannot be one."""
+    if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
         return None
-    return f"{MONTHS[month - 1]} {num2words(day, to='ordinal')} {_year(year)}"
+    return f"{MONTHS[month - 1]} {num2words(day, to='ordinal')}"
 
 
 def _iso_date(match: re.Match) -> str:
@@ -205,6 +213,15 @@ def _unit(match: re.Match) -> str:
     article, number, unit = match.group(1), match.group(2), UNITS[match.group(3)]
     one, _, many = unit.partition("|")
     return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}"
+
+
+def _dated(match: re.Match) -> str:
+    """'on 3/15' -> 'on march fifteenth' where the pair is a date and not a fraction the rule below says."""
+    first, second = int(match.group(2)), int(match.group(3))
+    is_fraction = second in _FRACTION_DENOMINATORS and 0 < first < second
+    month, day = (second, first) if first > 12 else (first, second)   # day first where it cannot be a month
+    month_day = None if is_fraction else _month_day_numbers(month, day)
+    return f"{match.group(1)} {month_day}" if month_day else match.group(0)
 
 
 def _fraction(match: re.Match) -> str:
@@ -232,6 +249,9 @@ def _dotted_acronym(match: re.Match) -> str:
     """'U.K.' -> 'u k'; the last period stays where it ends the text ("the U.S. Navy" is one phrase)."""
     letters = " ".join(c for c in match.group(1) if c != ".")
     return letters + ("." if match.group(2) is not None else "")
+
+
+_DOMAIN_ENDINGS = "com|org|net|edu|gov|io|co\\.uk|ai|dev|app|info"
 
 
 def _spoken_url(text: str) -> str:
@@ -313,6 +333,8 @@ def normalize_text(text: str) -> str:
     text = text.replace("—", ", ").replace("…", "...")
     # URLs and e-mail addresses first: their dots and slashes are not sentence punctuation.
     text = re.sub(r"\b(?:https?://|ftp://|www\.)[^\s]+[^\s.,;:!?)]", lambda m: _spoken_url(m.group(0)), text)
+    text = re.sub(rf"(?<![\w.@/-])[a-z\d][\w-]*(?:\.[\w-]+)*\.(?:{_DOMAIN_ENDINGS})\b(?:/[^\s]*[^\s.,;:!?)])?",
+                  lambda m: _spoken_url(m.group(0)), text)   # a bare domain ("example.com/help")
     # (?<!...): an address starts where its characters do; tried from inside a long run, the match is quadratic
     text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
@@ -344,17 +366,21 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"\b({weekdays})\.(?=,?\s+(?:\d|{month_names}))", lambda m: _WEEKDAY_ABBR[m.group(1).lower()],
                   text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
+    text = re.sub(r"(?<![\w.])-(?=[$£€¥]\s?\d)", "minus ", text)   # "-$23.50"
     text = re.sub(rf"([$£€¥])\s?({_NUMBER})(?:\s+(thousand|million|billion|trillion)\b|(?:([kKmMbB]|bn)\b))?",
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
-    text = re.sub(r"\b\d{3}-\d{3}-\d{4}\b", lambda m: ", ".join(_digits(group) for group in m.group(0).split("-")),
-                  text)
+    text = re.sub(r"(?:\(\d{3}\)\s?|\b\d{3}-)?\b\d{3}-\d{4}\b",
+                  lambda m: ", ".join(_digits(group) for group in re.findall(r"\d+", m.group(0))), text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
+    text = re.sub(r"\b(\d+)\s?h\s?(\d+)\s?m(?:in)?\b", r"\1 h \2 min", text)   # "3h 45m": minutes, not meters
     text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
+    text = re.sub(r"\b([Oo]n|[Uu]ntil|[Ff]rom|[Ss]ince|[Bb]efore|[Aa]fter)\s+(\d{1,2})/(\d{1,2})\b(?![/\d])",
+                  _dated, text)   # "on 3/15": a date (month first); "from 1/2" stays a fraction
     text = re.sub(r"(?<![\d/.,])(\d+)/(\d+)(?![\d/]|\.\d)", _fraction, text)
     # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
     text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
@@ -387,6 +413,7 @@ def normalize_text(text: str) -> str:
     text = "".join(c if c in allowed else " " for c in text)
     text = re.sub(r"\s+", " ", text)   # first: "\s+," from every start of a long blank run is quadratic
     text = re.sub(r" ([,.?!;:])", r"\1", text)
+    text = re.sub(r"[,;:]\s*(?=[.?!](?!\.))", "", text)   # "(incl. tax)." left ", ."; ": ..." keeps its colon
     text = re.sub(r"([,;:])[,;:\s]*", r"\1 ", text)
     text = re.sub(r"\s+", " ", text).strip(" ,;:")
     return text
