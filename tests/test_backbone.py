@@ -68,6 +68,9 @@ from tts.text import normalize_text
      "call five five five, one two three, four five six seven or see example dot com slash help on march "
      "fifteenth: minus twenty-three dollars and fifty cents, including tax, ran three hours forty-five minutes, "
      "from one half."),
+    ("Mr Smith, 5'10\", paid USD 50 or $10-$20 at 10am-2pm, .5 of it.",
+     "mister smith, five foot ten, paid fifty dollars or ten dollars to twenty dollars at ten a m to two p m, "
+     "point five of it."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

@@ -41,6 +41,7 @@ _WEEKDAY_ABBR = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "w
                  "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday"}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
+CURRENCY_CODES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
 SCALES = {"thousand", "million", "billion", "trillion"}
 _NUMBER = r"\d(?:[\d,]*\d)?(?:\.\d+)?"   # "1,234.5"; a comma after a number is punctuation ("I have 2, not 3")
 _SCALE_SUFFIXES = {"k": "thousand", "m": "million", "bn": "billion", "b": "billion"}   # "$5m", "£2bn"
@@ -340,6 +341,10 @@ def normalize_text(text: str) -> str:
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
+    text = re.sub(r"(\d\s?[AaPp]\.?[Mm]\b\.?)\s?-\s?(?=\d)", r"\1 to ", text)   # "10am-2pm", "3 p.m.-5 p.m."
+    # an hour with no minutes: "5pm", "10 AM" ("am" alone would be read as the word)
+    text = re.sub(r"(?<![:\d])(\d{1,2})\s?([AaPp])\.?[Mm]\b(\.(?=\s*$|\s+[A-Z]))?\.?",
+                  lambda m: f"{m.group(1)} {m.group(2).lower()} m" + ("." if m.group(3) else ""), text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
@@ -366,7 +371,11 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"\b({weekdays})\.(?=,?\s+(?:\d|{month_names}))", lambda m: _WEEKDAY_ABBR[m.group(1).lower()],
                   text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
+    text = re.sub(r"(?<=\d)\s?-\s?(?=[$£€¥]\s?\d)", " to ", text)   # "$10-$20"
     text = re.sub(r"(?<![\w.])-(?=[$£€¥]\s?\d)", "minus ", text)   # "-$23.50"
+    codes = "|".join(CURRENCY_CODES)   # "USD 50", "50 EUR": the sign's amount rule below says them
+    text = re.sub(rf"\b({codes})\s?({_NUMBER})\b|\b({_NUMBER})\s?({codes})\b",
+                  lambda m: f"{CURRENCY_CODES[m.group(1) or m.group(4)]}{m.group(2) or m.group(3)}", text)
     text = re.sub(rf"([$£€¥])\s?({_NUMBER})(?:\s+(thousand|million|billion|trillion)\b|(?:([kKmMbB]|bn)\b))?",
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
@@ -374,6 +383,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?:\(\d{3}\)\s?|\b\d{3}-)?\b\d{3}-\d{4}\b",
                   lambda m: ", ".join(_digits(group) for group in re.findall(r"\d+", m.group(0))), text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
+    text = re.sub(r"\b(\d)'\s?(\d{1,2})(?:\"|'')", r"\1 foot \2", text)   # a height: 5'10"
+    text = re.sub(r"(?:(?<=\s)|^)\.(\d+)\b", lambda m: "point " + _digits(m.group(1)), text)   # ".5"
     text = re.sub(r"\b(\d+)\s?h\s?(\d+)\s?m(?:in)?\b", r"\1 h \2 min", text)   # "3h 45m": minutes, not meters
     text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
@@ -400,6 +411,7 @@ def normalize_text(text: str) -> str:
                   lambda m: ("minus " if m.group(0).startswith("-") else "") + _number_words(m.group(0).lstrip("-"))
                   + ("" if m.group(1) else " "), text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
+    text = re.sub(r"\b(Mr|Mrs|Ms|Dr)(?=\s+[A-Z])", lambda m: ABBREVIATIONS[m.group(1).lower()], text)   # "Mr Smith"
     text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
     for sym, word in SYMBOLS.items():
         text = text.replace(sym, word)
