@@ -1,9 +1,13 @@
 """Text front end: written English to the spoken form the backbone is trained on.
 
 Numbers are spelled with num2words (a well-kept library: cardinals, ordinals,
-years, currency); the patterns around them (times, dates, URLs, e-mail
-addresses, acronyms, abbreviations, symbols) are a few regular expressions
-written here because no library covers them for TTS. The output is lower case
+years, currency); the patterns around them (times, dates, units, versions, URLs,
+e-mail addresses, phone numbers, acronyms, abbreviations, symbols) are regular
+expressions written here, in the order they must run (an address before its dots
+could be decimals, a range before its hyphen could be a minus). NeMo's WFST
+normaliser covers more, but needs pynini/OpenFst, a heavy native build, for what
+these rules do in a millisecond. Each rule is linear in the text's length (a
+quadratic one took 24 s on 100 000 characters). The output is lower case
 letters, digits-free, with the punctuation that shapes prosody (, . ? ! ; : ' -).
 The same function normalises training transcripts and user text, so the model
 learns one reading of everything.
