@@ -185,7 +185,7 @@ def test_read_returns_audio_in_order_across_chunk_joins():
 
 # ---------------------------------------------------------------- long text
 
-LONG = ("Dr. Smith arrived at 9:30 a.m. on Jan. 5, 2024, and paid $12.50 for coffee. " * 3
+LONG = ("Dr. Smith arrived at 9:30 a.m. on Tue. Jan. 5, 2024, and paid $12.50 for coffee. " * 3
         + "This sentence is much longer than the limit, so it has to be cut at its clauses, which are separated "
           "by commas, semicolons; and colons: like these ones, until every piece fits.\n\n"
         + "A new paragraph? Yes! " + "word " * 70)
@@ -220,6 +220,7 @@ def test_text_arriving_in_pieces_gives_the_same_words():
     assert words(" ".join(s.text for s in segments)) == words(normalize_text(LONG))
     assert all(len(s.text) <= 80 for s in segments)
     assert not any(s.text in ("doctor", "doctor.") for s in segments)   # "Dr." did not end a sentence
+    assert not any(s.text.endswith(("tue.", "tuesday.")) for s in segments)   # nor did "Tue."
 
 
 # ---------------------------------------------------------------- engine and CLI

@@ -317,9 +317,10 @@ def _abbreviation(match: re.Match) -> str:
 
 
 def is_abbreviation(word: str) -> bool:
-    """'Dr', 'etc', 'Jan', 'e.g', 'J': a written word after which a full stop need not end the sentence."""
+    """'Dr', 'etc', 'Jan', 'Tue', 'e.g', 'J': a written word after which a full stop need not end the sentence."""
     word = word.lower().strip("\"'(")
-    return len(word) == 1 or word in ABBREVIATIONS or word in TITLES or word in _MONTH_ABBR or "." in word
+    return (len(word) == 1 or word in ABBREVIATIONS or word in TITLES or word in _MONTH_ABBR or word in _WEEKDAY_ABBR
+            or "." in word)
 
 
 def _strip_accents(text: str) -> str:
