@@ -380,8 +380,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert tuned_figures["step"] == parent.train_step + 3
     assert 0.0 <= tuned_figures["speaker_q2"] <= 2.0     # the speaker loss, validated where it selects
     assert any("speaker" in json.loads(line) for line in open(tmp_path / "run3" / "train.log"))
-    # scored where it selects (focus_n_q)
-    assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and 0.0 <= tuned_figures["stoi_q2"] <= 1.0
+    # scored where it selects (focus_n_q); STOI is a mean of correlations, a little below 0 for a codec this raw
+    assert 1.0 <= tuned_figures["pesq_q2"] <= 4.7 and -1.0 <= tuned_figures["stoi_q2"] <= 1.0
     tuned = load_codec(tmp_path / "e.safetensors")
     assert tuned.tokens_id == parent.tokens_id == parent.model_id != tuned.model_id
     before, after = parent.state_dict(), tuned.state_dict()
