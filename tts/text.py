@@ -103,11 +103,13 @@ CAPS_SHORT_WORDS = set("""
     MAN MAY MEN NEW NOR NOT NOW OFF OIL OLD ONE OUR OUT OWN PAY PUT RED RUN SAW SAY SEE SET SHE SIT SIX
     SUN TEN THE TOO TOP TRY TWO USE WAR WAS WAY WHY WIN YES YET YOU ACT ARM BIT BUS DIE FIT FLY HAT HEY
     ICE ILL INK JOY LAY LEG MAP MIX NET PEN PET PIG POT RAT RAY SAD SEA SKY TAX TEA TIE TOY WET WON ZOO
+    BET BUN COW DUE EGG EGO ELF GAG GAS GIN HIT MAD MID SEX SOY SUB TIP TUB WOO ANN BOB DON KEN
 """.split())
 # A longer upper-case word reads as a word when it could be English: a vowel, and only consonant runs
 # that English words have ("ESPN", "ISBN", "USSR", "NYPD" have others). The runs: those of at least five
-# different lower-case words of the corpus's texts (15 643 words of 4+ letters, session 33).
-_CONSONANT_RUNS_OF_WORDS = set("""
+# different lower-case words of the corpus's texts (15 643 words of 4+ letters, session 33), and a few of
+# fewer words that upper-case words of the corpus needed (WORLD, FIFTH, WARMTH, VODKA, SARTRE, CRISPS).
+_CONSONANT_RUNS_OF_WORDS = {"rld", "fth", "rmth", "dk", "rtr", "sps"} | set("""
     bb bd bj bl bm bn br bs bt cc ch ck cl cq cr cs ct dd dg dj dl dm dn dr ds dv dw ff fl fr fs ft gg gh gl gm gn
     gr gs kl kn ks lb lc ld lf lg lk ll lm ln lp lr ls lt lv mb mf mm mn mp ms nb nc nd nf ng nh nj nk nl nm nn np
     nq nr ns nt nv nw nz ph pl pm pp pr ps pt rb rc rd rf rg rh rk rl rm rn rp rr rs rt rv rw sb sc sd sf sg sh sk
@@ -288,7 +290,7 @@ def _reads_as_word(word: str) -> bool:
     lower = word.lower()
     consonant_runs = re.findall(r"[^aeiouy]+", lower)
     return (bool(consonant_runs) and re.search(r"[aeiou]", lower) is not None
-            and not re.search(r"[aeiouy]{3}", lower)   # "IIII", "IEEE"
+            and not re.search(r"[aeiou]{4}", lower)   # "IIII", "IEEE" ("QUEEN", "HAWAII" are words)
             and all(len(run) == 1 or run in _CONSONANT_RUNS_OF_WORDS for run in consonant_runs))
 
 
