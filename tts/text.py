@@ -417,6 +417,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"(?:(?<![\w.])-)?{_NUMBER}(?=([-']?))",
                   lambda m: ("minus " if m.group(0).startswith("-") else "") + _number_words(m.group(0).lstrip("-"))
                   + ("" if m.group(1) else " "), text)
+    # "MT. Everest", "DR. SMITH": a title in capitals is the title, not letters
+    text = re.sub(r"\b(MR|MRS|MS|DR|MT|ST)\.(?=\s+[A-Z])", lambda m: ABBREVIATIONS[m.group(1).lower()], text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
     text = re.sub(r"\b(Mr|Mrs|Ms|Dr)(?=\s+[A-Z])", lambda m: ABBREVIATIONS[m.group(1).lower()], text)   # "Mr Smith"
     text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
