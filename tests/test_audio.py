@@ -52,6 +52,9 @@ def test_read_audio_mixes_down_and_rejects_garbage(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     with pytest.raises(AudioError, match="cannot decode"):
         read_audio(tmp_path / "bad.wav")
+    with pytest.raises(AudioError, match="cannot decode the audio") as raised:   # bytes from a request
+        read_audio(b"RIFF....WAVEfmt not really audio")
+    assert "BytesIO" not in str(raised.value)
     with pytest.raises(AudioError, match="not found"):
         read_audio(tmp_path / "missing.wav")
     sf.write(tmp_path / "empty.wav", np.zeros((0, 1)), SR)

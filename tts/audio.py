@@ -47,7 +47,10 @@ def read_audio(source: str | Path | bytes) -> Audio:
         handle = io.BytesIO(source) if isinstance(source, bytes) else source
         data, sr = sf.read(handle, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise AudioError(f"cannot decode audio ({exc}); accepted: wav, flac, ogg") from exc
+        # libsndfile's own words, without soundfile's "Error opening <_io.BytesIO object at 0x...>"
+        reason = getattr(exc, "error_string", None) or str(exc)
+        what = "the audio" if isinstance(source, bytes) else str(source)
+        raise AudioError(f"cannot decode {what} as wav, flac or ogg ({reason})") from exc
     if data.size == 0:
         raise AudioError("audio holds no samples")
     mono = data.mean(axis=1).astype(np.float32)
