@@ -341,7 +341,7 @@ def normalize_text(text: str) -> str:
     text = text.replace("—", ", ").replace("…", "...")
     # URLs and e-mail addresses first: their dots and slashes are not sentence punctuation.
     text = re.sub(r"\b(?:https?://|ftp://|www\.)[^\s]+[^\s.,;:!?)]", lambda m: _spoken_url(m.group(0)), text)
-    text = re.sub(rf"(?<![\w.@/-])[a-z\d][\w-]*(?:\.[\w-]+)*\.(?:{_DOMAIN_ENDINGS})\b(?:/[^\s]*[^\s.,;:!?)])?",
+    text = re.sub(rf"(?<![\w.@/-])[A-Za-z\d][\w-]*(?:\.[\w-]+)*\.(?:{_DOMAIN_ENDINGS})\b(?:/[^\s]*[^\s.,;:!?)])?",
                   lambda m: _spoken_url(m.group(0)), text)   # a bare domain ("example.com/help")
     # (?<!...): an address starts where its characters do; tried from inside a long run, the match is quadratic
     text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
