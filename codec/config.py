@@ -51,7 +51,13 @@ class CodecConfig:
         return n_q * self.bits_per_code * self.frame_rate / 1000
 
     def n_q_for_kbps(self, kbps: float) -> int:
-        """Quantizers giving the bitrate closest to `kbps` (at least 1, at most n_q)."""
+        """Quantizers giving the bitrate closest to `kbps` (at least 1, at most n_q).
+
+        Raises:
+            ValueError: `kbps` is not a positive finite number (NaN would reach round() as an uncaught error).
+        """
+        if not 0 < kbps < math.inf:
+            raise ValueError(f"a bitrate must be a positive number of kbit/s, not {kbps}")
         per_q = self.kbps(1)
         n_q = max(1, min(self.n_q, round(kbps / per_q)))
         return n_q

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -124,8 +125,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         if kind == "codec":
             n_q = self.max_n_q
             if audio.codec_kbps:
-                if audio.codec_kbps < 0:
-                    raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "codec_kbps must be positive")
+                if not 0 < audio.codec_kbps < math.inf:   # NaN and inf too
+                    raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, "codec_kbps must be a positive number (0: highest)")
                 n_q = min(self.max_n_q, codec.n_q_for_kbps(audio.codec_kbps))
             return OutputFormat("codec", codec.sample_rate, n_q, codec.bits_per_code)
         rate = audio.sample_rate_hz or self.engine.sample_rate

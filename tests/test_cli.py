@@ -92,6 +92,8 @@ def test_codec_commands_refuse_a_bitrate_out_of_range_and_a_missing_stream(tmp_p
     err = capsys.readouterr().err
     assert "above this codec's highest bitrate" in err and "Traceback" not in err
     assert not (tmp_path / "x.sttc").exists()
+    assert main(["codec", "encode", str(wav), str(tmp_path / "x.sttc"), "--kbps", "nan"]) == 2
+    assert "positive number" in capsys.readouterr().err
     assert main(["codec", "decode", str(tmp_path / "none.sttc"), str(tmp_path / "y.wav")]) == 2
     assert "codec stream not found" in capsys.readouterr().err
     assert not (tmp_path / "y.wav").exists()

@@ -137,6 +137,8 @@ def test_same_seed_same_audio_even_with_other_streams_running(server, client):
     (lambda c: c.synthesize("hello", temperature=-1), grpc.StatusCode.INVALID_ARGUMENT, "temperature"),
     (lambda c: c.synthesize("hello", guidance=11), grpc.StatusCode.INVALID_ARGUMENT, "guidance"),
     (lambda c: c.synthesize("hello", speaking_rate=3), grpc.StatusCode.INVALID_ARGUMENT, "speaking_rate"),
+    (lambda c: c.synthesize("hello", encoding=pb.CODEC, codec_kbps=float("nan")), grpc.StatusCode.INVALID_ARGUMENT,
+     "codec_kbps"),
     (lambda c: c.stream("!!!"), grpc.StatusCode.INVALID_ARGUMENT, "nothing that can be spoken"),
     (lambda c: c.get_voice("ghost"), grpc.StatusCode.NOT_FOUND, "unknown voice"),
     (lambda c: c.delete_voice("slt"), grpc.StatusCode.FAILED_PRECONDITION, "built in"),

@@ -127,8 +127,8 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
 
     from tts.audio import check_output_path
 
-    if args.kbps <= 0:
-        raise UserError("--kbps must be positive")
+    if not args.kbps > 0:   # NaN too
+        raise UserError(f"--kbps must be a positive number, not {args.kbps:g}")
     check_output_path(args.output, formats=None)
     model = load_codec(args.model)
     top, step = model.config.kbps(model.config.n_q), model.config.kbps(1)
