@@ -205,7 +205,10 @@ class BatchGenerator:
         if n + hi + cfg.n_codebooks > cfg.max_positions:
             raise ValueError(f"text too long for one utterance ({len(request.text_ids)} tokens); split it")
         s = request.sampling
-        row = _Row(next(self._ids), request, torch.Generator(device="cpu").manual_seed(request.seed), lo, hi,
+        # A seed is taken modulo 2**64, the generator's range (where -1 is already 2**64 - 1): any int, and the
+        # largest uint64 a gRPC client may send plus a segment's offset, seeds it instead of overflowing.
+        generator = torch.Generator(device="cpu").manual_seed(request.seed % 2**64)
+        row = _Row(next(self._ids), request, generator, lo, hi,
                    round(s.end_hold_seconds * cfg.frame_rate),
                    max(1, round(s.max_token_seconds / s.speaking_rate * cfg.frame_rate)), aligned=cfg.align_heads > 0,
                    guided=cfg.unconditional and s.guidance != 1.0, reads=cfg.read_pointer > 0)

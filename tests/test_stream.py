@@ -244,6 +244,20 @@ def engine(codec):
 FAST = SamplingConfig(max_seconds_per_char=0.04, extra_seconds=0.2)
 
 
+def test_any_integer_seeds_generation_modulo_2_to_the_64(engine):
+    """A gRPC seed is a uint64 and each segment adds one to it: the largest must not overflow the generator."""
+    speaker = np.ones(192, np.float32) / np.sqrt(192)
+    text = "One two three four. Five six seven eight."
+
+    def audio(seed: int) -> np.ndarray:
+        options = SynthesisOptions(seed=seed, sampling=FAST, max_chars_per_segment=20)
+        return np.concatenate(list(engine.synthesize(text, speaker, options)))
+
+    top = audio(2**64 - 1)   # its second segment is seeded with 2**64, i.e. 0
+    np.testing.assert_array_equal(top, audio(-1))
+    assert audio(2**70).size > 0
+
+
 def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, codec):
     speaker = np.ones(192, np.float32) / np.sqrt(192)
     options = SynthesisOptions(seed=3, sampling=FAST, max_chars_per_segment=30)
