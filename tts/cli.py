@@ -454,7 +454,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
     clip = _read_clip(args.clone) if args.clone else None
     engine = Engine.load(backbone=args.backbone, codec=args.codec, store=VoiceStore(args.store) if args.store else None)
     options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
-    engine.segments(text, options)   # empty or unspeakable text fails before any model work
+    segments = engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
     bar = None
 
@@ -465,7 +465,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
         if bar is not None and index:
             bar.update(1)
 
-    report = say(engine, text, speaker, options, out=args.out, play=args.play, sample_rate=args.sample_rate,
+    report = say(engine, segments, speaker, options, out=args.out, play=args.play, sample_rate=args.sample_rate,
                  on_segment=on_segment)
     if bar is not None:
         bar.update(bar.total - bar.n)

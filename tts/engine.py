@@ -75,7 +75,11 @@ class SpeechStream:
     # text in
     def add_text(self, text: str) -> None:
         """Whole text, checked and segmented at once."""
-        self.segments.extend(self.engine.segments(text, self.options))
+        self.add_segments(self.engine.segments(text, self.options))
+
+    def add_segments(self, segments: list[Segment]) -> None:
+        """Segments the caller already has from `Engine.segments` (the text is not read twice)."""
+        self.segments.extend(segments)
 
     def feed(self, piece: str) -> None:
         """Text arriving in pieces: complete segments are queued as soon as they are known."""

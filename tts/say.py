@@ -20,6 +20,7 @@ import numpy as np
 
 from tts.audio import AudioFileWriter, StreamingResampler
 from tts.engine import Engine, SynthesisOptions, run_stream
+from tts.segment import Segment
 from tts.stream.playout import PlayoutBuffer, PlayoutStats, simulate_playout
 
 BLOCK_SECONDS = 0.02
@@ -109,13 +110,17 @@ def deliver(chunks: Iterator[np.ndarray], sample_rate: int, out: str | Path | No
     return (first if first is not None else elapsed), elapsed, produced / sample_rate, stats
 
 
-def say(engine: Engine, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
+def say(engine: Engine, text: str | list[Segment], speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
         out: str | Path | None = None, play: bool = False, sample_rate: int | None = None,
         on_segment: Callable[[int, int], None] | None = None) -> SayReport:
-    """Speak `text` into `out` (WAV/FLAC, 16-bit) and/or the speakers; returns the measurements."""
+    """Speak `text` (or its segments from `Engine.segments`) into `out` (WAV/FLAC, 16-bit) and/or the
+    speakers; returns the measurements."""
     rate = sample_rate or engine.sample_rate
     stream = engine.stream(speaker, options)
-    stream.add_text(text)
+    if isinstance(text, str):
+        stream.add_text(text)
+    else:
+        stream.add_segments(text)
     n_segments = len(stream.segments)
     resample = StreamingResampler(engine.sample_rate, rate)
 
