@@ -14,6 +14,7 @@ import logging
 import math
 import signal
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -49,6 +50,9 @@ class ServerConfig:
     # TTFA p50 359 ms); at 16 it falls behind (RTF 1.32, playback starting 2.6 s late) (session 19).
     max_streams: int = 12
     max_text_chars: int = 5000
+    # Synthesize answers in one message; gRPC clients refuse messages over 4 MiB unless told otherwise, and a
+    # bigger answer was computed in full only to be refused (5 000 digits: 41 MB). Past this, the call ends.
+    max_unary_audio_bytes: int = 4 * 2**20 - 64 * 2**10
     max_queued_seconds: float = 10.0
     default_voice: str = "slt"
     grace_seconds: float = 30.0
@@ -217,9 +221,15 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     async def Synthesize(self, request, context):
         try:
             job, out = await self._job(request.config, request.text)
-            audio = []
-            async for item in self._relay(job, context):
-                audio.append(item.audio)
+            audio, size, limit = [], 0, self.config.max_unary_audio_bytes
+            async with aclosing(self._relay(job, context)) as items:   # leaving it cancels the job at once
+                async for item in items:
+                    size += len(item.audio)
+                    if size > limit:
+                        raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+                                      f"the audio passes {limit} bytes, the most one Synthesize response carries; "
+                                      "use SynthesizeStream for text this long")
+                    audio.append(item.audio)
         except Exception as exc:  # noqa: BLE001 - mapped to a status
             await self._abort(context, exc)
         return pb.SynthesizeResponse(audio=b"".join(audio), format=self._format(out),
@@ -322,6 +332,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             voices=[_voice(v) for v in all_voices(self.store)], encodings=[pb.LINEAR16, pb.FLOAT32, pb.CODEC],
             native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=MIN_RATE, max_sample_rate_hz=MAX_RATE,
             codec_kbps=self.codec_rates, max_text_chars=self.config.max_text_chars,
+            max_unary_audio_bytes=self.config.max_unary_audio_bytes,
             max_streams=self.config.max_streams, default_voice=self.config.default_voice,
             backbone_id=getattr(self.engine.backbone, "model_id", "untrained"), codec_id=self.engine.codec.model_id)
 

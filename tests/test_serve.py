@@ -179,6 +179,23 @@ def test_malformed_bytes_do_not_crash_the_server(client):
 LONG_TEXT = "This stream runs long enough to be interrupted. " * 20
 
 
+def test_a_unary_answer_past_its_size_limit_is_refused_and_its_work_stops(engine, tmp_path):
+    """Synthesize answers in one message; audio past the limit ends the call (a client would refuse it)."""
+    srv = start(engine, tmp_path, max_unary_audio_bytes=8000)   # a quarter second of LINEAR16 at 16 kHz
+    try:
+        with TtsClient(srv.target, timeout=60) as c:
+            assert c.service_config().max_unary_audio_bytes == 8000
+            code, details = code_of(lambda: c.synthesize(LONG_TEXT))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "use SynthesizeStream" in details
+            deadline = time.time() + 10
+            while srv.server.servicer.scheduler.active_streams and time.time() < deadline:
+                time.sleep(0.02)
+            assert srv.server.servicer.scheduler.active_streams == 0   # the refused job no longer runs
+            assert len(b"".join(ch.audio for ch in c.stream(LONG_TEXT))) > 8000   # streaming has no such limit
+    finally:
+        srv.stop()
+
+
 def test_too_many_streams_cancellation_frees_the_slot_and_deadlines(engine, tmp_path):
     srv = start(engine, tmp_path, max_streams=1)
     try:
