@@ -119,6 +119,14 @@ class StreamJob:
                 self._input_done |= kind == "end"
 
     @property
+    def idle(self) -> bool:
+        """Nothing to speak and nothing being spoken: no input waiting, no segment queued or generating, and
+        all audio taken by the handler. (Read from the event loop; each part is one attribute read.)"""
+        with self._lock:
+            waiting = bool(self._text)
+        return not waiting and self.row is None and not self.stream.segments and self._queued_seconds <= 1e-9
+
+    @property
     def finished(self) -> bool:
         return self._input_done and self.row is None and not self.stream.segments
 

@@ -53,6 +53,9 @@ class ServerConfig:
     # Synthesize answers in one message; gRPC clients refuse messages over 4 MiB unless told otherwise, and a
     # bigger answer was computed in full only to be refused (5 000 digits: 41 MB). Past this, the call ends.
     max_unary_audio_bytes: int = 4 * 2**20 - 64 * 2**10
+    # A StreamingSynthesize stream holds one of `max_streams` slots: one that sends nothing for this long while
+    # it has nothing to speak is ended (OUT_OF_RANGE), so idle clients cannot hold every slot.
+    text_idle_seconds: float = 60.0
     max_queued_seconds: float = 10.0
     default_voice: str = "slt"
     grace_seconds: float = 30.0
@@ -264,10 +267,28 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         finally:
             reader.cancel()
 
+    async def _next_request(self, requests, job: StreamJob):
+        """The next request, or None at the end of input; waits as long as the stream has work, then at most
+        `text_idle_seconds` (a read is never cancelled mid-way: that would close the request stream)."""
+        read = asyncio.ensure_future(anext(requests))
+        try:
+            while True:
+                done, _ = await asyncio.wait({read}, timeout=self.config.text_idle_seconds)
+                if done:
+                    try:
+                        return read.result()
+                    except StopAsyncIteration:
+                        return None
+                if job.idle:
+                    raise TimeoutError
+        finally:
+            read.cancel()
+
     async def _read_text(self, requests, job: StreamJob) -> None:
         total = 0
+        requests = aiter(requests)
         try:
-            async for request in requests:
+            while (request := await self._next_request(requests, job)) is not None:
                 kind = request.WhichOneof("request")
                 if kind == "text":
                     total += len(request.text)
@@ -280,6 +301,9 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                     break
                 elif kind == "config":
                     return _fail(job, "`config` may only be sent in the first request")
+        except TimeoutError:
+            return _fail(job, f"no request for {self.config.text_idle_seconds:g} s with nothing left to speak; send "
+                         "`end_of_input` when the text is complete", grpc.StatusCode.OUT_OF_RANGE)
         except (asyncio.CancelledError, grpc.RpcError):
             return
         job.end_input()
@@ -333,6 +357,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=MIN_RATE, max_sample_rate_hz=MAX_RATE,
             codec_kbps=self.codec_rates, max_text_chars=self.config.max_text_chars,
             max_unary_audio_bytes=self.config.max_unary_audio_bytes,
+            text_idle_seconds=self.config.text_idle_seconds,
             max_streams=self.config.max_streams, default_voice=self.config.default_voice,
             backbone_id=getattr(self.engine.backbone, "model_id", "untrained"), codec_id=self.engine.codec.model_id)
 
@@ -356,9 +381,9 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             "cancelled": job.cancelled, "error": str(error) if error else None}))
 
 
-def _fail(job: StreamJob, message: str) -> None:
-    """End a stream with INVALID_ARGUMENT from the request reader (the scheduler drops the job)."""
-    job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(grpc.StatusCode.INVALID_ARGUMENT, message)))
+def _fail(job: StreamJob, message: str, code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT) -> None:
+    """End a stream with `code` from the request reader (the scheduler drops the job)."""
+    job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(code, message)))
     job.cancel()
 
 

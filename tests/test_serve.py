@@ -196,6 +196,32 @@ def test_a_unary_answer_past_its_size_limit_is_refused_and_its_work_stops(engine
         srv.stop()
 
 
+def test_a_text_stream_left_idle_is_ended_and_frees_its_slot(engine, tmp_path):
+    srv = start(engine, tmp_path, max_streams=1, text_idle_seconds=0.5)
+    try:
+        with TtsClient(srv.target, timeout=60) as c:
+            assert c.service_config().text_idle_seconds == 0.5
+
+            def pieces_then_silence():
+                yield "Hello there."
+                time.sleep(3)          # a client that keeps the stream open and sends nothing
+                yield "Too late."
+
+            code, details = code_of(lambda: c.stream_text(pieces_then_silence()))
+            assert code == grpc.StatusCode.OUT_OF_RANGE and "end_of_input" in details
+            assert c.synthesize("hello").duration_seconds > 0            # its slot is free again
+
+            def slow_but_steady():
+                for word in ("One", "two", "three."):
+                    time.sleep(0.3)       # each gap under the limit
+                    yield word + " "
+
+            chunks = list(c.stream_text(slow_but_steady()))
+            assert chunks and chunks[-1].final
+    finally:
+        srv.stop()
+
+
 def test_too_many_streams_cancellation_frees_the_slot_and_deadlines(engine, tmp_path):
     srv = start(engine, tmp_path, max_streams=1)
     try:
