@@ -56,6 +56,9 @@ class ServerConfig:
     # A StreamingSynthesize stream holds one of `max_streams` slots: one that sends nothing for this long while
     # it has nothing to speak is ended (OUT_OF_RANGE), so idle clients cannot hold every slot.
     text_idle_seconds: float = 60.0
+    # A client that takes no audio for this long (its transport window full, the write waiting) is ended
+    # (DEADLINE_EXCEEDED): backpressure stops its generation, but it would keep its slot for ever.
+    stall_seconds: float = 30.0
     max_queued_seconds: float = 10.0
     default_voice: str = "slt"
     grace_seconds: float = 30.0
@@ -242,13 +245,22 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     async def SynthesizeStream(self, request, context):
         try:
             job, out = await self._job(request.config, request.text)
+            await self._send(job, out, context)
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
-        try:
-            async for chunk in self._chunks(job, out, context):
-                yield chunk
-        except Exception as exc:  # noqa: BLE001
-            await self._abort(context, exc)
+
+    async def _send(self, job: StreamJob, out: OutputFormat, context) -> None:
+        """Write the job's chunks as they come (context.write, not yield, so that a write can time out); a
+        client that takes none for `stall_seconds` is ended and its job cancelled, freeing its slot."""
+        async with aclosing(self._chunks(job, out, context)) as chunks:
+            async for chunk in chunks:
+                write = asyncio.ensure_future(context.write(chunk))
+                done, _ = await asyncio.wait({write}, timeout=self.config.stall_seconds)
+                if not done:
+                    write.cancel()
+                    raise _Reject(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"the client took no audio for {self.config.stall_seconds:g} s")
+                write.result()
 
     async def StreamingSynthesize(self, request_iterator, context):
         try:
@@ -260,8 +272,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             await self._abort(context, exc)
         reader = asyncio.create_task(self._read_text(request_iterator, job))
         try:
-            async for chunk in self._chunks(job, out, context):
-                yield chunk
+            await self._send(job, out, context)
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
         finally:
@@ -358,6 +369,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             codec_kbps=self.codec_rates, max_text_chars=self.config.max_text_chars,
             max_unary_audio_bytes=self.config.max_unary_audio_bytes,
             text_idle_seconds=self.config.text_idle_seconds,
+            stall_seconds=self.config.stall_seconds,
             max_streams=self.config.max_streams, default_voice=self.config.default_voice,
             backbone_id=getattr(self.engine.backbone, "model_id", "untrained"), codec_id=self.engine.codec.model_id)
 

@@ -222,6 +222,24 @@ def test_a_text_stream_left_idle_is_ended_and_frees_its_slot(engine, tmp_path):
         srv.stop()
 
 
+def test_a_client_that_stops_taking_audio_is_ended_and_frees_its_slot(engine, tmp_path):
+    """Backpressure stops its generation; the stall limit frees its slot (float32 at 48 kHz fills the window)."""
+    srv = start(engine, tmp_path, max_streams=1, stall_seconds=1.0)
+    try:
+        with TtsClient(srv.target, timeout=60) as a, TtsClient(srv.target, timeout=60) as b:
+            assert a.service_config().stall_seconds == 1.0
+            stalled = a.stream(LONG_TEXT * 3, encoding=pb.FLOAT32, sample_rate=48000)
+            next(stalled)                                   # then it takes nothing more
+            deadline = time.time() + 20
+            while srv.server.servicer.streams and time.time() < deadline:
+                time.sleep(0.1)
+            assert srv.server.servicer.streams == 0
+            assert b.synthesize("hello").duration_seconds > 0   # the slot is free
+            stalled.close()
+    finally:
+        srv.stop()
+
+
 def test_too_many_streams_cancellation_frees_the_slot_and_deadlines(engine, tmp_path):
     srv = start(engine, tmp_path, max_streams=1)
     try:
