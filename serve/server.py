@@ -254,13 +254,12 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         client that takes none for `stall_seconds` is ended and its job cancelled, freeing its slot."""
         async with aclosing(self._chunks(job, out, context)) as chunks:
             async for chunk in chunks:
-                write = asyncio.ensure_future(context.write(chunk))
-                done, _ = await asyncio.wait({write}, timeout=self.config.stall_seconds)
-                if not done:
-                    write.cancel()
+                try:
+                    async with asyncio.timeout(self.config.stall_seconds):   # no task per chunk
+                        await context.write(chunk)
+                except TimeoutError:
                     raise _Reject(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  f"the client took no audio for {self.config.stall_seconds:g} s")
-                write.result()
+                                  f"the client took no audio for {self.config.stall_seconds:g} s") from None
 
     async def StreamingSynthesize(self, request_iterator, context):
         try:
