@@ -375,7 +375,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     # ------------------------------------------------------------ helpers
 
     async def _abort(self, context, exc: BaseException) -> None:
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)):   # the latter: aborted already
             raise exc
         code, message = _error_status(exc)
         if code == grpc.StatusCode.INTERNAL:
