@@ -97,3 +97,11 @@ def test_codec_commands_refuse_a_bitrate_out_of_range_and_a_missing_stream(tmp_p
     assert main(["codec", "decode", str(tmp_path / "none.sttc"), str(tmp_path / "y.wav")]) == 2
     assert "codec stream not found" in capsys.readouterr().err
     assert not (tmp_path / "y.wav").exists()
+
+
+def test_a_built_in_voice_cannot_be_deleted_or_exported_and_says_why(tmp_path, capsys):
+    store = str(tmp_path / "voices.db")
+    assert main(["voice", "delete", "slt", "--store", store]) == 2
+    assert "'slt' is a built-in voice" in capsys.readouterr().err
+    assert main(["voice", "export", "slt", str(tmp_path / "slt.voice"), "--store", store]) == 2
+    assert "built-in voice" in capsys.readouterr().err and not (tmp_path / "slt.voice").exists()
