@@ -20,7 +20,7 @@ from tts.text import normalize_text
     ("Dr. Smith paid $12.50.", "doctor smith paid twelve dollars and fifty cents."),
     ("It costs $1.5 million.", "it costs one point five million dollars."),
     ("Pay in $ or €, US$3 at most.", "pay in dollars or euros, u s three dollars at most."),
-    ("We met at 9:00 a.m. Then left.", "we met at nine a m. then left."),
+    ("We met at 9:00 a.m. Then left.", "we met at nine eh m. then left."),
     ("Call at 7:05 or 10:30 PM.", "call at seven oh five or ten thirty p m."),
     ("On 2024-03-05 it rained.", "on march fifth twenty twenty-four it rained."),
     ("Born Jan. 5, 1950.", "born january fifth, nineteen fifty."),
@@ -40,7 +40,7 @@ from tts.text import normalize_text
     ("Call 555-123-4567 about a 9-year-old.",
      "call five five five, one two three, four five six seven about a nine-year-old."),
     ("Agent 007's zip is 02139, see RHSA-1999:030-01.",
-     "agent zero zero seven's zip is zero two one three nine, see r h s a-nineteen ninety-nine: "
+     "agent zero zero seven's zip is zero two one three nine, see r h s eh-nineteen ninety-nine: "
      "zero three zero-zero one."),
     ("Songs of the 1920's and 80's on MP3 and Linux8086.",
      "songs of the nineteen twenties and eighties on m p three and linux eight thousand and eighty-six."),
@@ -69,7 +69,7 @@ from tts.text import normalize_text
      "fifteenth: minus twenty-three dollars and fifty cents, including tax, ran three hours forty-five minutes, "
      "from one half."),
     ("Mr Smith, 5'10\", paid USD 50 or $10-$20 at 10am-2pm, .5 of it.",
-     "mister smith, five foot ten, paid fifty dollars or ten dollars to twenty dollars at ten a m to two p m, "
+     "mister smith, five foot ten, paid fifty dollars or ten dollars to twenty dollars at ten eh m to two p m, "
      "point five of it."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),

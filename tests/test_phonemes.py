@@ -19,6 +19,13 @@ SENTENCES = ["hello there, how are you today?", "the cat sat on the mat.", "she 
              "five thirty p m, and then some.", "a quiet night: the stars came out."]
 
 
+def test_a_spelled_letter_a_is_said_by_its_name_not_as_the_article():
+    """ "USA", "9 a.m.": a lone "a" is read as the article (a schwa); the front end spells the letter "eh"."""
+    words = EspeakPhonemizer.shared().words(normalize_text("The USA at 9 a.m. and a cat."))
+    assert words[3] == ["'eI"] and words[6] == ["'eI"]   # the u s A | at nine A m
+    assert words[9] == ["a#"]                            # the article stays the article
+
+
 def test_words_become_phoneme_names_with_stress_boundaries_and_punctuation():
     symbols = phoneme_symbols("hello there, how are you?")
     assert symbols[:6] == ["h", "@", "l", "stress'", "oU", WORD_BOUNDARY]   # espeak-ng: h@l'oU

@@ -195,7 +195,7 @@ def test_long_text_is_split_in_order_within_the_limit():
     segments = segment_text(LONG, max_chars=80)
     assert all(0 < len(s.text) <= 80 for s in segments)
     assert " ".join(s.text for s in segments).split() == normalize_text(LONG).split()
-    assert segments[0].text.startswith("doctor smith arrived at nine thirty a m")
+    assert segments[0].text.startswith("doctor smith arrived at nine thirty eh m")
     assert segments[-1].pause_after == 0.0
     assert any(s.pause_after == 0.6 for s in segments)          # the paragraph break
     assert {s.pause_after for s in segments if s.text.endswith(".")} == {0.35, 0.6}   # sentence, paragraph end

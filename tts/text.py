@@ -37,7 +37,7 @@ ABBREVIATIONS = {
     "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
 }
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
-LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "a m", "p.m.": "p m", "ph.d.": "p h d"}
+LATIN = {"e.g.": "for example", "i.e.": "that is", "a.m.": "eh m", "p.m.": "p m", "ph.d.": "p h d"}
 SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " number ", "%": " percent ",
            "°": " degrees ", "×": " times ", "/": " slash ", "~": " about ", "<": " less than ",
            ">": " greater than ", "±": " plus or minus "}
@@ -93,7 +93,9 @@ _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
                  "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
-_LETTER_NAMES = {"w": "double u"}
+# Letters said by name where a word is spelled. A lone "a" would be read as the article (espeak-ng: a schwa,
+# so "USA" was "you es uh" and "9 a.m." "nine uh em"); "eh" is read as the letter's name.
+_LETTER_NAMES = {"w": "double u", "a": "eh"}
 # Upper-case words of one to three letters read as words ("STOP THE CAR"); the rest are spelled ("FBI").
 # Left out on purpose: those as often an acronym ("US", "IT", "AM", "PM", "WHO", "OK", "ID").
 CAPS_SHORT_WORDS = set("""
@@ -187,7 +189,7 @@ def _time(match: re.Match) -> str:
         words += " oh " + _cardinal(m)
     else:
         words += " " + _cardinal(m)
-    return words + (" " + " ".join(suffix) if suffix else "")
+    return words + (" " + _spelled(suffix) if suffix else "")
 
 
 def _spoken_date(month: int, day: int, year: int) -> str | None:
@@ -254,8 +256,7 @@ def _roman(numeral: str) -> int:
 
 def _dotted_acronym(match: re.Match) -> str:
     """'U.K.' -> 'u k'; the last period stays where it ends the text ("the U.S. Navy" is one phrase)."""
-    letters = " ".join(c for c in match.group(1) if c != ".")
-    return letters + ("." if match.group(2) is not None else "")
+    return _spelled(match.group(1).replace(".", "")) + ("." if match.group(2) is not None else "")
 
 
 _DOMAIN_ENDINGS = "com|org|net|edu|gov|io|co\\.uk|ai|dev|app|info"
@@ -277,8 +278,12 @@ def _acronym(match: re.Match) -> str:
     core = word[:-1] if plural else word
     if core in ACRONYM_WORDS or _reads_as_word(core):
         return core.lower() + ("s" if plural else "")
-    letters = " ".join(_LETTER_NAMES.get(c, c) for c in core.lower())
-    return letters + (" s" if plural else "")
+    return _spelled(core) + (" s" if plural else "")
+
+
+def _spelled(letters: str) -> str:
+    """'FBI' -> 'f b i', 'USA' -> 'u s eh': each letter by its name."""
+    return " ".join(_LETTER_NAMES.get(c, c) for c in letters.lower())
 
 
 def _reads_as_word(word: str) -> bool:
@@ -351,7 +356,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(\d\s?[AaPp]\.?[Mm]\b\.?)\s?-\s?(?=\d)", r"\1 to ", text)   # "10am-2pm", "3 p.m.-5 p.m."
     # an hour with no minutes: "5pm", "10 AM" ("am" alone would be read as the word)
     text = re.sub(r"(?<![:\d])(\d{1,2})\s?([AaPp])\.?[Mm]\b(\.(?=\s*$|\s+[A-Z]))?\.?",
-                  lambda m: f"{m.group(1)} {m.group(2).lower()} m" + ("." if m.group(3) else ""), text)
+                  lambda m: f"{m.group(1)} {_spelled(m.group(2) + 'm')}" + ("." if m.group(3) else ""), text)
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
