@@ -90,6 +90,9 @@ _NOT_BEFORE_NUMERALS = ("The", "A", "An", "In", "On", "At", "Of", "And", "But", 
 # II to XXXIX, a whole word: "I", "V" and "X" alone are too often words
 _ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
+_REGNAL_NUMERAL = re.compile(rf"\b((?:(?:{'|'.join(ROYAL_TITLES)})\.?\s+[A-Z][a-z]+"
+                             rf"|(?:{'|'.join(sorted(REGNAL_NAMES))}))\s+)({_ROMAN})\b")
+_COUNTED_NUMERAL = re.compile(rf"\b(?!(?:{'|'.join(_NOT_BEFORE_NUMERALS)})\b)([A-Z][\w-]*)\s+({_ROMAN})\b")
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
                  "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
@@ -224,12 +227,16 @@ def _unit(match: re.Match) -> str:
     return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}"
 
 
+def _month_first(first: int, second: int) -> tuple[int, int]:
+    """(month, day) of a written pair: month first, or day first where the first part cannot be a month."""
+    return (second, first) if first > 12 else (first, second)
+
+
 def _dated(match: re.Match) -> str:
     """'on 3/15' -> 'on march fifteenth' where the pair is a date and not a fraction the rule below says."""
     first, second = int(match.group(2)), int(match.group(3))
     is_fraction = second in _FRACTION_DENOMINATORS and 0 < first < second
-    month, day = (second, first) if first > 12 else (first, second)   # day first where it cannot be a month
-    month_day = None if is_fraction else _month_day_numbers(month, day)
+    month_day = None if is_fraction else _month_day_numbers(*_month_first(first, second))
     return f"{match.group(1)} {month_day}" if month_day else match.group(0)
 
 
@@ -244,9 +251,8 @@ def _fraction(match: re.Match) -> str:
 
 def _slash_date(match: re.Match) -> str:
     """'12/25/2024' (month first, or day first where the first part cannot be a month) -> spoken date."""
-    first, second, year = int(match.group(1)), int(match.group(2)), int(match.group(3))
-    month, day = (second, first) if first > 12 else (first, second)
-    return _spoken_date(month, day, year) or match.group(0).replace("/", " ")
+    month, day = _month_first(int(match.group(1)), int(match.group(2)))
+    return _spoken_date(month, day, int(match.group(3))) or match.group(0).replace("/", " ")
 
 
 def _roman(numeral: str) -> int:
@@ -361,12 +367,8 @@ def normalize_text(text: str) -> str:
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
     text = re.sub(r"\b((?:[A-Za-z]\.){2,})(\s*$)?", _dotted_acronym, text)
-    titles = "|".join(ROYAL_TITLES)
-    text = re.sub(rf"\b(?:(?:{titles})\.?\s+[A-Z][a-z]+|(?:{'|'.join(sorted(REGNAL_NAMES))}))\s+({_ROMAN})\b",
-                  lambda m: f"{m.group(0)[:m.start(1) - m.start(0)]}the {num2words(_roman(m.group(1)), to='ordinal')}",
-                  text)
-    text = re.sub(rf"\b(?!(?:{'|'.join(_NOT_BEFORE_NUMERALS)})\b)([A-Z][\w-]*)\s+({_ROMAN})\b",
-                  lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
+    text = _REGNAL_NUMERAL.sub(lambda m: f"{m.group(1)}the {num2words(_roman(m.group(2)), to='ordinal')}", text)
+    text = _COUNTED_NUMERAL.sub(lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
     text = re.sub(r"\b[Nn]o\.\s*(?=\d)", "number ", text)
     text = re.sub(r"\bWW(II?)\b", lambda m: f"world war {'two' if m.group(1) == 'II' else 'one'}", text)
     # "St." before a name is a saint ("St. Paul"), at the end of an address a street ("Paul St.", "Main St., ...")
