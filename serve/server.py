@@ -29,7 +29,7 @@ from serve.scheduler import Emitted, OutputFormat, Scheduler, StreamJob
 from serve.stubs import pb, rpc
 from tts.engine import Engine, ModelMismatchError, SynthesisError, SynthesisOptions
 from voice.enroll import ClipLimits, EnrollmentError, StaleVoiceError, all_voices, enroll, find_voice
-from voice.presets import load_presets
+from voice.presets import BuiltInVoiceError, refuse_built_in
 from voice.store import VoiceExistsError, VoiceNotFoundError, VoiceStore, VoiceStoreError
 
 log = logging.getLogger("tts.serve")
@@ -78,7 +78,7 @@ def _error_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(exc).strip("'\"")
     if isinstance(exc, VoiceExistsError):
         return grpc.StatusCode.ALREADY_EXISTS, str(exc)
-    if isinstance(exc, (StaleVoiceError, ModelMismatchError)):
+    if isinstance(exc, (StaleVoiceError, ModelMismatchError, BuiltInVoiceError)):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
     if isinstance(exc, (SynthesisError, EnrollmentError, VoiceStoreError, ValueError)):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
@@ -353,9 +353,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
 
     async def DeleteVoice(self, request, context):
         try:
-            if request.name in load_presets():
-                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{request.name!r} is built in and cannot be deleted")
+            refuse_built_in(request.name, "deleted")
             self.store.delete(request.name)
             return pb.DeleteVoiceResponse()
         except Exception as exc:  # noqa: BLE001

@@ -209,16 +209,10 @@ def _cmd_voice_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_built_in(name: str, action: str) -> None:
-    """A built-in voice is not in the store: say so rather than 'no enrolled voice named ...'."""
-    from voice.presets import load_presets
-
-    if name in load_presets():
-        raise UserError(f"{name!r} is a built-in voice: it ships with the package and cannot be {action}")
-
-
 def _cmd_voice_delete(args: argparse.Namespace) -> int:
-    _refuse_built_in(args.name, "deleted")
+    from voice.presets import refuse_built_in
+
+    refuse_built_in(args.name, "deleted")
     with _open_store(args) as store:
         store.delete(args.name)
     print(f"deleted voice {args.name!r}")
@@ -226,7 +220,9 @@ def _cmd_voice_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_voice_export(args: argparse.Namespace) -> int:
-    _refuse_built_in(args.name, "exported (every install has it)")
+    from voice.presets import refuse_built_in
+
+    refuse_built_in(args.name, "exported (every install has it)")
     with _open_store(args) as store:
         store.export(args.name, args.file)
     print(f"exported voice {args.name!r} to {args.file}")

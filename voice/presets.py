@@ -14,7 +14,7 @@ import numpy as np
 from tts.corpus.manifest import read_manifest
 from tts.modelfile import ASSETS
 from voice.encoder import SpeakerEncoder
-from voice.store import VoiceRecord
+from voice.store import VoiceRecord, VoiceStoreError
 from voice.verification import speaker_streams
 
 PRESETS_FILE = ASSETS / "voices.json"
@@ -73,3 +73,11 @@ def load_presets(path: str | Path = PRESETS_FILE) -> dict[str, VoiceRecord]:
             for v in data["voices"]}
 
 
+class BuiltInVoiceError(VoiceStoreError):
+    """The voice ships with the package: it is not in any store, so it cannot be deleted or exported."""
+
+
+def refuse_built_in(name: str, action: str) -> None:
+    """Raise BuiltInVoiceError for a built-in `name` (the CLI and the server say why, not 'no enrolled voice')."""
+    if name in load_presets():
+        raise BuiltInVoiceError(f"{name!r} is a built-in voice, built into the package: it cannot be {action}")
