@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig(TrainerOptions):
     corpus: str = "data/corpus"
+    extra_corpora: list[str] = field(default_factory=list)  # their train splits join the crops (more voices:
+                                                             # `tts data build --festival-speakers`); validation
+                                                             # stays on `corpus`
     out_dir: str = "runs/codec"
     export: str = "assets/codec.safetensors"
     steps: int = 100_000
@@ -112,13 +115,18 @@ class CropDataset(torch.utils.data.Dataset):
     own input, so the warped crop is also its target: the warp only widens the voices it hears.
     """
 
-    def __init__(self, corpus: str, splits: list[str], segment: int, seed: int, voice_warp: float = 0.0) -> None:
-        self.utts = read_manifest(corpus, splits)
-        if not self.utts:
-            raise TrainingSetupError(f"{corpus} has no utterances in splits {splits}")
+    def __init__(self, corpora: str | list[str], splits: list[str], segment: int, seed: int,
+                 voice_warp: float = 0.0) -> None:
+        corpora = [corpora] if isinstance(corpora, str) else corpora
+        self.utts = []  # (corpus folder, utterance): several corpora draw crops as one, utterance by utterance
+        for corpus in corpora:
+            found = read_manifest(corpus, splits)
+            if not found:
+                raise TrainingSetupError(f"{corpus} has no utterances in splits {splits}")
+            self.utts += [(corpus, utt) for utt in found]
         if not 0.0 <= voice_warp < 1.0:
             raise TrainingSetupError(f"voice_warp must be in [0, 1); got {voice_warp}")
-        self.corpus, self.segment, self.voice_warp, self.seed = corpus, segment, voice_warp, seed
+        self.segment, self.voice_warp, self.seed = segment, voice_warp, seed
         self.rng = random.Random(seed)
 
     def __len__(self) -> int:
@@ -130,7 +138,7 @@ class CropDataset(torch.utils.data.Dataset):
         factor = math.exp(self.rng.uniform(-1, 1) * math.log1p(self.voice_warp)) if warped else 1.0
         margin = 64 if warped else 0                              # filter context, cut off after resampling
         frames = math.ceil(self.segment * factor) + 2 * margin    # read `factor` times the crop, play it in one
-        path = audio_path(self.corpus, self.utts[i])
+        path = audio_path(*self.utts[i])
         last = max(0, sf.info(str(path)).frames - frames)
         start = self.rng.randint(0, last) if offset is None else min(offset, last)
         x, _ = sf.read(str(path), start=start, frames=frames, dtype="float32")
@@ -323,7 +331,7 @@ def train(cfg: TrainConfig) -> dict:
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
 
     segment = int(cfg.segment_seconds * codec_cfg.sample_rate) // codec_cfg.hop_length * codec_cfg.hop_length
-    data = CropDataset(cfg.corpus, ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
+    data = CropDataset([cfg.corpus, *cfg.extra_corpora], ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
     eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))

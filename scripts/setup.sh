@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(espeak-ng flite fortunes fortunes-min libsndfile1 libportaudio2 libopus0)
+APT_PACKAGES=(espeak-ng flite fortunes fortunes-min libsndfile1 libportaudio2 libopus0
+  # festival's ten voices, for the codec's extra corpus (tts.corpus.speakers.FESTIVAL_VOICES)
+  festival festvox-kdlpc16k festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb
+  festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv festvox-ca-ona-hts
+  festival-czech festival-ca)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -25,6 +25,16 @@ def test_unwritable_output_folder(tmp_path, capsys):
     assert "not writable" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--flite-speakers", "0", "--espeak-speakers", "0"], "at least one positive"),
+    (["--espeak-speakers", "-3"], "zero or more"),
+    (["--festival-share", "1.5"], "between 0 and 1"),
+])
+def test_bad_speaker_settings(tmp_path, capsys, args, message):
+    assert main(["data", "build", "--out", str(tmp_path / "c"), "--hours", "0.01", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_sample_of_missing_corpus(tmp_path, capsys):
     assert main(["data", "sample", str(tmp_path)]) == 2
     assert "tts data build" in capsys.readouterr().err

@@ -534,6 +534,24 @@ def test_crop_loader_workers_draw_their_own_crops(tmp_path):
     assert not torch.equal(first, again)
 
 
+def test_extra_corpora_join_the_training_crops(tmp_path):
+    """`--extra-corpus`: another corpus's training utterances are drawn beside the main one's, each read
+    from its own folder; a corpus with nothing to give is refused by name."""
+    from codec.train import CropDataset, TrainingSetupError
+    from tts.audio import write_audio
+    from tts.corpus.manifest import Utterance, write_manifest
+
+    for name, level, splits in (("main", 0.1, ("train", "valid")), ("extra", 0.4, ("train",))):
+        write_audio(tmp_path / name / "audio/0.flac", np.full(16_000, level, np.float32))
+        write_manifest(tmp_path / name / "manifest.jsonl",
+                       [Utterance(f"u{i}", "audio/0.flac", "text", name, 1.0, split) for i, split in enumerate(splits)])
+    data = CropDataset([str(tmp_path / "main"), str(tmp_path / "extra")], ["train"], 4_000, seed=0)
+    assert len(data) == 2
+    assert [round(float(data[i].mean()), 2) for i in range(2)] == [0.1, 0.4]
+    with pytest.raises(TrainingSetupError, match="extra has no utterances"):
+        CropDataset([str(tmp_path / "main"), str(tmp_path / "extra")], ["valid"], 4_000, seed=0)
+
+
 def test_mel_features_made_in_inference_mode_do_not_break_a_later_training_loss():
     """The mel filterbank cache is shared: a speaker embedding (inference mode) before a training step."""
     from codec.losses import MultiResolutionSpectralLoss, _mel_filterbank, log_mel

@@ -158,3 +158,64 @@ def test_rebuild_with_other_settings_leaves_no_stale_audio(tiny_corpus, tmp_path
     assert stats["stale_files_removed"] > 0
     for utt in utts:  # a reused file always holds the utterance its id names
         assert utt.id.endswith(__import__("hashlib").sha1(utt.text.encode()).hexdigest()[:6])
+
+
+def test_corpus_sentences_do_not_follow_the_front_end():
+    """The corpus's sentences (and so every utterance id and split) are those the shipped models were
+    trained and measured on: 19 529 sentences from Debian bookworm's fortunes. Session 33 taught the
+    front end's abbreviation list weekdays, and the corpus planned 29 more utterances under other ids."""
+    import hashlib
+
+    sentences = collect_sentences()
+    assert len(sentences) == 19_529
+    assert hashlib.sha1("\n".join(sentences).encode()).hexdigest() == "82952b08fc25ecc5fb0c9f1f0664872a8b44beee"
+    assert split_sentences("It was Tue. Nobody came.") == ["It was Tue.", "Nobody came."]
+
+
+def test_festival_speakers_leave_the_others_as_they_were():
+    from tts.corpus.speakers import FESTIVAL_FIXED_RATE, FESTIVAL_VOICES
+
+    base = make_speakers(72, 60, seed=7)
+    more = make_speakers(72, 60, seed=7, n_festival=25)
+    assert more[:132] == base
+    festival = more[132:]
+    assert len({s.id for s in more}) == 157 and {s.engine for s in festival} == {"festival"}
+    assert {s.voice for s in festival} == set(FESTIVAL_VOICES)
+    assert all(s.rate == 1.0 for s in festival if s.voice in FESTIVAL_FIXED_RATE)
+    assert not any(s.held_out for s in festival)
+    assert len({(s.voice, s.rate, s.vtl) for s in festival}) == 25
+
+
+def test_plan_with_festival_voices():
+    sentences = collect_sentences()
+    only = BuildConfig(out_dir="unused", hours=0.5, n_flite=0, n_espeak=0, n_festival=10, seed=3)
+    jobs = plan_jobs(only, sentences, make_speakers(0, 0, 3, 10))
+    assert jobs and {j.speaker.engine for j in jobs} == {"festival"}
+    assert "unseen" not in {j.split for j in jobs}, "no festival voice is held out"
+    mixed = BuildConfig(out_dir="unused", hours=2.0, n_flite=8, n_espeak=8, n_festival=10, festival_share=0.2,
+                        seed=3)
+    train = [j for j in plan_jobs(mixed, sentences, make_speakers(8, 8, 3, 10)) if j.split == "train"]
+    share = sum(j.speaker.engine == "festival" for j in train) / len(train)
+    assert 0.13 < share < 0.27
+
+
+def test_missing_festival_voices_are_named_before_a_build(tmp_path, monkeypatch):
+    import tts.corpus.engines as engines
+
+    monkeypatch.setattr(engines.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(engines, "FESTIVAL_VOICE_DIR", tmp_path)
+    (tmp_path / "czech" / "czech_dita").mkdir(parents=True)
+    with pytest.raises(engines.EngineMissingError, match="festvox-kdlpc16k.*festival-czech"):
+        engines.require_festival_voices({"czech_dita", "ked_diphone"})
+    engines.require_festival_voices({"czech_dita"})
+
+
+@pytest.mark.skipif(not __import__("shutil").which("text2wave"), reason="festival is not installed")
+def test_festival_build_end_to_end(tmp_path):
+    stats = build_corpus(BuildConfig(out_dir=str(tmp_path), hours=0.005, n_flite=0, n_espeak=0, n_festival=3,
+                                     seed=5, workers=2))
+    utts = read_manifest(tmp_path)
+    assert stats["failed"] == 0 and stats["speakers_by_source"] == {"festival": len({u.speaker for u in utts})}
+    for utt in utts:
+        samples, sr = sf.read(audio_path(tmp_path, utt), dtype="float32")
+        assert sr == 16_000 and len(samples) / sr > 0.5 and np.abs(samples).max() > 0.1

@@ -56,9 +56,15 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
     from tts.corpus.build import BuildConfig, build_corpus
 
     cfg = BuildConfig(out_dir=args.out, hours=args.hours, n_flite=args.flite_speakers,
-                      n_espeak=args.espeak_speakers, seed=args.seed, workers=args.workers)
+                      n_espeak=args.espeak_speakers, n_festival=args.festival_speakers,
+                      festival_share=args.festival_share, seed=args.seed, workers=args.workers)
     if cfg.hours <= 0:
         raise UserError("--hours must be positive")
+    counts = (cfg.n_flite, cfg.n_espeak, cfg.n_festival)
+    if min(counts) < 0 or not sum(counts):
+        raise UserError("speaker counts must be zero or more, and at least one positive")
+    if not 0 <= cfg.festival_share <= 1:
+        raise UserError("--festival-share must be between 0 and 1")
     stats = build_corpus(cfg)
     print(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2))
     return 0
@@ -263,7 +269,8 @@ def _cmd_voice_presets(args: argparse.Namespace) -> int:
 def _cmd_train_codec(args: argparse.Namespace) -> int:
     from codec.train import TrainConfig, train
 
-    cfg = TrainConfig(corpus=args.corpus, batch_size=args.batch_size, adv_start=args.adv_start,
+    cfg = TrainConfig(corpus=args.corpus, extra_corpora=args.extra_corpus, batch_size=args.batch_size,
+                      adv_start=args.adv_start,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
@@ -274,7 +281,8 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       codec={k: v for k, v in (("decoder", args.decoder), ("decoder_phase", args.decoder_phase),
                                                ("decoder_harmonics", args.harmonics)) if v is not None},
                       **_trainer_options(args))
-    _require_corpus(args.corpus)
+    for corpus in [args.corpus, *args.extra_corpus]:
+        _require_corpus(corpus)
     print(json.dumps(train(cfg)))
     return 0
 
@@ -790,11 +798,17 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--keep-clip", action="store_true")
 
     data = sub.add_parser("data", help="training corpora").add_subparsers(dest="data_command", required=True)
-    build = data.add_parser("build", help="synthesise the offline multi-speaker corpus (flite + espeak-ng)")
+    build = data.add_parser("build", help="synthesise the offline multi-speaker corpus (flite + espeak-ng; "
+                                          "festival's voices for a codec's extra corpus)")
     build.add_argument("--out", default="data/corpus", help="output folder (default: data/corpus)")
     build.add_argument("--hours", type=float, default=30.0, help="hours of speech to plan (default: 30)")
     build.add_argument("--flite-speakers", type=int, default=72)
     build.add_argument("--espeak-speakers", type=int, default=60)
+    build.add_argument("--festival-speakers", type=int, default=0,
+                       help="speakers from festival's ten voices (accented English: for 'tts train codec "
+                            "--extra-corpus', not the backbone)")
+    build.add_argument("--festival-share", type=float, default=0.0,
+                       help="share of utterances festival speaks beside the other engines")
     build.add_argument("--seed", type=int, default=1234)
     build.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     build.set_defaults(func=_cmd_data_build)
@@ -902,6 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--voice-warp", type=float, default=0.0,
                     help="play each training crop faster or slower by up to this share (0.15: x0.87-1.15), moving "
                          "pitch and formants as another vocal tract would: more voices to learn from; 0: off")
+    tc.add_argument("--extra-corpus", action="append", default=[], metavar="FOLDER",
+                    help="another corpus whose training utterances join the crops (repeatable): more voices, e.g. "
+                         "festival's ('tts data build --out data/festival --flite-speakers 0 --espeak-speakers 0 "
+                         "--festival-speakers 40 --hours 4'); validation stays on --corpus")
     tc.add_argument("--select-by", choices=["mel", "pesq"], default="mel",
                     help="export the checkpoint with the best validation log-mel distance, or the best PESQ-WB "
                          "(for adversarial training, which trades a little log-mel for sound; needs the bench extra)")

@@ -23,7 +23,7 @@ import soundfile as sf
 
 from tts.audio import AudioError
 from tts.corpus.common import finish_and_write, prepare_output_dir, run_parallel, write_json
-from tts.corpus.engines import SynthesisError, engine_binary, synthesize
+from tts.corpus.engines import SynthesisError, engine_binary, require_festival_voices, synthesize
 from tts.corpus.manifest import MANIFEST_NAME, Utterance, summarize, write_manifest
 from tts.corpus.speakers import Speaker, make_speakers
 from tts.corpus.text import collect_sentences
@@ -41,7 +41,9 @@ class BuildConfig:
     hours: float = 30.0
     n_flite: int = 72
     n_espeak: int = 60
+    n_festival: int = 0           # festival's voices (foreign accents): for a codec's extra corpus
     flite_share: float = 0.65     # fraction of utterances spoken by flite (more human) voices
+    festival_share: float = 0.0   # fraction spoken by festival voices (all of them when it is the only engine)
     valid_share: float = 0.02     # of hours: seen speakers, validation sentences
     test_share: float = 0.02      # of hours: seen speakers, test sentences
     unseen_share: float = 0.06    # of hours: held-out speakers, test sentences
@@ -76,13 +78,23 @@ def _split_sentences(sentences: list[str], rng: random.Random, cfg: BuildConfig)
             "train": order[n_valid + n_test:]}
 
 
+def _pick_engine(draw: float, cfg: BuildConfig, by_engine: dict[str, list[Speaker]]) -> str:
+    """The engine of one training utterance from one uniform draw (one draw whatever the engines, so
+    a build without festival plans exactly what it planned before festival was added)."""
+    if draw < cfg.flite_share and by_engine["flite"]:
+        return "flite"
+    if by_engine["festival"] and (not by_engine["espeak"] or draw < cfg.flite_share + cfg.festival_share):
+        return "festival"
+    return "espeak"
+
+
 def plan_jobs(cfg: BuildConfig, sentences: list[str], speakers: list[Speaker]) -> list[_Job]:
     """The full, ordered list of utterances to synthesise (pure function of its inputs)."""
     rng = random.Random(cfg.seed)
     pools = _split_sentences(sentences, rng, cfg)
     seen = [s for s in speakers if not s.held_out]
     unseen = [s for s in speakers if s.held_out]
-    by_engine = {e: [s for s in seen if s.engine == e] for e in ("flite", "espeak")}
+    by_engine = {e: [s for s in seen if s.engine == e] for e in ("flite", "espeak", "festival")}
     plan = [("train", "train", 1 - cfg.valid_share - cfg.test_share - cfg.unseen_share),
             ("valid", "valid", cfg.valid_share), ("test", "test", cfg.test_share),
             ("unseen", "test", cfg.unseen_share)]
@@ -97,7 +109,7 @@ def plan_jobs(cfg: BuildConfig, sentences: list[str], speakers: list[Speaker]) -
             if split == "unseen":
                 speaker = unseen[i % len(unseen)]
             else:
-                engine = "flite" if rng.random() < cfg.flite_share and by_engine["flite"] else "espeak"
+                engine = _pick_engine(rng.random(), cfg, by_engine)
                 group = by_engine[engine] or seen
                 speaker = group[counters[engine] % len(group)]
                 counters[engine] += 1
@@ -146,9 +158,11 @@ def build_corpus(cfg: BuildConfig) -> dict:
         engine_binary("flite")
     if cfg.n_espeak:
         engine_binary("espeak")
+    speakers = make_speakers(cfg.n_flite, cfg.n_espeak, cfg.seed, cfg.n_festival)
+    if cfg.n_festival:
+        require_festival_voices({s.voice for s in speakers if s.engine == "festival"})
     out = prepare_output_dir(cfg.out_dir)
     sentences = collect_sentences()
-    speakers = make_speakers(cfg.n_flite, cfg.n_espeak, cfg.seed)
     jobs = plan_jobs(cfg, sentences, speakers)
     write_json(out / "speakers.json", [s.to_dict() for s in speakers])
 
