@@ -73,6 +73,8 @@ from tts.text import normalize_text
      "point five of it."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
+    ("Stream 1080p or 720p, not 480i, to 720 people.",
+     "stream ten eighty p or seven twenty p, not four eighty i, to seven hundred and twenty people."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):
