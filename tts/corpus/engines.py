@@ -60,8 +60,13 @@ def _run(cmd: list[str], text_input: str | None = None) -> bytes:
     return result.stdout
 
 
+def _scratch_dir() -> tempfile.TemporaryDirectory:
+    """A folder for an engine's WAV file, in memory where the machine has /dev/shm."""
+    return tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None)
+
+
 def _synth_flite(speaker: Speaker, text: str) -> Audio:
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+    with _scratch_dir() as tmp:
         out = Path(tmp) / "out.wav"
         _run([engine_binary("flite"), "-voice", speaker.voice,
               "--setf", f"int_f0_target_mean={speaker.pitch / speaker.vtl:.1f}",
@@ -80,7 +85,7 @@ def _synth_espeak(speaker: Speaker, text: str) -> Audio:
 
 
 def _synth_festival(speaker: Speaker, text: str) -> Audio:
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+    with _scratch_dir() as tmp:
         out = Path(tmp) / "out.wav"
         _run([engine_binary("festival"), "-eval", f"(voice_{speaker.voice})",
               "-eval", f"(Parameter.set 'Duration_Stretch {speaker.vtl / speaker.rate:.3f})",
