@@ -29,6 +29,8 @@ def test_unwritable_output_folder(tmp_path, capsys):
     (["--flite-speakers", "0", "--espeak-speakers", "0"], "at least one positive"),
     (["--espeak-speakers", "-3"], "zero or more"),
     (["--festival-share", "1.5"], "between 0 and 1"),
+    (["--festival-speakers", "10"], "--festival-share above 0"),
+    (["--festival-share", "0.2"], "needs --festival-speakers"),
 ])
 def test_bad_speaker_settings(tmp_path, capsys, args, message):
     assert main(["data", "build", "--out", str(tmp_path / "c"), "--hours", "0.01", *args]) == 2

@@ -65,6 +65,10 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
         raise UserError("speaker counts must be zero or more, and at least one positive")
     if not 0 <= cfg.festival_share <= 1:
         raise UserError("--festival-share must be between 0 and 1")
+    if cfg.n_festival and (cfg.n_flite or cfg.n_espeak) and not cfg.festival_share:
+        raise UserError("festival speakers beside flite or espeak-ng ones speak only with --festival-share above 0")
+    if cfg.festival_share and not cfg.n_festival:
+        raise UserError("--festival-share needs --festival-speakers")
     stats = build_corpus(cfg)
     print(json.dumps({k: v for k, v in stats.items() if k != "config"}, indent=2))
     return 0
