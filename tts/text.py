@@ -401,8 +401,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?:(?<=\s)|^)\.(\d+)\b", lambda m: "point " + _digits(m.group(1)), text)   # ".5"
     text = re.sub(r"\b(\d+)\s?h\s?(\d+)\s?m(?:in)?\b", r"\1 h \2 min", text)   # "3h 45m": minutes, not meters
     # a video resolution is said in pairs, as a year is ("1080p": ten eighty p, "720p": seven twenty p)
-    text = re.sub(r"\b(240|360|480|576|720|1080|1440|2160|4320)([pi])\b", lambda m: f"{_year(int(m.group(1)))} {m.group(2)}",
-                  text)
+    text = re.sub(r"\b(240|360|480|576|720|1080|1440|2160|4320)([pi])\b",
+                  lambda m: f"{_year(int(m.group(1)))} {m.group(2)}", text)
     text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
