@@ -30,6 +30,10 @@
 # encoder/decoder pair (unquantized = 12 codebooks); a decoder-only run and a per-voice equaliser did
 # not bring it back, so the next GPU run is the whole codec with the lines above (no --decoder-only),
 # then the backbone re-targeted to its tokens (scripts/gpu/backbone.sh).
+# Session 34: festival's ten voices (`--extra-corpus`) gave no clear gain in 5 000 CPU steps, and they
+# cannot be built there: festival's voices name /usr/share/festival in their own files, so a `dpkg -x`
+# tree does not load them, and their 283-MB corpus does not fit a call's 64 MiB. This script trains
+# on the default corpus only.
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
