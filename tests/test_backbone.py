@@ -73,6 +73,9 @@ from tts.text import normalize_text
      "point five of it."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
+    ("On Mon, Dec 7th, as of 12/06 or 06/12, call 555.123.4567; he is 6ft 2in, 1in more, in 2 in. Sun, May I go?",
+     "on monday, december seventh, as of december sixth or june twelfth, call five five five, one two three, four "
+     "five six seven; he is six feet two inches, one inch more, in two in. sun, may i go?"),
     ("Stream 1080p or 720p, not 480i, to 720 people.",
      "stream ten eighty p or seven twenty p, not four eighty i, to seven hundred and twenty people."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

@@ -356,6 +356,9 @@ def normalize_text(text: str) -> str:
                   lambda m: _spoken_url(m.group(0)), text)   # a bare domain ("example.com/help")
     # (?<!...): an address starts where its characters do; tried from inside a long run, the match is quadratic
     text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
+    # a phone number written with dots ("555.123.4567") is digits, not a version
+    text = re.sub(r"(?<![\d.])\d{3}\.\d{3}\.\d{4}(?![\w.]?\d)",
+                  lambda m: ", ".join(_digits(group) for group in m.group(0).split(".")), text)
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
@@ -382,8 +385,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
     weekdays = "|".join(w.capitalize() for w in _WEEKDAY_ABBR)   # "Tue., Jan. 5": only before a date
-    text = re.sub(rf"\b({weekdays})\.(?=,?\s+(?:\d|{month_names}))", lambda m: _WEEKDAY_ABBR[m.group(1).lower()],
-                  text)
+    # ("Mon, Dec 7th" with no period too, where a month and a day follow)
+    text = re.sub(rf"\b({weekdays})(?:\.(?=,?\s+(?:\d|{month_names}))|(?=,?\s+(?:{month_names})\s+\d))",
+                  lambda m: _WEEKDAY_ABBR[m.group(1).lower()], text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
     text = re.sub(r"(?<=\d)\s?-\s?(?=[$£€¥]\s?\d)", " to ", text)   # "$10-$20"
     text = re.sub(r"(?<![\w.])-(?=[$£€¥]\s?\d)", "minus ", text)   # "-$23.50"
@@ -400,6 +404,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d)'\s?(\d{1,2})(?:\"|'')", r"\1 foot \2", text)   # a height: 5'10"
     text = re.sub(r"(?:(?<=\s)|^)\.(\d+)\b", lambda m: "point " + _digits(m.group(1)), text)   # ".5"
     text = re.sub(r"\b(\d+)\s?h\s?(\d+)\s?m(?:in)?\b", r"\1 h \2 min", text)   # "3h 45m": minutes, not meters
+    # "2in" joined to its number is inches ("6ft 2in"); "2 in" stays the word
+    text = re.sub(r"(?<![\w.])(\d+(?:\.\d+)?)in\b", lambda m: f"{m.group(1)} inch{'' if m.group(1) == '1' else 'es'}",
+                  text)
     # a video resolution is said in pairs, as a year is ("1080p": ten eighty p, "720p": seven twenty p)
     text = re.sub(r"\b(240|360|480|576|720|1080|1440|2160|4320)([pi])\b",
                   lambda m: f"{_year(int(m.group(1)))} {m.group(2)}", text)
@@ -409,6 +416,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
     text = re.sub(r"\b([Oo]n|[Uu]ntil|[Ff]rom|[Ss]ince|[Bb]efore|[Aa]fter)\s+(\d{1,2})/(\d{1,2})\b(?![/\d])",
                   _dated, text)   # "on 3/15": a date (month first); "from 1/2" stays a fraction
+    # a part with a leading zero makes a pair a date, never a fraction ("as of 12/06", "06/12")
+    text = re.sub(r"(?<![\d/.,])()(?=0\d/|\d\d?/0\d)(\d\d?)/(\d\d?)(?![\d/]|\.\d)",
+                  lambda m: _dated(m).lstrip(), text)
     text = re.sub(r"(?<![\d/.,])(\d+)/(\d+)(?![\d/]|\.\d)", _fraction, text)
     # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
     text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
