@@ -76,6 +76,15 @@ from tts.text import normalize_text
     ("On Mon, Dec 7th, as of 12/06 or 06/12, call 555.123.4567; he is 6ft 2in, 1in more, in 2 in. Sun, May I go?",
      "on monday, december seventh, as of december sixth or june twelfth, call five five five, one two three, four "
      "five six seven; he is six feet two inches, one inch more, in two in. sun, may i go?"),
+    ("It costs €15.99/month or $150/yr, 2/day; rated 4.5/5 stars, 9/10 stars, rated 8/10; 3/4 of it.",
+     "it costs fifteen euros and ninety-nine cents per month or one hundred and fifty dollars per year, two per "
+     "day; rated four point five out of five stars, nine out of ten stars, rated eight out of ten; three quarters "
+     "of it."),
+    ("Your PIN is 4821, code: 123456. Go to Settings > Privacy; 5 > 3. Open Mon-Fri, Sat.-Sun. in Bldg. 7, "
+     "Intel Corp., Co., etc., the end.",
+     "your pin is four eight two one, code: one two three four five six. go to settings, then privacy; five "
+     "greater than three. open monday to friday, saturday to sunday in building seven, intel corporation, "
+     "company, et cetera, the end."),
     ("Stream 1080p or 720p, not 480i, to 720 people.",
      "stream ten eighty p or seven twenty p, not four eighty i, to seven hundred and twenty people."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),

@@ -33,7 +33,7 @@ ABBREVIATIONS = {
     "incl": "including", "ext": "extension",
     "dept": "department", "est": "established", "ft": "feet", "mt": "mount", "gen": "general",
     "capt": "captain", "lt": "lieutenant", "col": "colonel", "sgt": "sergeant", "rev": "reverend", "ave": "avenue",
-    "rd": "road", "blvd": "boulevard", "apt": "apartment",
+    "rd": "road", "blvd": "boulevard", "apt": "apartment", "bldg": "building",
     "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
 }
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
@@ -43,6 +43,11 @@ SYMBOLS = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "#": " num
            ">": " greater than ", "±": " plus or minus "}
 _WEEKDAY_ABBR = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday", "thu": "thursday",
                  "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday"}
+# "$15/month", "3/day": an amount per one of these ("per month"), not a slash or a fraction
+PER_WORDS = {"month": "month", "mo": "month", "year": "year", "yr": "year", "week": "week", "wk": "week",
+             "day": "day", "night": "night", "hour": "hour", "hr": "hour", "person": "person", "user": "user",
+             "seat": "seat", "head": "head", "unit": "unit", "item": "item", "kg": "kilogram", "lb": "pound",
+             "gallon": "gallon", "mile": "mile"}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 CURRENCY_CODES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
@@ -92,7 +97,8 @@ _ROMAN = r"(?=[IVX]{2,}\b)X{0,3}(?:IX|IV|V?I{0,3})(?<=[IVX])"
 _ROMAN_VALUES = {"I": 1, "V": 5, "X": 10}
 _REGNAL_NUMERAL = re.compile(rf"\b((?:(?:{'|'.join(ROYAL_TITLES)})\.?\s+[A-Z][a-z]+"
                              rf"|(?:{'|'.join(sorted(REGNAL_NAMES))}))\s+)({_ROMAN})\b")
-_COUNTED_NUMERAL = re.compile(rf"\b(?!(?:{'|'.join(_NOT_BEFORE_NUMERALS)})\b)([A-Z][\w-]*)\s+({_ROMAN})\b")
+# (?<![\w-]): a word starts only where its hyphenated run does (from inside "Mon-Mon-...", quadratic)
+_COUNTED_NUMERAL = re.compile(rf"(?<![\w-])(?!(?:{'|'.join(_NOT_BEFORE_NUMERALS)})\b)([A-Z][\w-]*)\s+({_ROMAN})\b")
 # Upper-case words read as words, not letter by letter.
 ACRONYM_WORDS = {"NASA", "NATO", "UNESCO", "UNICEF", "LASER", "RADAR", "SCUBA", "OPEC", "AIDS", "FIFA", "ASCII",
                  "GIF", "JPEG", "SIM", "PIN", "RAM", "ROM", "LAN", "WAN", "UNIX", "LINUX", "COBOL", "FORTRAN"}
@@ -325,7 +331,8 @@ def _abbreviation(match: re.Match) -> str:
     spoken = ABBREVIATIONS.get(word.lower())
     if spoken is None:
         return match.group(0)
-    ends_sentence = word.lower() not in TITLES and (after == "" or after[:1].isupper())
+    before_punctuation = match.group(3) is not None   # "etc., and": the comma says the pause
+    ends_sentence = word.lower() not in TITLES and not before_punctuation and (after == "" or after[:1].isupper())
     return spoken + ("." if ends_sentence else "")
 
 
@@ -362,6 +369,7 @@ def normalize_text(text: str) -> str:
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
+    text = re.sub(r"\b([A-Z]\w*)\s+>\s+(?=[A-Z])", r"\1, then ", text)   # a menu path: "Settings > Privacy"
     text = re.sub(r"(\d\s?[AaPp]\.?[Mm]\b\.?)\s?-\s?(?=\d)", r"\1 to ", text)   # "10am-2pm", "3 p.m.-5 p.m."
     # an hour with no minutes: "5pm", "10 AM" ("am" alone would be read as the word)
     text = re.sub(r"(?<![:\d])(\d{1,2})\s?([AaPp])\.?[Mm]\b(\.(?=\s*$|\s+[A-Z]))?\.?",
@@ -385,12 +393,24 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", _iso_date, text)
     month_names = "|".join(MONTHS + [m.capitalize() for m in MONTHS] + [a.capitalize() + r"\.?" for a in _MONTH_ABBR])
     weekdays = "|".join(w.capitalize() for w in _WEEKDAY_ABBR)   # "Tue., Jan. 5": only before a date
+    text = re.sub(rf"\b({weekdays})\.?\s?-\s?({weekdays})\b(?:\.(?=\s+[a-z]))?",   # "Mon-Fri": monday to friday
+                  lambda m: f"{_WEEKDAY_ABBR[m.group(1).lower()]} to {_WEEKDAY_ABBR[m.group(2).lower()]}", text)
     # ("Mon, Dec 7th" with no period too, where a month and a day follow)
     text = re.sub(rf"\b({weekdays})(?:\.(?=,?\s+(?:\d|{month_names}))|(?=,?\s+(?:{month_names})\s+\d))",
                   lambda m: _WEEKDAY_ABBR[m.group(1).lower()], text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
     text = re.sub(r"(?<=\d)\s?-\s?(?=[$£€¥]\s?\d)", " to ", text)   # "$10-$20"
     text = re.sub(r"(?<![\w.])-(?=[$£€¥]\s?\d)", "minus ", text)   # "-$23.50"
+    per_words = "|".join(PER_WORDS)
+    text = re.sub(rf"(?<=[\d%kKmMbB])\s?/\s?({per_words})\b", lambda m: f" per {PER_WORDS[m.group(1).lower()]}", text,
+                  flags=re.I)   # "$15.99/month", "2/day"
+    # a rating ("4.5/5 stars", "rated 8/10"): out of, not a fraction
+    text = re.sub(r"(?<![\d/.,])(\d+(?:\.\d+)?)\s?/\s?(5|10|100)\b(?=\s+stars?\b)", r"\1 out of \2", text)
+    text = re.sub(r"\b([Rr]ated|[Ss]cored|[Ss]core:?)\s+(\d+(?:\.\d+)?)\s?/\s?(\d+)\b(?![/.]\d)", r"\1 \2 out of \3",
+                  text)
+    # a code, PIN or password of digits is said digit by digit ("your PIN is 4821", "code: 123456")
+    text = re.sub(r"\b((?:PIN|pin|OTP|[Pp]asscode|[Cc]ode|[Pp]assword)\s*(?:(?:is|:|=)\s*)?)(\d{3,12})\b(?![.,]\d)",
+                  lambda m: m.group(1) + _digits(m.group(2)), text)
     codes = "|".join(CURRENCY_CODES)   # "USD 50", "50 EUR": the sign's amount rule below says them
     text = re.sub(rf"\b({codes})\s?({_NUMBER})\b|\b({_NUMBER})\s?({codes})\b",
                   lambda m: f"{CURRENCY_CODES[m.group(1) or m.group(4)]}{m.group(2) or m.group(3)}", text)
@@ -441,7 +461,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(MR|MRS|MS|DR|MT|ST)\.(?=\s+[A-Z])", lambda m: ABBREVIATIONS[m.group(1).lower()], text)
     text = re.sub(r"\b[A-Z]{2,6}s?\b", _acronym, text)
     text = re.sub(r"\b(Mr|Mrs|Ms|Dr)(?=\s+[A-Z])", lambda m: ABBREVIATIONS[m.group(1).lower()], text)   # "Mr Smith"
-    text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$)", _abbreviation, text)
+    text = re.sub(r"\b([A-Za-z]+)\.(?=\s+(\S)|$|([,;:!?)]))", _abbreviation, text)
     for sym, word in SYMBOLS.items():
         text = text.replace(sym, word)
     for sym, (_, many, _, _) in CURRENCIES.items():   # a sign with no amount: "paid in $" -> "dollars"
