@@ -73,9 +73,10 @@ from tts.text import normalize_text
      "point five of it."),
     ("The U.S. Navy paid £5m and $2bn to a Ph.D. in the U.K.",
      "the u s navy paid five million pounds and two billion dollars to a p h d in the u k."),
-    ("On Mon, Dec 7th, as of 12/06 or 06/12, call 555.123.4567; he is 6ft 2in, 1in more, in 2 in. Sun, May I go?",
-     "on monday, december seventh, as of december sixth or june twelfth, call five five five, one two three, four "
-     "five six seven; he is six feet two inches, one inch more, in two in. sun, may i go?"),
+    ("On Mon, Dec 7th, as of 12/06, 06/12 or 02/04, call 555.123.4567; he is 6ft 2in, 1in more, in 2 in. "
+     "Sun, May I go?",
+     "on monday, december seventh, as of december sixth, june twelfth or february fourth, call five five five, "
+     "one two three, four five six seven; he is six feet two inches, one inch more, in two in. sun, may i go?"),
     ("It costs €15.99/month or $150/yr, 2/day; rated 4.5/5 stars, 9/10 stars, rated 8/10; 3/4 of it.",
      "it costs fifteen euros and ninety-nine cents per month or one hundred and fifty dollars per year, two per "
      "day; rated four point five out of five stars, nine out of ten stars, rated eight out of ten; three quarters "

@@ -238,12 +238,24 @@ def _month_first(first: int, second: int) -> tuple[int, int]:
     return (second, first) if first > 12 else (first, second)
 
 
+def _pair_as_date(first: str, second: str) -> str | None:
+    """'3/15' -> 'march fifteenth'; None where the pair cannot be a date or is a fraction the rule below says.
+    A part written with a leading zero ('02/04') is never a fraction."""
+    a, b = int(first), int(second)
+    leading_zero = first.startswith("0") or second.startswith("0")
+    is_fraction = not leading_zero and b in _FRACTION_DENOMINATORS and 0 < a < b
+    return None if is_fraction else _month_day_numbers(*_month_first(a, b))
+
+
 def _dated(match: re.Match) -> str:
-    """'on 3/15' -> 'on march fifteenth' where the pair is a date and not a fraction the rule below says."""
-    first, second = int(match.group(2)), int(match.group(3))
-    is_fraction = second in _FRACTION_DENOMINATORS and 0 < first < second
-    month_day = None if is_fraction else _month_day_numbers(*_month_first(first, second))
+    """'on 3/15' -> 'on march fifteenth' where the pair is a date and not a fraction."""
+    month_day = _pair_as_date(match.group(2), match.group(3))
     return f"{match.group(1)} {month_day}" if month_day else match.group(0)
+
+
+def _phone_digits(match: re.Match) -> str:
+    """'555-123-4567', '(555) 123-4567', '555.123.4567' -> its digit groups said digit by digit."""
+    return ", ".join(_digits(group) for group in re.findall(r"\d+", match.group(0)))
 
 
 def _fraction(match: re.Match) -> str:
@@ -365,7 +377,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", lambda m: _spoken_url(m.group(0)), text)
     # a phone number written with dots ("555.123.4567") is digits, not a version
     text = re.sub(r"(?<![\d.])\d{3}\.\d{3}\.\d{4}(?![\w.]?\d)",
-                  lambda m: ", ".join(_digits(group) for group in m.group(0).split(".")), text)
+                  _phone_digits, text)
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
@@ -419,7 +431,7 @@ def normalize_text(text: str) -> str:
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
     text = re.sub(r"(?:\(\d{3}\)\s?|\b\d{3}-)?\b\d{3}-\d{4}\b",
-                  lambda m: ", ".join(_digits(group) for group in re.findall(r"\d+", m.group(0))), text)
+                  _phone_digits, text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
     text = re.sub(r"\b(\d)'\s?(\d{1,2})(?:\"|'')", r"\1 foot \2", text)   # a height: 5'10"
     text = re.sub(r"(?:(?<=\s)|^)\.(\d+)\b", lambda m: "point " + _digits(m.group(1)), text)   # ".5"
@@ -437,8 +449,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b([Oo]n|[Uu]ntil|[Ff]rom|[Ss]ince|[Bb]efore|[Aa]fter)\s+(\d{1,2})/(\d{1,2})\b(?![/\d])",
                   _dated, text)   # "on 3/15": a date (month first); "from 1/2" stays a fraction
     # a part with a leading zero makes a pair a date, never a fraction ("as of 12/06", "06/12")
-    text = re.sub(r"(?<![\d/.,])()(?=0\d/|\d\d?/0\d)(\d\d?)/(\d\d?)(?![\d/]|\.\d)",
-                  lambda m: _dated(m).lstrip(), text)
+    text = re.sub(r"(?<![\d/.,])(?=0\d/|\d\d?/0\d)(\d\d?)/(\d\d?)(?![\d/]|\.\d)",
+                  lambda m: _pair_as_date(m.group(1), m.group(2)) or m.group(0), text)
     text = re.sub(r"(?<![\d/.,])(\d+)/(\d+)(?![\d/]|\.\d)", _fraction, text)
     # A number written with a leading zero is a code ("007", "02139", "RHSA-1999:030-01"): digit by digit.
     text = re.sub(r"((?<![\w.])-)?(?<![\d,.])\b0\d+\b(?!\.\d)",
