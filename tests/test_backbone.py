@@ -88,6 +88,13 @@ from tts.text import normalize_text
      "company, et cetera, the end."),
     ("Stream 1080p or 720p, not 480i, to 720 people.",
      "stream ten eighty p or seven twenty p, not four eighty i, to seven hundred and twenty people."),
+    ("Update to v1.2.3456, version 2.10.1 or release 3.0.12; give 5 mg/kg, 1 mg/kg at 100 km/h.",
+     "update to version one point two point three thousand four hundred and fifty-six, version two point ten "
+     "point one or release three point zero point twelve; give five milligrams per kilogram, one milligram per "
+     "kilogram at one hundred kilometers per hour."),
+    ("Press * then # to continue, or dial *72. Follow #MeToo; order #A12345 is #1 in C#, the '80s and 80's.",
+     "press star then pound to continue, or dial star seventy-two. follow hashtag metoo; order number eh one two "
+     "three four five is number one in c sharp, the eighties and eighties."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

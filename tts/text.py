@@ -48,6 +48,7 @@ PER_WORDS = {"month": "month", "mo": "month", "year": "year", "yr": "year", "wee
              "day": "day", "night": "night", "hour": "hour", "hr": "hour", "person": "person", "user": "user",
              "seat": "seat", "head": "head", "unit": "unit", "item": "item", "kg": "kilogram", "lb": "pound",
              "gallon": "gallon", "mile": "mile"}
+KEYPAD_KEYS = {"*": "star", "#": "pound"}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 CURRENCY_CODES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
@@ -227,10 +228,12 @@ def _month_day(match: re.Match) -> str:
 
 def _unit(match: re.Match) -> str:
     """'5 km' -> '5 kilometers' (the number is spelled later); '1 km' -> '1 kilometer'; after 'a' the
-    measure describes a noun and stays singular ('a 60 W bulb' -> 'a 60 watt bulb')."""
+    measure describes a noun and stays singular ('a 60 W bulb' -> 'a 60 watt bulb'); a unit per another unit
+    ('5 mg/kg') -> '5 milligrams per kilogram'."""
     article, number, unit = match.group(1), match.group(2), UNITS[match.group(3)]
     one, _, many = unit.partition("|")
-    return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}"
+    per = f" per {UNITS[match.group(4)].partition('|')[0]}" if match.group(4) else ""
+    return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}{per}"
 
 
 def _month_first(first: int, second: int) -> tuple[int, int]:
@@ -333,8 +336,25 @@ def _dotted_number(match: re.Match) -> str:
             return date
     if len(parts) == 4 and all(len(p) <= 3 and int(p) <= 255 for p in parts):
         return " dot ".join(_digits(p) for p in parts)
+    return _point_parts(parts)
+
+
+def _point_parts(parts: list[str]) -> str:
+    """['3', '12', '01'] -> 'three point twelve point zero one': each part a number, or digit by digit where it
+    has a leading zero or is too long for words."""
     return " point ".join(_digits(p) if (len(p) > 1 and p.startswith("0")) or len(p) > MAX_SPOKEN_DIGITS
                           else _cardinal(int(p)) for p in parts)
+
+
+def _version(match: re.Match) -> str:
+    """'v1.2.3456' -> 'version one point two point three thousand ...'; 'release 2.10.1' keeps its word. A
+    version is never a date or an address, whatever its parts."""
+    return f" {match.group(1) or 'version'} {_point_parts(match.group(2).split('.'))}"
+
+
+def _keypad(match: re.Match) -> str:
+    """'Press * then #' -> 'press star then pound': the keys of a phone's keypad after a verb that presses them."""
+    return match.group(1) + re.sub(r"[*#]", lambda key: f" {KEYPAD_KEYS[key.group(0)]} ", match.group(2))
 
 
 def _abbreviation(match: re.Match) -> str:
@@ -378,9 +398,15 @@ def normalize_text(text: str) -> str:
     # a phone number written with dots ("555.123.4567") is digits, not a version
     text = re.sub(r"(?<![\d.])\d{3}\.\d{3}\.\d{4}(?![\w.]?\d)",
                   _phone_digits, text)
+    # a version: "v1.2.3", "version 2.10.1", "release 3.0.12" (never a date, whatever its parts)
+    text = re.sub(r"(?<![\w.])(?:[Vv](?=\d+\.\d)|([Vv]ersion|[Rr]elease)\s+(?=\d+\.\d+\.\d))(\d+(?:\.\d+)+)(?![\w.]?\d)",
+                  _version, text)
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
+    text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b", r"hashtag \1", text)   # "#MeToo"; "#A123" is a number
+    text = re.sub(r"\b((?:[Pp]ress|[Hh]it|[Tt]ap|[Dd]ial)\s+)((?:(?:[*#\d]+|then|or|and)(?:\s+|(?=[,.;:!?]|$)))+)",
+                  _keypad, text)   # "press * then #", "dial *72"
     text = re.sub(r"\b([A-Z]\w*)\s+>\s+(?=[A-Z])", r"\1, then ", text)   # a menu path: "Settings > Privacy"
     text = re.sub(r"(\d\s?[AaPp]\.?[Mm]\b\.?)\s?-\s?(?=\d)", r"\1 to ", text)   # "10am-2pm", "3 p.m.-5 p.m."
     # an hour with no minutes: "5pm", "10 AM" ("am" alone would be read as the word)
@@ -442,7 +468,8 @@ def normalize_text(text: str) -> str:
     # a video resolution is said in pairs, as a year is ("1080p": ten eighty p, "720p": seven twenty p)
     text = re.sub(r"\b(240|360|480|576|720|1080|1440|2160|4320)([pi])\b",
                   lambda m: f"{_year(int(m.group(1)))} {m.group(2)}", text)
-    text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?![\w/])", _unit, text)
+    text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?:/({_UNIT_PATTERN}))?(?![\w/])",
+                  _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
@@ -461,8 +488,10 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"\b(\d+)(st|nd|rd|th)\b", lambda m: _integer_words(m.group(1), ordinal=True), text)
     text = re.sub(r"(\d)\s?%", r"\1 percent", text)
     text = re.sub(r"\b(1[1-9]\d\d|20\d\d)'?s\b", lambda m: _decade(int(m.group(1))), text)
-    text = re.sub(r"(?<![\d,.-])\b([2-9]0)'?s\b", lambda m: _decade(int(m.group(1))), text)   # "the 80's"
+    text = re.sub(r"(?<![\w,.-])'?([2-9]0)'?s\b", lambda m: _decade(int(m.group(1))), text)   # "the '80s"
     text = re.sub(r"(?<![\d,.])\b(1[1-9]\d\d|20\d\d)\b(?![\d,]|\.\d)", lambda m: _year(int(m.group(1))), text)
+    # capitals joined to four or more digits are an identifier ("#A12345", "XJ9000"), said character by character
+    text = re.sub(r"\b([A-Z]{1,3})(\d{4,})\b", lambda m: f"{_spelled(m.group(1))} {_digits(m.group(2))}", text)
     text = re.sub(r"(?<=[A-Za-z])(?=\d)", " ", text)   # a number joined to a word: "Linux8086", "MP3"
     # A sign only where no word or number is joined to it ("thirty-three-70" is not minus seventy); the space
     # after a number keeps it off a following word ("5kg"), not off a joined hyphen or "'s" ("9-year-old", "1920's").
