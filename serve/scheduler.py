@@ -124,11 +124,16 @@ class StreamJob:
         all audio taken by the handler. (Read from the event loop; each part is one attribute read.)"""
         with self._lock:
             waiting = bool(self._text)
-        return not waiting and self.row is None and not self.stream.segments and self._queued_seconds <= 1e-9
+        return not waiting and self._nothing_to_generate and self._queued_seconds <= 1e-9
 
     @property
     def finished(self) -> bool:
-        return self._input_done and self.row is None and not self.stream.segments
+        return self._input_done and self._nothing_to_generate
+
+    @property
+    def _nothing_to_generate(self) -> bool:
+        """No segment generating (no batch row) and none queued."""
+        return self.row is None and not self.stream.segments
 
     def on_frames(self, frames: list[torch.Tensor]) -> None:
         if self.output.kind == "codec":
