@@ -72,13 +72,14 @@ def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
-def codec_round_trip(engine: Engine, pcm: np.ndarray) -> np.ndarray:
-    """Real audio through the codec at the backbone's codebooks (what a perfect backbone would give)."""
+def codec_round_trip(engine: Engine, pcm: np.ndarray, speaker: np.ndarray | None = None) -> np.ndarray:
+    """Real audio through the codec at the backbone's codebooks (what a perfect backbone would give), decoded
+    in the voice `speaker` as the engine decodes (for a speaker-conditioned codec)."""
     codec = engine.codec
     kbps = codec.config.kbps(engine.backbone.config.n_codebooks)
     header, codes = compress_audio(codec, pcm, engine.sample_rate, kbps)
     with torch.inference_mode():
-        return decompress_codes(codec, header, codes)
+        return decompress_codes(codec, header, codes, speaker)
 
 
 def _errors(recognizer: Recognizer, pcm: np.ndarray, text: str) -> tuple[int, int, list[str]]:
@@ -187,7 +188,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
             e, n, _ = _errors(recognizer, truth, u.text)
             real = [real[0] + e, real[1] + n]
-            round_trip = codec_round_trip(engine, truth)
+            round_trip = codec_round_trip(engine, truth, refs[u.speaker])
             e, n, _ = _errors(recognizer, round_trip, u.text)
             through_codec = [through_codec[0] + e, through_codec[1] + n]
             for name, audio in (("ours", pcm), ("real", truth), ("codec", round_trip)):

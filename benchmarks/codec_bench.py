@@ -13,7 +13,10 @@ Voice: whether the decoded clip is still its speaker (benchmarks/voice_identity.
 the speaker encoder's cosine to a 10-s reference of the speaker's other sentences, and
 how often the clip is closer to its own speaker's reference than to any other unseen
 speaker's. A row for the original audio gives the figures' ceiling. Voice cloning from
-codec tokens can keep no more of a voice than the codec does.
+codec tokens can keep no more of a voice than the codec does. A speaker-conditioned codec
+(codec/modules/speaker.py) has a second row per bitrate, "in its voice": the same codes
+decoded with the embedding of another 10 s of the speaker (as the engine decodes speech in an
+enrolled voice); its first row decodes the bitstream alone, in the decoder's default voice.
 """
 from __future__ import annotations
 
@@ -136,17 +139,20 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
 
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
+    enrolled = voice.enrollments() if voice is not None and model.speaker_conditioned else None
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
-        outputs = []
-        for x in clips:
-            with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
-                header, codes = compress_audio(model, x, SR, model.config.kbps(n_q))
-                outputs.append(decompress_codes(model, header, codes))
+        with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
+            streams = [compress_audio(model, x, SR, model.config.kbps(n_q)) for x in clips]
+            outputs = [decompress_codes(model, header, codes) for header, codes in streams]
+            in_voice = [decompress_codes(model, header, codes, enrolled[u.speaker])
+                        for (header, codes), u in zip(streams, picks)] if enrolled else []
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
         rows.append(scored(f"ours q{n_q}", model.config.kbps(n_q), outputs, *speed))
+        if in_voice:
+            rows.append(scored(f"ours q{n_q}, in its voice", model.config.kbps(n_q), in_voice, float("nan")))
     rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
                        float("nan")))
     for kbps in OPUS_KBPS:
@@ -167,9 +173,15 @@ class _VoiceJudge:
     """Scores decoded clips against references of their speakers (clips without one are left out)."""
 
     def __init__(self, encoder: SpeakerEncoder, corpus: str, utts: list[Utterance], picks: list[Utterance]):
-        self.encoder = encoder
-        self.refs = references(corpus, utts, {u.speaker for u in picks}, {u.id for u in picks}, encoder)
+        self.encoder, self.corpus, self.utts = encoder, corpus, utts
+        self.excluded = {u.id for u in picks}
+        self.refs = references(corpus, utts, {u.speaker for u in picks}, self.excluded, encoder)
         self.speakers = [u.speaker for u in picks]
+
+    def enrollments(self) -> dict[str, np.ndarray]:
+        """Per speaker, the embedding of another 10 s of its other sentences than its reference's: the voice a
+        speaker-conditioned decoder is given, as an enrollment would give it."""
+        return references(self.corpus, self.utts, set(self.speakers), self.excluded, self.encoder, last_first=True)
 
     def judge(self, outputs: list[np.ndarray]) -> dict[str, float]:
         """The `Row` voice fields for these outputs (one per pick, in order)."""

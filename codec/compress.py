@@ -32,8 +32,10 @@ def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:
         raise BitstreamError(f"{source} was made by codec tokens {tokens_id}, this codec's are {model.tokens_id}")
 
 
-def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray) -> np.ndarray:
-    """(header, codes [F, n_q]) -> mono float32 samples at the model's rate, original length."""
+def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray,
+                     speaker: np.ndarray | None = None) -> np.ndarray:
+    """(header, codes [F, n_q]) -> mono float32 samples at the model's rate, original length; `speaker`: the
+    voice's embedding, which a speaker-conditioned decoder follows (see `CodecModel.decode`)."""
     if (header.sample_rate, header.hop_length) != (model.sample_rate, model.hop_length):
         raise BitstreamError(f"stream made for {header.sample_rate} Hz / hop {header.hop_length}, "
                              f"this model is {model.sample_rate} Hz / hop {model.hop_length}")
@@ -42,7 +44,7 @@ def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray)
                              f"this model has {model.config.n_q} of {model.config.bits_per_code}")
     if codes.size and codes.max() >= model.config.card:
         raise BitstreamError("stream holds codes outside this model's codebooks")
-    audio = model.decode_aligned(torch.from_numpy(codes.T.copy())[None])[0, 0].numpy()
+    audio = model.decode_aligned(torch.from_numpy(codes.T.copy())[None], speaker)[0, 0].numpy()
     return audio[: header.num_samples]
 
 

@@ -34,6 +34,7 @@ class CodecConfig:
     decoder_layers: int = 6
     decoder_phase: str = "absolute"   # istft: "absolute" or "integrated" phases (codec/modules/istft.py)
     decoder_harmonics: int = 0        # istft: oscillators of a harmonic source (codec/modules/harmonic.py); 0: none
+    decoder_speaker_dim: int = 0      # istft: size of the speaker embedding that steers it (codec/modules/speaker.py)
 
     @property
     def hop_length(self) -> int:

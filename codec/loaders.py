@@ -5,8 +5,10 @@ holds the config JSON, a model id and the training step, so loading needs
 only the file. A codec also has a tokens id: the id of its token vocabulary
 (encoder and codebooks). It is the model id of the run that trained the
 encoder, and a decoder-only fine-tune keeps it, so streams, token caches and
-backbones made with the parent still fit. Training checkpoints (with optimiser
-state) use torch.save and are loaded with weights_only=True.
+backbones made with the parent still fit. A speaker-conditioned decoder also
+records the speaker encoder whose embeddings it follows (`speaker_encoder_id`).
+Training checkpoints (with optimiser state) use torch.save and are loaded with
+weights_only=True.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ DEFAULT_CODEC = ASSETS / "codec.safetensors"
 # Training-only buffers of the EMA codebooks: not shipped, rebuilt when training restarts.
 EMA_SUFFIXES = (".cluster_size", ".embed_avg", ".initialized")
 __all__ = ["DEFAULT_CODEC", "EMA_SUFFIXES", "ModelFileError", "save_codec", "read_codec_file",
-           "tokens_id_of", "load_weights", "load_codec", "save_with_harmonics"]
+           "tokens_id_of", "speaker_encoder_id_of", "load_weights", "load_codec", "save_with_harmonics"]
 
 
 def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict | None = None,
@@ -32,19 +34,31 @@ def save_codec(model: CodecModel, path: str | Path, step: int = 0, extra: dict |
 
     The codebooks' EMA statistics are training-only and are dropped. `tokens_id`:
     the parent's, for a model whose encoder and codebooks were frozen (empty: its own model id).
+    A speaker-conditioned model's `speaker_encoder_id` is recorded with it.
     """
     state = {k: v for k, v in model.state_dict().items() if not k.endswith(EMA_SUFFIXES)}
-    extra = {**(extra or {}), **({"tokens_id": tokens_id} if tokens_id else {})}
+    extra = {**(extra or {}), **({"tokens_id": tokens_id} if tokens_id else {}),
+             **({"speaker_encoder_id": model.speaker_encoder_id} if model.speaker_conditioned else {})}
     return save_model_file(path, state, "codec", model.config.to_dict(), step, extra, dtype)
+
+
+def _extra_of(meta: dict[str, str]) -> dict:
+    """The free-form `extra` record of a model file's metadata ({} where absent or unreadable)."""
+    try:
+        extra = json.loads(meta.get("extra") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return extra if isinstance(extra, dict) else {}
 
 
 def tokens_id_of(meta: dict[str, str]) -> str:
     """The token-vocabulary id of a codec file from its metadata (see the module doc)."""
-    try:
-        inherited = json.loads(meta.get("extra") or "{}").get("tokens_id")
-    except (json.JSONDecodeError, AttributeError):
-        inherited = None
-    return inherited or meta.get("model_id", "unknown")
+    return _extra_of(meta).get("tokens_id") or meta.get("model_id", "unknown")
+
+
+def speaker_encoder_id_of(meta: dict[str, str]) -> str:
+    """The speaker encoder a conditioned decoder follows ("" for a decoder that is not conditioned)."""
+    return _extra_of(meta).get("speaker_encoder_id", "")
 
 
 def read_codec_file(path: str | Path) -> tuple[CodecConfig, dict[str, torch.Tensor], dict[str, str]]:
@@ -91,6 +105,7 @@ def load_codec(path: str | Path | None = None, device: str = "cpu") -> CodecMode
         model.remove_weight_norm()  # inference never needs the re-parametrisation
     model.model_id = meta.get("model_id", "unknown")
     model.tokens_id = tokens_id_of(meta)
+    model.speaker_encoder_id = speaker_encoder_id_of(meta)
     model.train_step = int(meta.get("step", 0))
     return model.to(device).eval()
 

@@ -1,6 +1,7 @@
 """The codec model: encoder -> residual VQ -> decoder, offline or streaming."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -26,7 +27,7 @@ def build_decoder(config: CodecConfig) -> nn.Module:
             raise ValueError(f"decoder_hop {config.decoder_hop} must divide the hop length {config.hop_length}")
         return IstftDecoder(config.dimension, config.hop_length // config.decoder_hop, config.decoder_hop,
                             config.decoder_dim, config.decoder_hidden, config.decoder_layers, config.decoder_phase,
-                            config.decoder_harmonics, config.sample_rate)
+                            config.decoder_harmonics, config.sample_rate, config.decoder_speaker_dim)
     raise ValueError(f"unknown decoder {config.decoder!r} (seanet or istft)")
 
 
@@ -43,6 +44,7 @@ class CodecModel(StreamingModule):
         self.config = config
         self.model_id = "untrained"  # content hash, set by the loader
         self.tokens_id = "untrained"  # id of the token vocabulary (codec/loaders.py), set by the loader
+        self.speaker_encoder_id = ""  # a conditioned decoder's speaker encoder (codec/loaders.py), set by the loader
         self.encoder = Encoder(config.channels, config.strides, config.dimension, config.max_channels)
         self.quantizer = ResidualVectorQuantizer(config.dimension, config.n_q, config.card, config.ema_decay)
         self.decoder = build_decoder(config)
@@ -58,6 +60,18 @@ class CodecModel(StreamingModule):
     @property
     def frame_rate(self) -> float:
         return self.config.frame_rate
+
+    @property
+    def speaker_conditioned(self) -> bool:
+        """Whether the decoder is steered by a voice's speaker embedding (codec/modules/speaker.py)."""
+        return getattr(self.decoder, "speaker", None) is not None
+
+    def _voice(self, speaker: torch.Tensor | np.ndarray | None) -> dict:
+        """The decoder's `speaker` option: the embedding for a conditioned decoder; nothing for the others,
+        which decode every voice alike."""
+        if speaker is None or not self.speaker_conditioned:
+            return {}
+        return {"speaker": torch.as_tensor(speaker, dtype=torch.float32)}
 
     @property
     def delay(self) -> int:
@@ -107,20 +121,21 @@ class CodecModel(StreamingModule):
             raise InvalidCodesError(f"codes must lie in [0, {self.config.card})")
 
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, F] -> audio [B, 1, F * hop_length]."""
+    def decode(self, codes: torch.Tensor, speaker: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop_length]. `speaker`: the voice's embedding ([E] or [B, E]),
+        which a speaker-conditioned decoder follows (without it: the training voices' mean); others ignore it."""
         self.validate_codes(codes)
-        return self.decoder(self.quantizer.decode(codes.long()))
+        return self.decoder(self.quantizer.decode(codes.long()), **self._voice(speaker))
 
     @torch.no_grad()
-    def decode_aligned(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, F] -> audio [B, 1, F * hop_length] in step with the encoder's input.
+    def decode_aligned(self, codes: torch.Tensor, speaker: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+        """codes [B, K, F] -> audio [B, 1, F * hop_length] in step with the encoder's input (`speaker`: `decode`'s).
 
         The decoder's delay is removed and the samples it holds back at the end
         are appended: the same samples a streamed decode (tts/stream) gives.
         """
         with self.streaming(codes.shape[0]):
-            audio = self.decode(codes)
+            audio = self.decode(codes, speaker)
             held = self.flush_decoder()
         if held is not None:
             audio = torch.cat([audio, held.to(audio)], dim=-1)

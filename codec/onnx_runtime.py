@@ -88,14 +88,16 @@ class _EncoderStep(nn.Module):
 
 
 class _DecoderStep(nn.Module):
-    """(codes [B, K, n], overlap tail [B, hop], body state...) -> (audio [B, 1, n frame], tail, body state...)."""
+    """(codes [B, K, n], overlap tail [B, hop], body state...) -> (audio [B, 1, n frame], tail, body state...);
+    a speaker-conditioned decoder takes the voice's embedding [B, E] after the codes."""
 
     def __init__(self, model: CodecModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, codes: torch.Tensor, tail: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        audio, tail, new = self.model.decoder.step(self.model.quantizer.decode(codes), tail, list(state))
+    def forward(self, codes: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        speaker, (tail, *state) = (inputs[0], inputs[1:]) if self.model.speaker_conditioned else (None, inputs)
+        audio, tail, new = self.model.decoder.step(self.model.quantizer.decode(codes), tail, state, speaker)
         return (audio, tail, *new)
 
 
@@ -153,6 +155,8 @@ class CodecRuntime:
         # Per-stream state shapes (batch 1), the exports' example inputs and the streams' zeros alike.
         self.encoder_state_shapes = [(1, c.conv.in_channels, c.context) for c in _convs_with_history(self.model)]
         self.decoder_state_shapes = [(1, decoder.hop)] + decoder.state_shapes()
+        # a conditioned decoder's voice: an input of every call, before the state
+        self.speaker_shapes = [(1, decoder.speaker.speaker_dim)] if decoder.speaker is not None else []
 
     def _get(self, cache: dict[int, object], n_q: int, build: Callable[[], object]):
         if not 1 <= n_q <= self.model.config.n_q:
@@ -171,16 +175,18 @@ class CodecRuntime:
 
     def decoder_session(self, n_q: int):
         def build():
-            inputs = (torch.zeros(1, n_q, 1, dtype=torch.long), *map(torch.zeros, self.decoder_state_shapes))
+            inputs = (torch.zeros(1, n_q, 1, dtype=torch.long),
+                      *map(torch.zeros, self.speaker_shapes + self.decoder_state_shapes))
             dynamic = {"in0": {0: "b", 2: "f"}, "out0": {0: "b", 2: "t"}}
-            return export_session(_DecoderStep(self.model), inputs, dynamic, len(inputs), self.threads)
+            n_outputs = len(inputs) - len(self.speaker_shapes)    # audio and the state; the voice is not returned
+            return export_session(_DecoderStep(self.model), inputs, dynamic, n_outputs, self.threads)
         return self._get(self._decoders, n_q, build)
 
     def encoder_stream(self, n_q: int) -> "EncoderStream":
         return EncoderStream(self, n_q)
 
-    def decoder_stream(self, n_q: int) -> "DecoderStream":
-        return DecoderStream(self, n_q)
+    def decoder_stream(self, n_q: int, speaker: np.ndarray | None = None) -> "DecoderStream":
+        return DecoderStream(self, n_q, speaker)
 
 
 class EncoderStream:
@@ -208,11 +214,15 @@ class DecoderStream:
     """One stream's decoder state: codes in, samples out (as `CodecModel.decode` streaming).
 
     Like the PyTorch path, the output lags by `delay` samples and `flush` returns the samples held back.
+    `speaker`: the voice's embedding, which a speaker-conditioned decoder follows (as `CodecModel.decode`).
     """
 
-    def __init__(self, runtime: CodecRuntime, n_q: int) -> None:
+    def __init__(self, runtime: CodecRuntime, n_q: int, speaker: np.ndarray | None = None) -> None:
         self.runtime, self.n_q = runtime, n_q
         self.session = runtime.decoder_session(n_q)
+        conditioning = runtime.model.decoder.speaker
+        self._voice = [] if conditioning is None else [    # the inputs before the state (`_DecoderStep`)
+            np.ascontiguousarray(conditioning.resolve(None if speaker is None else torch.as_tensor(speaker), 1))]
         self.reset()
 
     def reset(self) -> None:
@@ -226,7 +236,7 @@ class DecoderStream:
         if codes.ndim != 2 or codes.shape[0] != self.n_q:
             raise InvalidCodesError(f"codes must be [{self.n_q}, F]; got {codes.shape}")
         self.runtime.model.validate_codes(torch.from_numpy(codes)[None])   # the PyTorch path's range check
-        audio, *self._state = self.session.run(None, _feed(codes[None], self._state))
+        audio, *self._state = self.session.run(None, _feed(codes[None], self._voice + self._state))
         self._holding = self._holding or codes.shape[1] > 0
         return audio[0, 0]
 

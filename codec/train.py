@@ -9,7 +9,9 @@ model serves every bitrate.
 `decoder_only` trains the decoder of a shipped codec with its encoder and
 codebooks frozen (its own decoder, or a new one: `codec` may set the decoder_*
 fields, e.g. {"decoder": "istft"}): the tokens stay the same (same `tokens_id`), so a backbone
-trained on them keeps working and the decoder alone gets better. `focus_n_q`
+trained on them keeps working and the decoder alone gets better. `speaker_conditioning`
+steers the decoder by each training speaker's embedding (codec/modules/speaker.py,
+codec/voices.py), as the engine steers it by the voice it speaks in. `focus_n_q`
 spends a share of the examples on the bitrate the backbone speaks. Checkpoints (every `ckpt_minutes`) hold the
 config, the optimisers and the step; re-running the same command resumes.
 """
@@ -31,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.loaders import load_weights, read_codec_file, save_codec, tokens_id_of
+from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
                           feature_matching_loss, generator_adversarial_loss, hinge_discriminator_loss,
                           instantaneous_frequency_loss, log_mel)
@@ -71,7 +73,10 @@ class TrainConfig(TrainerOptions):
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
-    speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one)
+    speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
+                                      # conditioning's
+    speaker_conditioning: bool = False  # the decoder follows the speaker's embedding (codec/modules/speaker.py)
+    conditioning_lr_scale: float = 10.0  # its layers' lr over `lr`: they start at zero beside a trained decoder
     voice_warp: float = 0.0           # training crops sped up or slowed by up to this share (CropDataset)
     pitch_teacher: float = 0.0        # share of steps where a harmonic source sounds at the real pitch
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
@@ -147,8 +152,12 @@ class CropDataset(torch.utils.data.Dataset):
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.load(i)
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        """(a random crop of utterance i, i): the index names its speaker (`speaker_of`)."""
+        return self.load(i), i
+
+    def speaker_of(self, i: int) -> str:
+        return self.utts[i][1].speaker
 
     @staticmethod
     def seed_worker(worker: int) -> None:
@@ -163,18 +172,20 @@ def _start_from_shipped(model: CodecModel, state: dict[str, torch.Tensor], path:
                         shipped_config: CodecConfig) -> None:
     """Load a shipped (weight-norm intact) model; codebook EMA statistics restart from the codes.
     A decoder of another kind or size starts fresh (only the encoder and codebooks are loaded). One that
-    differs only in its phase mode or harmonic source keeps its weights: a switched phase head starts at
-    zero, and a new harmonic source starts from its magnitude head (IstftDecoder.start_source_from_magnitudes)."""
+    differs only in its phase mode, harmonic source or speaker conditioning keeps its weights: a switched
+    phase head starts at zero, a new harmonic source starts from its magnitude head
+    (IstftDecoder.start_source_from_magnitudes), a new conditioning at zero (the decoder as it was)."""
     same_decoder = replace(shipped_config, decoder_phase=model.config.decoder_phase,
-                           decoder_harmonics=model.config.decoder_harmonics) == model.config
+                           decoder_harmonics=model.config.decoder_harmonics,
+                           decoder_speaker_dim=model.config.decoder_speaker_dim) == model.config
     own = model.state_dict()
-    if not same_decoder:
-        state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
-        state.update({k: v for k, v in own.items() if k.startswith("decoder.")})
-    elif shipped_config.decoder_harmonics != model.config.decoder_harmonics:
-        # a source added (its fresh weights) or removed or resized (the shipped one dropped)
-        state = {k: v for k, v in state.items() if not k.startswith("decoder.source.")}
-        state.update({k: v for k, v in own.items() if k.startswith("decoder.source.")})
+    parts = {"decoder.": not same_decoder,
+             # a part added (its fresh weights) or removed or resized (the shipped one dropped)
+             "decoder.source.": shipped_config.decoder_harmonics != model.config.decoder_harmonics,
+             "decoder.speaker.": shipped_config.decoder_speaker_dim != model.config.decoder_speaker_dim}
+    for prefix in (prefix for prefix, fresh in parts.items() if fresh):
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        state.update({k: v for k, v in own.items() if k.startswith(prefix)})
     load_weights(model, state, path)
     if same_decoder and shipped_config.decoder_phase != model.config.decoder_phase:
         model.decoder.reset_phase_head()
@@ -228,23 +239,25 @@ def _set_train_mode(model: CodecModel, decoder_only: bool) -> None:
         model.quantizer.eval()
 
 
-def _speaker_loss(cfg: TrainConfig, device: torch.device | str) -> SpeakerConsistencyLoss:
-    """The speaker consistency loss around the frozen speaker encoder `cfg.speaker_encoder` (default: shipped)."""
+def _speaker_encoder(cfg: TrainConfig):
+    """The frozen speaker encoder `cfg.speaker_encoder` (default: the shipped one)."""
     from voice.encoder import load_encoder  # voice builds on codec.losses: imported here, not at the top
 
-    return SpeakerConsistencyLoss(load_encoder(cfg.speaker_encoder or None)).to(device)
+    return load_encoder(cfg.speaker_encoder or None)
 
 
 @torch.no_grad()
 def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0,
-             speaker: SpeakerConsistencyLoss | None = None, voice_n_q: int = 0) -> dict[str, float]:
+             speaker: SpeakerConsistencyLoss | None = None, voice_n_q: int = 0,
+             voices: torch.Tensor | None = None) -> dict[str, float]:
     """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better);
     with `perceptual_n_q`, also PESQ-WB and STOI at that n_q (higher is better); with a `speaker`
-    loss, its value at `voice_n_q` (lower is better)."""
+    loss, its value at `voice_n_q` (lower is better). `voices` [B, E]: the clips' speaker embeddings, for
+    a speaker-conditioned decoder."""
     model.eval()
     out = {}
     for n_q in n_qs:
-        rec, orig = model.align(model.decode(model.encode(clips, n_q)), clips)
+        rec, orig = model.align(model.decode(model.encode(clips, n_q), voices), clips)
         ref = log_mel(orig.flatten(1), model.sample_rate)
         out[f"mel_q{n_q}"] = float((log_mel(rec.flatten(1), model.sample_rate) - ref).abs().mean())
         if n_q == perceptual_n_q:
@@ -288,6 +301,19 @@ def train(cfg: TrainConfig) -> dict:
     else:
         codec_cfg = CodecConfig(**{k: tuple(v) if k == "strides" else v for k, v in cfg.codec.items()})
 
+    encoder = _speaker_encoder(cfg) if cfg.lambda_speaker or cfg.speaker_conditioning \
+        or codec_cfg.decoder_speaker_dim else None
+    if cfg.speaker_conditioning and not codec_cfg.decoder_speaker_dim:
+        if codec_cfg.decoder != "istft":
+            raise TrainingSetupError("speaker conditioning steers the ISTFT decoder (--decoder istft)")
+        codec_cfg = replace(codec_cfg, decoder_speaker_dim=encoder.config.embedding_dim)
+    conditioned = codec_cfg.decoder_speaker_dim > 0
+    if conditioned and codec_cfg.decoder_speaker_dim != encoder.config.embedding_dim:
+        raise TrainingSetupError(f"the decoder follows {codec_cfg.decoder_speaker_dim}-d speaker embeddings; "
+                                 f"the speaker encoder makes {encoder.config.embedding_dim}-d ones")
+    if conditioned and cfg.voice_warp:
+        raise TrainingSetupError("--voice-warp changes the voice a crop's speaker embedding describes: "
+                                 "train a speaker-conditioned decoder without it")
     if cfg.focus_n_q and not 1 <= cfg.focus_n_q <= codec_cfg.n_q:
         raise TrainingSetupError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
     if cfg.decoder_only and not (resume or shipped):
@@ -298,12 +324,18 @@ def train(cfg: TrainConfig) -> dict:
                                  "give --decoder-only and --decoder-phase integrated")
     has_source = codec_cfg.decoder == "istft" and codec_cfg.decoder_harmonics > 0
     model = CodecModel(codec_cfg).to(device)
+    if conditioned:
+        model.speaker_encoder_id = encoder.model_id
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
         model.quantizer.requires_grad_(False)
     disc = MultiScaleSTFTDiscriminator().to(device)
     trained = model.decoder if cfg.decoder_only else model
-    opt_g = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+    conditioning = list(model.decoder.speaker.parameters()) if conditioned else []
+    rest = [p for p in trained.parameters() if all(p is not c for c in conditioning)]
+    groups = [{"params": rest}] + ([{"params": conditioning, "lr_scale": cfg.conditioning_lr_scale}]
+                                   if conditioning else [])
+    opt_g = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     step, best = 0, math.inf
     tokens_id = ""  # a decoder-only run's exports keep the parent's token vocabulary id
@@ -319,6 +351,10 @@ def train(cfg: TrainConfig) -> dict:
         log.info("resumed from %s at step %d", ckpt_path, step)
     elif shipped:
         _, state, meta = shipped
+        followed = speaker_encoder_id_of(meta)
+        if conditioned and followed and followed != encoder.model_id:
+            raise TrainingSetupError(f"{cfg.init_from} follows speaker encoder {followed}; "
+                                     f"the run's is {encoder.model_id} (--speaker-encoder)")
         _start_from_shipped(model, state, cfg.init_from, shipped[0])
         step = int(meta.get("step", 0))
         tokens_id = tokens_id_of(meta) if cfg.decoder_only else ""
@@ -334,11 +370,21 @@ def train(cfg: TrainConfig) -> dict:
     data = CropDataset([cfg.corpus, *cfg.extra_corpora], ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
+    voices = None
+    if conditioned:
+        from codec.voices import TrainingVoices   # imports voice/: see _speaker_encoder
+
+        voices = TrainingVoices(data.utts, encoder, cfg.seed)
+    valid_voices = None
+    if voices is not None:
+        valid_voices = voices.first([valid.speaker_of(i) for i in range(len(valid_clips))]).to(device)
+        if not resume and not (shipped and shipped[0].decoder_speaker_dim):   # a new conditioning
+            model.decoder.speaker.set_default(voices.all())
     eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))
     score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     phase = PhaseDerivativeLoss()
-    speaker = _speaker_loss(cfg, device) if cfg.lambda_speaker else None
+    speaker = SpeakerConsistencyLoss(encoder).to(device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,
                                          persistent_workers=cfg.loader_workers > 0)
@@ -359,7 +405,7 @@ def train(cfg: TrainConfig) -> dict:
         (lowest log-mel L1, or highest PESQ-WB with `select_by` "pesq")."""
         nonlocal best
         result = validate(model, valid_clips, eval_n_q, score_n_q if perceptual_metrics_available() else 0,
-                          speaker, score_n_q)
+                          speaker, score_n_q, valid_voices)
         print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
         log.info("validation at step %d: %s", step, result)
         score = -result[f"pesq_q{score_n_q}"] if cfg.select_by == "pesq" else result[f"mel_q{score_n_q}"]
@@ -369,10 +415,10 @@ def train(cfg: TrainConfig) -> dict:
         return result
 
     while step < cfg.steps:
-        for batch in loader:
+        for crops, index in loader:
             t0 = time.time()
             _set_train_mode(model, cfg.decoder_only)
-            x = batch.to(device)
+            x = crops.to(device)
             n_q = _sample_n_q(x.shape[0], codec_cfg.n_q, cfg.dropout_full_prob, device, cfg.focus_n_q,
                               cfg.focus_prob)
             decoder_options: dict = {}
@@ -382,13 +428,15 @@ def train(cfg: TrainConfig) -> dict:
                 decoder_options = {"with_extras": True, "teacher_pitch": target_f0 if teach else None}
             elif cfg.lambda_if:
                 decoder_options = {"with_extras": True}
+            if voices is not None:
+                decoder_options["speaker"] = voices.draw([data.speaker_of(i) for i in index.tolist()]).to(device)
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)
                 y = train_model(q.quantized, **decoder_options)
             else:
                 y, q = train_model(x, n_q, **decoder_options)
-            y, extras = y if decoder_options else (y, {})
+            y, extras = y if decoder_options.get("with_extras") else (y, {})
             extra_losses = {}
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
@@ -417,7 +465,7 @@ def train(cfg: TrainConfig) -> dict:
                 losses["fm"] = feature_matching_loss(real_feats, fake_feats)
                 total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
             for group in opt_g.param_groups + opt_d.param_groups:
-                group["lr"] = _lr_at(step, cfg)
+                group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
             opt_g.zero_grad(set_to_none=True)
             total.backward()
             torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from codec.bitstream import (BitstreamError, StreamHeader, pack_frames, read_stream, unpack_frames,
                              write_stream)
@@ -17,6 +18,7 @@ from codec.modules.conv import StreamingContractError, StreamingConv1d, Streamin
 from codec.quantization.vq import ResidualVectorQuantizer
 
 TINY = CodecConfig(channels=8, max_channels=32, strides=(2, 4), dimension=16, n_q=4, card=32)
+SPEAKER_DIM = 6
 
 
 @pytest.mark.parametrize("kernel, stride, dilation", [
@@ -60,19 +62,27 @@ def test_stride_contract_is_enforced():
         conv(torch.randn(1, 1, 10))
 
 
-@pytest.fixture(scope="module", params=["seanet", "istft", "istft integrated phase", "istft harmonic source"])
+@pytest.fixture(scope="module", params=["seanet", "istft", "istft integrated phase", "istft harmonic source",
+                                        "istft speaker conditioning"])
 def tiny_model(request) -> CodecModel:
     """Every model test runs with both decoders (the ISTFT one at a quarter of the hop, with absolute and
-    with integrated phases, and with a harmonic source: the running phases are streaming state)."""
+    with integrated phases, with a harmonic source: the running phases are streaming state, and steered by
+    a speaker embedding: the tests that give none decode in its default voice)."""
     torch.manual_seed(0)
     config = TINY if request.param == "seanet" else replace(
         TINY, decoder="istft", decoder_hop=TINY.hop_length // 4, decoder_dim=16, decoder_hidden=24, decoder_layers=2,
         decoder_phase="integrated" if request.param.endswith("phase") else "absolute",
-        decoder_harmonics=8 if request.param.endswith("source") else 0)
+        decoder_harmonics=8 if request.param.endswith("source") else 0,
+        decoder_speaker_dim=SPEAKER_DIM if request.param.endswith("conditioning") else 0)
     model = CodecModel(config)
     if config.decoder_harmonics:
         with torch.no_grad():   # a new source starts quiet; make it loud enough for the tests to hear it
             model.decoder.source.head.bias[model.decoder.source.envelope_slice] = -2.0
+    if config.decoder_speaker_dim:
+        with torch.no_grad():   # a new conditioning starts at zero: give it weights, and a default voice
+            for layer in (model.decoder.speaker.shift, model.decoder.speaker.film):
+                layer.weight.normal_(0, 0.3)
+            model.decoder.speaker.set_default(torch.randn(3, SPEAKER_DIM))
     model.train()
     model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
     return model.eval()
@@ -127,6 +137,35 @@ def test_onnx_runtime_streams_equal_the_pytorch_streams(tiny_model):
         decoder.decode(np.zeros((n_q + 1, 2), np.int64))
     with pytest.raises(ValueError, match="whole frames"):
         encoder.encode(np.zeros(hop + 1, np.float32))
+
+
+def test_a_speaker_conditioned_decoder_follows_the_voice_streaming_or_not(tiny_model):
+    """The voice's embedding steers the decoder alike offline, streaming and on ONNX Runtime; without one it
+    decodes in its default voice; other decoders ignore it; an embedding of the wrong size is refused."""
+    from codec.onnx_runtime import CodecRuntime
+
+    x = torch.randn(1, 1, 24 * TINY.hop_length)
+    codes = tiny_model.encode(x, 3)
+    voice = F.normalize(torch.randn(SPEAKER_DIM), dim=0)
+    if not tiny_model.speaker_conditioned:
+        assert torch.equal(tiny_model.decode(codes, voice), tiny_model.decode(codes))
+        return
+    offline = tiny_model.decode(codes, voice)
+    assert not torch.allclose(offline, tiny_model.decode(codes), atol=1e-3)          # the voice is heard
+    torch.testing.assert_close(tiny_model.decode(codes, tiny_model.decoder.speaker.default), tiny_model.decode(codes))
+    with tiny_model.streaming(1):
+        streamed = torch.cat([tiny_model.decode(codes[..., i:i + n], voice) for i, n in _chunking(24, 1)], -1)
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+    decoder = CodecRuntime(tiny_model).decoder_stream(3, voice.numpy())
+    ort_audio = np.concatenate([decoder.decode(codes[0, :, i:i + n].numpy()) for i, n in _chunking(24, 1)])
+    np.testing.assert_allclose(ort_audio, offline[0, 0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="speaker embedding"):
+        tiny_model.decode(codes, torch.zeros(SPEAKER_DIM + 1))
+    # a decoder given a new conditioning decodes exactly as it did until the conditioning is trained
+    plain = CodecModel(replace(tiny_model.config, decoder_speaker_dim=0)).eval()
+    fresh = CodecModel(tiny_model.config).eval()
+    fresh.load_state_dict({**plain.state_dict(), **{k: v for k, v in fresh.state_dict().items() if ".speaker." in k}})
+    torch.testing.assert_close(fresh.decode(codes, voice), plain.decode(codes))
 
 
 def test_codec_is_causal(tiny_model):
@@ -440,6 +479,20 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     resumed = CodecModel(source_config)
     _start_from_shipped(resumed, source_state, "h.safetensors", source_config)
     assert all(torch.equal(v, source_state[k]) for k, v in resumed.state_dict().items() if ".source." in k)
+    # Speaker conditioning joins a trained decoder at zero, learns from each training speaker's embeddings (its
+    # validation too), and records the speaker encoder it follows; a voice warp would contradict them.
+    from voice.encoder import load_encoder
+    cond_cfg = TrainConfig(**{**harmonic_cfg.__dict__, "out_dir": str(tmp_path / "run12"), "codec": {},
+                              "export": str(tmp_path / "s.safetensors"), "init_from": str(tmp_path / "h.safetensors"),
+                              "speaker_conditioning": True, "steps": with_source.train_step + 2})
+    assert train(cond_cfg)["step"] == with_source.train_step + 2
+    conditioned = load_codec(tmp_path / "s.safetensors")
+    assert conditioned.speaker_conditioned and conditioned.tokens_id == parent.tokens_id
+    assert conditioned.speaker_encoder_id == load_encoder().model_id
+    assert abs(float(conditioned.decoder.speaker.default.norm()) - 1) < 1e-3   # the training voices' mean
+    assert any(conditioned.decoder.speaker.film.weight.flatten())             # trained off zero
+    with pytest.raises(ValueError, match="voice-warp"):
+        train(TrainConfig(**{**cond_cfg.__dict__, "out_dir": str(tmp_path / "run13"), "voice_warp": 0.1}))
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
                                "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5, "voice_warp": 0.15,
@@ -497,13 +550,15 @@ def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tm
         return float(np.argmax(spectrum)) * sr / (8 * segment)
 
     plain = CropDataset(str(tmp_path), ["train"], segment, seed=0)
-    assert abs(pitch(plain[0]) - tone) < 2
+    assert abs(pitch(plain.load(0)) - tone) < 2
     warped = CropDataset(str(tmp_path), ["train"], segment, seed=0, voice_warp=0.2)
-    heard = [pitch(warped[0]) for _ in range(40)]
+    heard = [pitch(warped.load(0)) for _ in range(40)]
     assert all(tone / 1.2 - 3 <= f <= tone * 1.2 + 3 for f in heard)
     assert max(heard) > tone * 1.08 and min(heard) < tone / 1.08          # both ways, across the range
-    assert all(warped[0].shape == (1, segment) for _ in range(5))
-    crop = warped[0][0].numpy()
+    assert all(warped.load(0).shape == (1, segment) for _ in range(5))
+    crop, index = warped[0]
+    assert index == 0
+    crop = crop[0].numpy()
     assert np.abs(crop[:200]).max() > 0.4 and np.abs(crop[-200:]).max() > 0.4   # no filter fade at the edges
     assert torch.equal(warped.load(0, offset=100), plain.load(0, offset=100))  # validation crops stay as they are
     with pytest.raises(TrainingSetupError, match="voice_warp"):
@@ -523,14 +578,14 @@ def test_crop_loader_workers_draw_their_own_crops(tmp_path):
     loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=[0] * 4, num_workers=2,
                                          worker_init_fn=CropDataset.seed_worker)
     torch.manual_seed(0)
-    first, second, third, _ = list(loader)                     # workers take turns: 0, 1, 0, 1
+    first, second, third, _ = [crops for crops, _ in loader]  # workers take turns: 0, 1, 0, 1
     assert not torch.equal(first, second)
     assert not torch.equal(first, third)
     # a resumed run (same torch seed, its dataset seeded with the step) draws other crops
     resumed = CropDataset(str(tmp_path), ["train"], 4_000, seed=500, voice_warp=0.1)
     torch.manual_seed(0)
-    again = next(iter(torch.utils.data.DataLoader(resumed, batch_size=1, sampler=[0] * 4, num_workers=2,
-                                                  worker_init_fn=CropDataset.seed_worker)))
+    again, _ = next(iter(torch.utils.data.DataLoader(resumed, batch_size=1, sampler=[0] * 4, num_workers=2,
+                                                     worker_init_fn=CropDataset.seed_worker)))
     assert not torch.equal(first, again)
 
 
@@ -547,7 +602,8 @@ def test_extra_corpora_join_the_training_crops(tmp_path):
                        [Utterance(f"u{i}", "audio/0.flac", "text", name, 1.0, split) for i, split in enumerate(splits)])
     data = CropDataset([str(tmp_path / "main"), str(tmp_path / "extra")], ["train"], 4_000, seed=0)
     assert len(data) == 2
-    assert [round(float(data[i].mean()), 2) for i in range(2)] == [0.1, 0.4]
+    assert [round(float(data.load(i).mean()), 2) for i in range(2)] == [0.1, 0.4]
+    assert [data.speaker_of(i) for i in range(2)] == ["main", "extra"]
     with pytest.raises(TrainingSetupError, match="extra has no utterances"):
         CropDataset([str(tmp_path / "main"), str(tmp_path / "extra")], ["valid"], 4_000, seed=0)
 

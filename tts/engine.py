@@ -66,7 +66,7 @@ class SpeechStream:
         self.options = options
         self.segments: collections.deque[Segment] = collections.deque()
         self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
-                                      engine.codec_runtime)
+                                      engine.codec_runtime, self.speaker.numpy())
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -156,6 +156,9 @@ class Engine:
             if wanted != loaded:
                 raise ModelMismatchError(f"the backbone was trained with {what} {wanted}, "
                                          f"but {what} {loaded} is loaded")
+        if codec.speaker_conditioned and codec.speaker_encoder_id != cfg.encoder_id:
+            raise ModelMismatchError(f"the codec's decoder follows speaker encoder {codec.speaker_encoder_id}, "
+                                     f"the backbone's voices come from {cfg.encoder_id or 'another'}")
         if cfg.n_codebooks > codec.config.n_q:
             raise ModelMismatchError(
                 f"the backbone models {cfg.n_codebooks} codebooks, the codec has {codec.config.n_q}")

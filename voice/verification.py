@@ -19,14 +19,14 @@ GAP_SECONDS = 0.15
 
 
 def speaker_streams(corpus: str | Path, utterances: list[Utterance], sample_rate: int,
-                    max_seconds: float | None = None) -> dict[str, np.ndarray]:
+                    max_seconds: float | None = None, last_first: bool = False) -> dict[str, np.ndarray]:
     """Per speaker, the silence-trimmed utterances joined by short pauses (float32).
 
     Joining lets a 10-s clip be cut from a speaker's 2-4-s sentences, as a
     user's enrollment clip is several sentences in a row.
     """
     by_speaker: dict[str, list[Utterance]] = {}
-    for utt in sorted(utterances, key=lambda u: u.id):
+    for utt in sorted(utterances, key=lambda u: u.id, reverse=last_first):   # `last_first`: from the other end
         by_speaker.setdefault(utt.speaker, []).append(utt)
     gap = np.zeros(int(GAP_SECONDS * sample_rate), dtype=np.float32)
     streams = {}

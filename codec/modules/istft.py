@@ -19,6 +19,9 @@ Harmonic source (`harmonics` > 0, codec/modules/harmonic.py): oscillators at a p
 multiples make the voiced part; they read the same features, gate the magnitudes (the noise they
 replace) and add their samples to the overlap-add's.
 
+Speaker conditioning (`speaker_dim` > 0, codec/modules/speaker.py): a voice's embedding shifts the blocks'
+input and scales and shifts the heads' features; with none given, the training voices' mean.
+
 Causality: spectrum t covers output samples [hop * t, hop * t + n_fft), so
 output block b is final once spectrum b exists. The decoder's output is the
 input delayed by `delay` (= hop) samples: the window of spectrum t is centred
@@ -35,6 +38,7 @@ from torch import nn
 
 from codec.modules.harmonic import HarmonicSource
 from codec.modules.phase import accumulate_phase
+from codec.modules.speaker import SpeakerConditioning
 from codec.modules.streaming import StreamingModule
 
 
@@ -92,7 +96,8 @@ class IstftDecoder(StreamingModule):
     """Latent [B, D, F] at the frame rate -> waveform [B, 1, F * upsample * hop], delayed by `hop` samples."""
 
     def __init__(self, dimension: int, upsample: int, hop: int, dim: int = 256, hidden: int = 768,
-                 layers: int = 6, phase: str = "absolute", harmonics: int = 0, sample_rate: int = 16_000) -> None:
+                 layers: int = 6, phase: str = "absolute", harmonics: int = 0, sample_rate: int = 16_000,
+                 speaker_dim: int = 0) -> None:
         super().__init__()
         if phase not in PHASE_MODES:
             raise ValueError(f"unknown phase mode {phase!r} ({' or '.join(PHASE_MODES)})")
@@ -103,6 +108,8 @@ class IstftDecoder(StreamingModule):
         self.out = nn.Linear(dim, 2 * (hop + 1))
         # Optional oscillators at the pitch's multiples (codec/modules/harmonic.py) for the voiced part.
         self.source = HarmonicSource(dim, hop, sample_rate, harmonics) if harmonics else None
+        # Optional steering by the voice's speaker embedding (codec/modules/speaker.py).
+        self.speaker = SpeakerConditioning(speaker_dim, dim) if speaker_dim else None
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
         real, imag = _windowed_inverse_dft(self.n_fft, self.window)
         self.register_buffer("idft_real", real, persistent=False)
@@ -166,12 +173,16 @@ class IstftDecoder(StreamingModule):
         frames = (mag * torch.cos(phase_out)) @ self.idft_real + (mag * torch.sin(phase_out)) @ self.idft_imag
         return frames, last, steps
 
-    def hidden(self, z: torch.Tensor, histories: list | None = None) -> tuple[torch.Tensor, list]:
-        """z [B, D, F] -> the blocks' output [B, F * upsample, dim], carrying each block's conv history."""
+    def hidden(self, z: torch.Tensor, histories: list | None = None, speaker: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, list]:
+        """z [B, D, F] -> the blocks' output [B, F * upsample, dim], carrying each block's conv history;
+        `speaker`: the resolved embeddings [B, speaker_dim] of a conditioned decoder."""
         B, _, Fr = z.shape
         # A kernel-1 conv applied as a matrix product (cheaper per call).
         x = F.linear(z.transpose(1, 2), self.inp.weight[..., 0], self.inp.bias)          # [B, F, dim * up]
         x = x.view(B, Fr, -1, self.upsample).permute(0, 2, 1, 3).reshape(B, -1, Fr * self.upsample)
+        if self.speaker is not None:
+            x = self.speaker.shifted(x, speaker)
         new_histories = []
         for i, block in enumerate(self.blocks):
             x, hist = block(x, histories[i] if histories else None)
@@ -211,22 +222,27 @@ class IstftDecoder(StreamingModule):
         """The harmonic source's part of `step`'s state (`state_shapes` puts it last); None before a stream."""
         return state[len(state) - len(self.source.state_shapes()):] if state else None
 
-    def step(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None
-             ) -> tuple[torch.Tensor, torch.Tensor, list]:
+    def step(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None,
+             speaker: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list]:
         """One streaming call as a pure function (also what codec/onnx_runtime.py exports):
-        (z [B, D, F], overlap tail, state of `state_shapes`) -> (audio [B, 1, F * upsample * hop], tail, state)."""
-        audio, tail, state, _ = self._decode(z, tail, state)
+        (z [B, D, F], overlap tail, state of `state_shapes`) -> (audio [B, 1, F * upsample * hop], tail, state).
+        `speaker`: the voice's embedding, for a conditioned decoder (else its default; ignored by others)."""
+        audio, tail, state, _ = self._decode(z, tail, state, speaker=speaker)
         return audio, tail, state
 
     def _decode(self, z: torch.Tensor, tail: torch.Tensor | None, state: list | None,
-                teacher_pitch: torch.Tensor | None = None
+                teacher_pitch: torch.Tensor | None = None, speaker: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, list, dict[str, torch.Tensor | None]]:
         """`step`, plus the trainer's extras: the phase moves (integrated mode), the harmonic source's
         pitch and voicing logits (with a source); None where the decoder has none. A harmonic
         source sounds at `teacher_pitch` [B, F * upsample] where given (training) instead of its own."""
         n = len(self.blocks)
-        h, histories = self.hidden(z, state[:n] if state else None)
+        if self.speaker is not None:
+            speaker = self.speaker.resolve(speaker, z.shape[0])
+        h, histories = self.hidden(z, state[:n] if state else None, speaker)
         h = self.norm(h)      # the features both heads read
+        if self.speaker is not None:
+            h = self.speaker.modulated(h, speaker)
         rest = state[n:] if state else []
         integrated = self.phase == "integrated"
         extras: dict[str, torch.Tensor | None] = {"phase_steps": None, "pitch_logits": None, "voicing": None}
@@ -243,15 +259,16 @@ class IstftDecoder(StreamingModule):
             extras.update(pitch_logits=source.pitch_logits, voicing=source.voicing)
         return audio, tail, new_state, extras
 
-    def forward(self, z: torch.Tensor, with_extras: bool = False, teacher_pitch: torch.Tensor | None = None
+    def forward(self, z: torch.Tensor, with_extras: bool = False, teacher_pitch: torch.Tensor | None = None,
+                speaker: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
         """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_extras` also returns the
         trainer's extras (`_decode`): phase moves [B, F * upsample, bins], pitch logits, voicing logits.
-        `teacher_pitch`: the trainer's (`_decode`)."""
+        `teacher_pitch`: the trainer's (`_decode`). `speaker`: see `step`."""
         if self._state is None:
-            audio, _, _, extras = self._decode(z, None, None, teacher_pitch)
+            audio, _, _, extras = self._decode(z, None, None, teacher_pitch, speaker)
             return (audio, extras) if with_extras else audio
         if with_extras or teacher_pitch is not None:
             raise ValueError("the trainer's extras come from an offline pass")
-        out, self._state.tail, self._state.body = self.step(z, self._state.tail, self._state.body)
+        out, self._state.tail, self._state.body = self.step(z, self._state.tail, self._state.body, speaker)
         return out

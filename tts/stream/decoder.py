@@ -16,6 +16,9 @@ in its own object and lends it to the model only for the duration of a call.
 With a `CodecRuntime` (codec/onnx_runtime.py) the calls run on ONNX Runtime
 instead, with the state in a `DecoderStream`: the same samples, a few times
 cheaper per call.
+
+A speaker-conditioned codec (codec/modules/speaker.py) decodes in the stream's
+voice: the decoder is given the speaker embedding that conditions the backbone.
 """
 from __future__ import annotations
 
@@ -32,11 +35,12 @@ class ChunkedDecoder:
     """Decodes one stream's frames ([K] codes each) into float32 PCM chunks at the codec's sample rate."""
 
     def __init__(self, codec: CodecModel, first_chunk_frames: int = 1, max_chunk_frames: int = 8,
-                 runtime: CodecRuntime | None = None) -> None:
+                 runtime: CodecRuntime | None = None, speaker: np.ndarray | None = None) -> None:
         if not 1 <= first_chunk_frames <= max_chunk_frames:
             raise ValueError("need 1 <= first_chunk_frames <= max_chunk_frames")
         self.codec = codec
         self.runtime = runtime
+        self.speaker = speaker    # the voice's embedding, for a speaker-conditioned decoder
         self._stream: DecoderStream | None = None   # the ONNX Runtime path's state, made at the first frame
         self.first_chunk_frames = first_chunk_frames
         self.max_chunk_frames = max_chunk_frames
@@ -103,10 +107,10 @@ class ChunkedDecoder:
         codes = torch.stack(frames, 1)   # [K, n]
         if self.runtime is not None:
             if self._stream is None:
-                self._stream = self.runtime.decoder_stream(codes.shape[0])
+                self._stream = self.runtime.decoder_stream(codes.shape[0], self.speaker)
             audio = self._stream.decode(codes.cpu().numpy())
         else:
             device = next(self.codec.parameters()).device
-            audio = self._run(self.codec.decode, codes[None].to(device))[0, 0].float().cpu().numpy()
+            audio = self._run(self.codec.decode, codes[None].to(device), self.speaker)[0, 0].float().cpu().numpy()
         self.frames_decoded += len(frames)
         return self._trim_start(audio)

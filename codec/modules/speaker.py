@@ -1,0 +1,63 @@
+"""A voice's speaker embedding steering the ISTFT decoder (`CodecConfig.decoder_speaker_dim`).
+
+Why: what the codec loses on a voice it never heard is its spectral envelope (docs/history/codec.md,
+sessions 32-33), and more bits cannot bring it back: the encoder maps a new voice onto the training
+voices. In speech synthesis the voice is known before the first frame (the enrolled embedding that
+conditions the backbone, voice/encoder.py), so the decoder can be told it. The embedding is added to the
+features the decoder's blocks read and scales and shifts (FiLM) the features its heads read.
+
+Both layers start at zero, so a conditioned decoder made from a trained one starts as exactly that decoder.
+Where no voice is given (a bitstream decoded by `tts codec decode`), the decoder hears `default`: the
+mean of the training voices' embeddings, which the trainer stores (a buffer, saved with the weights).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SpeakerConditioning(nn.Module):
+    """Speaker embedding [B, speaker_dim] -> a shift of the blocks' input and a FiLM of the heads' features."""
+
+    def __init__(self, speaker_dim: int, dim: int) -> None:
+        super().__init__()
+        self.shift = nn.Linear(speaker_dim, dim)
+        self.film = nn.Linear(speaker_dim, 2 * dim)
+        for layer in (self.shift, self.film):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("default", torch.zeros(speaker_dim))
+
+    @property
+    def speaker_dim(self) -> int:
+        return self.shift.in_features
+
+    def resolve(self, speaker: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+        """The embeddings to condition on, [B, speaker_dim]: `speaker` ([speaker_dim] or [B, speaker_dim]),
+        or `default` for every row where none is given.
+
+        Raises:
+            ValueError: an embedding of the wrong size.
+        """
+        if speaker is None:
+            return self.default.expand(batch_size, -1)
+        speaker = speaker.to(self.default).reshape(-1, speaker.shape[-1])
+        if speaker.shape[-1] != self.speaker_dim or speaker.shape[0] not in (1, batch_size):
+            raise ValueError(f"a speaker embedding for this decoder is [{self.speaker_dim}] or "
+                             f"[{batch_size}, {self.speaker_dim}]; got {tuple(speaker.shape)}")
+        return speaker.expand(batch_size, -1)
+
+    def shifted(self, x: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """The blocks' input x [B, dim, T] plus the voice's shift (the same at every step)."""
+        return x + self.shift(speaker)[:, :, None]
+
+    def modulated(self, h: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+        """The heads' features h [B, T, dim], scaled and shifted for the voice."""
+        scale, bias = self.film(speaker).chunk(2, dim=-1)
+        return h * (1 + scale[:, None]) + bias[:, None]
+
+    @torch.no_grad()
+    def set_default(self, embeddings: torch.Tensor) -> None:
+        """`default` := the normalised mean of these voices' embeddings [N, speaker_dim]."""
+        self.default.copy_(F.normalize(embeddings.float().mean(0), dim=0))
