@@ -161,11 +161,12 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                                                         speaking_rate=rate),
                                 max_text_chars=self.config.max_text_chars)
 
-    def _format(self, out: OutputFormat) -> pb.AudioFormat:
+    def _format(self, out: OutputFormat, job: StreamJob) -> pb.AudioFormat:
         if out.kind == "codec":
             codec = self.engine.codec
+            voice = job.stream.speaker.tolist() if codec.speaker_conditioned else []
             info = pb.CodecInfo(model_id=codec.tokens_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
-                                hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q))
+                                hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q), voice_embedding=voice)
             return pb.AudioFormat(encoding=pb.CODEC, sample_rate_hz=out.sample_rate, codec=info)
         encoding = pb.FLOAT32 if out.kind == "float32" else pb.LINEAR16
         return pb.AudioFormat(encoding=encoding, sample_rate_hz=out.sample_rate)
@@ -217,7 +218,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                                   duration_seconds=item.seconds, server_elapsed_seconds=item.elapsed,
                                   segment=item.segment, final=item.final, remaining_seconds_estimate=item.remaining)
             if seq == 0:
-                chunk.format.CopyFrom(self._format(out))
+                chunk.format.CopyFrom(self._format(out, job))
             seq += 1
             position += item.seconds
             yield chunk
@@ -238,7 +239,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                     audio.append(item.audio)
         except Exception as exc:  # noqa: BLE001 - mapped to a status
             await self._abort(context, exc)
-        return pb.SynthesizeResponse(audio=b"".join(audio), format=self._format(out),
+        return pb.SynthesizeResponse(audio=b"".join(audio), format=self._format(out, job),
                                      duration_seconds=job.audio_seconds,
                                      synthesis_seconds=time.perf_counter() - job.created)
 

@@ -96,7 +96,12 @@ def test_codec_packets_decode_to_the_same_audio_as_pcm(client, engine):
     info = chunks[0].format.codec
     assert info.n_q == 4 and info.kbps == pytest.approx(1.0) and info.model_id == engine.codec.tokens_id
     codes = unpack_frames(b"".join(c.audio for c in chunks), info.n_q, info.bits_per_code)
-    decoded = engine.codec.decode_aligned(torch.from_numpy(codes).T[None])[0, 0].numpy()
+    # a speaker-conditioned codec's packets come with the stream's voice, for the client's decoder
+    voice = np.asarray(info.voice_embedding, np.float32) if len(info.voice_embedding) else None
+    assert (voice is not None) == engine.codec.speaker_conditioned
+    if voice is not None:
+        np.testing.assert_allclose(voice, engine.voice_embedding("slt"), atol=1e-6)
+    decoded = engine.codec.decode_aligned(torch.from_numpy(codes).T[None], voice)[0, 0].numpy()
     reference = np.frombuffer(pcm, "<i2") / 32768.0
     assert decoded.size == reference.size
     np.testing.assert_allclose(decoded, reference, atol=1e-3)   # float32 rounding (tests/test_stream.py)

@@ -584,12 +584,14 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
             from codec.bitstream import unpack_frames
             from codec.compress import require_tokens
             from codec.loaders import load_codec
+            import numpy as np
             import torch
 
             codec = load_codec()
             info = first.format.codec
             require_tokens(codec, info.model_id, "the server's stream")
-            decoder = ChunkedDecoder(codec)
+            voice = np.asarray(info.voice_embedding, np.float32) if len(info.voice_embedding) else None
+            decoder = ChunkedDecoder(codec, speaker=voice)   # the stream's voice, for a conditioned decoder
 
         remaining = [first.remaining_seconds_estimate]
 
