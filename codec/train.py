@@ -77,6 +77,7 @@ class TrainConfig(TrainerOptions):
                                       # conditioning's
     speaker_conditioning: bool = False  # the decoder follows the speaker's embedding (codec/modules/speaker.py)
     conditioning_lr_scale: float = 10.0  # its layers' lr over `lr`: they start at zero beside a trained decoder
+    voice_dropout: float = 0.0        # share of crops decoded in the default voice, as a bitstream with no voice is
     voice_warp: float = 0.0           # training crops sped up or slowed by up to this share (CropDataset)
     pitch_teacher: float = 0.0        # share of steps where a harmonic source sounds at the real pitch
     dropout_full_prob: float = 0.25   # share of examples trained with every quantizer
@@ -311,6 +312,9 @@ def train(cfg: TrainConfig) -> dict:
     if conditioned and codec_cfg.decoder_speaker_dim != encoder.config.embedding_dim:
         raise TrainingSetupError(f"the decoder follows {codec_cfg.decoder_speaker_dim}-d speaker embeddings; "
                                  f"the speaker encoder makes {encoder.config.embedding_dim}-d ones")
+    if not 0.0 <= cfg.voice_dropout < 1.0 or (cfg.voice_dropout and not conditioned):
+        raise TrainingSetupError(f"voice_dropout is a share in [0, 1) of a speaker-conditioned run's crops; "
+                                 f"got {cfg.voice_dropout}{'' if conditioned else ' without speaker conditioning'}")
     if conditioned and cfg.voice_warp:
         raise TrainingSetupError("--voice-warp changes the voice a crop's speaker embedding describes: "
                                  "train a speaker-conditioned decoder without it")
@@ -429,7 +433,9 @@ def train(cfg: TrainConfig) -> dict:
             elif cfg.lambda_if:
                 decoder_options = {"with_extras": True}
             if voices is not None:
-                decoder_options["speaker"] = voices.draw([data.speaker_of(i) for i in index.tolist()]).to(device)
+                voice = voices.draw([data.speaker_of(i) for i in index.tolist()]).to(device)
+                unknown = torch.rand(len(voice), device=device) < cfg.voice_dropout
+                decoder_options["speaker"] = torch.where(unknown[:, None], model.decoder.speaker.default, voice)
             if cfg.decoder_only:
                 with torch.no_grad():
                     q = model.quantize(x, n_q)

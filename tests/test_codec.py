@@ -484,7 +484,7 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     from voice.encoder import load_encoder
     cond_cfg = TrainConfig(**{**harmonic_cfg.__dict__, "out_dir": str(tmp_path / "run12"), "codec": {},
                               "export": str(tmp_path / "s.safetensors"), "init_from": str(tmp_path / "h.safetensors"),
-                              "speaker_conditioning": True, "steps": with_source.train_step + 2})
+                              "speaker_conditioning": True, "voice_dropout": 0.5, "steps": with_source.train_step + 2})
     assert train(cond_cfg)["step"] == with_source.train_step + 2
     conditioned = load_codec(tmp_path / "s.safetensors")
     assert conditioned.speaker_conditioned and conditioned.tokens_id == parent.tokens_id
@@ -493,6 +493,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert any(conditioned.decoder.speaker.film.weight.flatten())             # trained off zero
     with pytest.raises(ValueError, match="voice-warp"):
         train(TrainConfig(**{**cond_cfg.__dict__, "out_dir": str(tmp_path / "run13"), "voice_warp": 0.1}))
+    with pytest.raises(ValueError, match="without speaker conditioning"):
+        train(TrainConfig(**{**harmonic_cfg.__dict__, "out_dir": str(tmp_path / "run14"), "voice_dropout": 0.2}))
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
     joint_cfg = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "run9"), "steps": 2,
                                "export": str(tmp_path / "j.safetensors"), "pitch_teacher": 0.5, "voice_warp": 0.15,

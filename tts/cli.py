@@ -279,7 +279,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
-                      speaker_conditioning=args.speaker_conditioning,
+                      speaker_conditioning=args.speaker_conditioning, voice_dropout=args.voice_dropout,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
                       loader_workers=args.loader_workers, export_last=args.export_last or "",
                       init_disc=args.init_disc or "",
@@ -924,6 +924,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--speaker-conditioning", action="store_true",
                     help="ISTFT decoder: steer it by the speaker's embedding, as the engine steers it by the voice "
                          "it speaks in (with --decoder-only: added to a trained decoder, starting as it was)")
+    tc.add_argument("--voice-dropout", type=float, default=0.0,
+                    help="with --speaker-conditioning: share of crops decoded in the default voice (the training "
+                         "voices' mean), so a bitstream decoded without its voice keeps the voice it carries")
     tc.add_argument("--voice-warp", type=float, default=0.0,
                     help="play each training crop faster or slower by up to this share (0.15: x0.87-1.15), moving "
                          "pitch and formants as another vocal tract would: more voices to learn from; 0: off")
