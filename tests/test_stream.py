@@ -270,7 +270,7 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
                       len(seg.text),
                       options.seed + i, FAST)
         codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8, engine.onnx_steps)), 1)
-        pieces.append(codec.decode_aligned(codes[None])[0, 0].numpy())
+        pieces.append(codec.decode_aligned(codes[None], speaker)[0, 0].numpy())   # in the stream's voice
         pieces.append(np.zeros(int(seg.pause_after * codec.sample_rate), np.float32))
     assert len(engine.segments(text, options)) >= 3
     np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=5 * STREAM_ATOL)
