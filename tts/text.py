@@ -399,8 +399,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<![\d.])\d{3}\.\d{3}\.\d{4}(?![\w.]?\d)",
                   _phone_digits, text)
     # a version: "v1.2.3", "version 2.10.1", "release 3.0.12" (never a date, whatever its parts)
-    text = re.sub(r"(?<![\w.])(?:[Vv](?=\d+\.\d)|([Vv]ersion|[Rr]elease)\s+(?=\d+\.\d+\.\d))(\d+(?:\.\d+)+)(?![\w.]?\d)",
-                  _version, text)
+    text = re.sub(r"(?<![\w.])(?:[Vv](?=\d+\.\d)|([Vv]ersion|[Rr]elease)\s+(?=\d+\.\d+\.\d))"
+                  r"(\d+(?:\.\d+)+)(?![\w.]?\d)", _version, text)
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
