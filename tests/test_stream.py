@@ -346,3 +346,16 @@ def test_word_error_rate_helpers():
     assert words_of("Dr. Smith paid $5, didn't he?") == ["doctor", "smith", "paid", "five", "dollars", "didn't", "he"]
     assert word_errors("a b c d".split(), "a x c".split()) == 2        # one substitution, one deletion
     assert word_errors([], "a b".split()) == 2 and word_errors("a b".split(), "a b".split()) == 0
+
+
+def test_engine_refuses_a_codec_that_follows_another_speaker_encoder(codec):
+    """A decoder steered by one speaker encoder's embeddings would be handed another's: refused by name."""
+    from dataclasses import replace
+
+    from codec.model import CodecModel
+    from tts.engine import ModelMismatchError
+
+    other = CodecModel(replace(codec.config, decoder_speaker_dim=load_encoder().config.embedding_dim))
+    other.tokens_id, other.speaker_encoder_id = codec.tokens_id, "0123456789abcdef"
+    with pytest.raises(ModelMismatchError, match="0123456789abcdef"):
+        Engine(other, random_backbone(codec), TextTokenizer())
