@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -136,7 +137,7 @@ class VoiceStore:
             try:
                 db = sqlite3.connect(str(self.path), timeout=self.timeout_s, isolation_level=None,
                                      check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
+                self._use_wal(db)
                 db.execute("PRAGMA synchronous=FULL")  # a committed voice survives power loss too
             except sqlite3.Error as exc:
                 raise VoiceStoreError(f"cannot open the voice store {self.path}: {exc}") from exc
@@ -144,6 +145,28 @@ class VoiceStore:
             with self._connections_lock:
                 self._connections.append(db)
         return db
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Switch the file to WAL, waiting up to `timeout_s` for other connections doing the same.
+
+        Why by hand: switching the journal mode needs the file to itself, and SQLite answers a
+        connection that would wait on another one switching at the same moment with "database is
+        locked" at once, without its busy timeout (seen with four processes opening a new store). A
+        refused switch can also return the old mode instead of raising; both are retried.
+        """
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() == "wal":
+                    return
+                refusal: sqlite3.Error = sqlite3.OperationalError("journal mode not switched to WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                refusal = exc
+            if time.monotonic() > deadline:
+                raise refusal
+            time.sleep(0.01)
 
     def close(self) -> None:
         with self._connections_lock:
