@@ -13,19 +13,15 @@ import numpy as np
 
 from tts.corpus.manifest import Utterance
 from voice.encoder import SpeakerEncoder
-from voice.verification import speaker_streams
-
-REFERENCE_SECONDS = 10.0
+from voice.verification import speaker_references
 
 
 def references(corpus: str, all_utts: list[Utterance], speakers: set[str], exclude: set[str],
                encoder: SpeakerEncoder, last_first: bool = False) -> dict[str, np.ndarray]:
     """Per speaker, the embedding of a 10-s clip of its other sentences (never the ids in `exclude`), the
     first by id; `last_first`: the last, another 10 s of the same voice (an enrollment other than the judge's)."""
-    sr = encoder.config.sample_rate
     pool = [u for u in all_utts if u.speaker in speakers and u.id not in exclude]
-    streams = speaker_streams(corpus, pool, sr, max_seconds=REFERENCE_SECONDS, last_first=last_first)
-    return {s: encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
+    return speaker_references(corpus, pool, encoder, last_first)
 
 
 def embedding_or_zeros(encoder: SpeakerEncoder, pcm: np.ndarray, sample_rate: int) -> np.ndarray:

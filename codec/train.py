@@ -374,16 +374,14 @@ def train(cfg: TrainConfig) -> dict:
     data = CropDataset([cfg.corpus, *cfg.extra_corpora], ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
-    voices = None
+    voices = valid_voices = None
     if conditioned:
         from codec.voices import TrainingVoices   # imports voice/: see _speaker_encoder
 
         voices = TrainingVoices(data.utts, encoder, cfg.seed)
-    valid_voices = None
-    if voices is not None:
         valid_voices = voices.first([valid.speaker_of(i) for i in range(len(valid_clips))]).to(device)
         if not resume and not (shipped and shipped[0].decoder_speaker_dim):   # a new conditioning
-            model.decoder.speaker.set_default(voices.all())
+            model.decoder.speaker.set_default(voices.mean())
     eval_n_q = sorted({codec_cfg.n_q_for_kbps(k) for k in (1.5, 3.0, 6.0)} | ({cfg.focus_n_q} - {0}))
     score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)

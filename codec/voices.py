@@ -14,27 +14,24 @@ import torch.nn.functional as F
 
 from tts.corpus.manifest import Utterance
 from voice.encoder import SpeakerEncoder
-from voice.verification import speaker_streams
+from voice.verification import speaker_references
 
-REFERENCE_SECONDS = 10.0
 UTTERANCES_PER_DRAW = 8    # more than 10 s of the corpus's 2-4-s sentences
 
 
 def reference_embeddings(utterances: list[tuple[str, Utterance]], encoder: SpeakerEncoder, per_speaker: int = 6,
                          seed: int = 0) -> dict[str, torch.Tensor]:
     """Per speaker, `per_speaker` embeddings [per_speaker, E], each of the first ~10 s of a random draw of its
-    (corpus folder, utterance) pairs, joined as an enrollment clip is (voice.verification.speaker_streams)."""
+    (corpus folder, utterance) pairs, joined as an enrollment clip is (voice.verification.speaker_references)."""
     rng = random.Random(seed)
     by_speaker: dict[tuple[str, str], list[Utterance]] = {}
     for corpus, utt in utterances:
         by_speaker.setdefault((corpus, utt.speaker), []).append(utt)
-    sr = encoder.config.sample_rate
     table: dict[str, list[np.ndarray]] = {}
     for (corpus, speaker), pool in sorted(by_speaker.items()):
         for _ in range(per_speaker):
             draw = rng.sample(pool, min(UTTERANCES_PER_DRAW, len(pool)))
-            stream = speaker_streams(corpus, draw, sr, max_seconds=REFERENCE_SECONDS)[speaker]
-            table.setdefault(speaker, []).append(encoder.embed(stream[:int(REFERENCE_SECONDS * sr)], sr))
+            table.setdefault(speaker, []).append(speaker_references(corpus, draw, encoder)[speaker])
     return {speaker: torch.from_numpy(np.stack(embeddings)) for speaker, embeddings in table.items()}
 
 
@@ -46,9 +43,9 @@ class TrainingVoices:
         self.rng = random.Random(seed)
         self.table = reference_embeddings(utterances, encoder, seed=seed)
 
-    def all(self) -> torch.Tensor:
-        """Every embedding of every speaker, [N, E] (their mean is the decoder's default voice)."""
-        return torch.cat(list(self.table.values()))
+    def mean(self) -> torch.Tensor:
+        """[E]: the normalised mean of every embedding of every speaker (the decoder's default voice)."""
+        return F.normalize(torch.cat(list(self.table.values())).mean(0), dim=0)
 
     def draw(self, speakers: list[str]) -> torch.Tensor:
         """[B, E]: for each crop's speaker, one of its embeddings, drawn at random."""
@@ -56,5 +53,4 @@ class TrainingVoices:
 
     def first(self, speakers: list[str]) -> torch.Tensor:
         """[B, E]: each speaker's first embedding; the mean voice for a speaker with no training utterances."""
-        mean = F.normalize(self.all().mean(0), dim=0)
-        return torch.stack([self.table[s][0] if s in self.table else mean for s in speakers])
+        return torch.stack([self.table[s][0] if s in self.table else self.mean() for s in speakers])

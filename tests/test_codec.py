@@ -82,7 +82,7 @@ def tiny_model(request) -> CodecModel:
         with torch.no_grad():   # a new conditioning starts at zero: give it weights, and a default voice
             for layer in (model.decoder.speaker.shift, model.decoder.speaker.film):
                 layer.weight.normal_(0, 0.3)
-            model.decoder.speaker.set_default(torch.randn(3, SPEAKER_DIM))
+            model.decoder.speaker.set_default(F.normalize(torch.randn(3, SPEAKER_DIM).mean(0), dim=0))
     model.train()
     model(torch.randn(4, 1, 64 * TINY.hop_length))  # data-initialise the codebooks
     return model.eval()

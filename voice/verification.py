@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
@@ -16,6 +17,10 @@ from tts.audio import trim_silence
 from tts.corpus.manifest import Utterance, audio_path
 
 GAP_SECONDS = 0.15
+REFERENCE_SECONDS = 10.0   # a voice's reference: as long as an enrollment clip
+
+if TYPE_CHECKING:
+    from voice.encoder import SpeakerEncoder
 
 
 def speaker_streams(corpus: str | Path, utterances: list[Utterance], sample_rate: int,
@@ -43,6 +48,15 @@ def speaker_streams(corpus: str | Path, utterances: list[Utterance], sample_rate
                 break
         streams[speaker] = np.concatenate(parts)
     return streams
+
+
+def speaker_references(corpus: str | Path, utterances: list[Utterance], encoder: "SpeakerEncoder",
+                       last_first: bool = False) -> dict[str, np.ndarray]:
+    """Per speaker, the embedding of its first REFERENCE_SECONDS of `utterances` joined as an enrollment clip is
+    (`speaker_streams`, in id order, or from the last with `last_first`)."""
+    sr = encoder.config.sample_rate
+    streams = speaker_streams(corpus, utterances, sr, max_seconds=REFERENCE_SECONDS, last_first=last_first)
+    return {s: encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
 
 
 def cut_clips(streams: dict[str, np.ndarray], seconds: float, per_speaker: int,

@@ -13,7 +13,6 @@ mean of the training voices' embeddings, which the trainer stores (a buffer, sav
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -58,6 +57,6 @@ class SpeakerConditioning(nn.Module):
         return h * (1 + scale[:, None]) + bias[:, None]
 
     @torch.no_grad()
-    def set_default(self, embeddings: torch.Tensor) -> None:
-        """`default` := the normalised mean of these voices' embeddings [N, speaker_dim]."""
-        self.default.copy_(F.normalize(embeddings.float().mean(0), dim=0))
+    def set_default(self, voice: torch.Tensor) -> None:
+        """`default` := this voice [speaker_dim] (the trainer's: the training voices' normalised mean)."""
+        self.default.copy_(voice)
