@@ -14,15 +14,18 @@ the speaker encoder's cosine to a 10-s reference of the speaker's other sentence
 how often the clip is closer to its own speaker's reference than to any other unseen
 speaker's. A row for the original audio gives the figures' ceiling. Voice cloning from
 codec tokens can keep no more of a voice than the codec does. A speaker-conditioned codec
-(codec/modules/speaker.py) has a second row per bitrate, "in its voice": the same codes
-decoded with the embedding of another 10 s of the speaker (as the engine decodes speech in an
-enrolled voice); its first row decodes the bitstream alone, in the decoder's default voice.
+(codec/modules/speaker.py) has two more rows per bitrate: "its voice in the stream", the
+file round trip whose header carries the clip's own embedding (codec/bitstream.py; its bytes
+are counted in the row's kbps, once per clip), and "in its voice", the same codes decoded
+with the embedding of another 10 s of the speaker (as the engine decodes speech in an
+enrolled voice, where the voice costs no bits). Its first row decodes the codes alone, in
+the decoder's default voice.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -143,14 +146,20 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
         with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
-            streams = [compress_audio(model, x, SR, model.config.kbps(n_q)) for x in clips]
-            outputs = [decompress_codes(model, header, codes) for header, codes in streams]
+            streams = [compress_audio(model, x, SR, model.config.kbps(n_q), encoder) for x in clips]
+            outputs = [decompress_codes(model, replace(header, voice=None), codes) for header, codes in streams]
+            with_voice = [decompress_codes(model, header, codes) for header, codes in streams] if enrolled else []
             in_voice = [decompress_codes(model, header, codes, enrolled[u.speaker])
                         for (header, codes), u in zip(streams, picks)] if enrolled else []
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
         rows.append(scored(f"ours q{n_q}", model.config.kbps(n_q), outputs, *speed))
+        if with_voice:   # the voice's bytes are paid once a stream: spread over these clips' lengths
+            voice_kbps = np.mean([len(h.voice.pack()) * 8 / (h.num_samples / SR) / 1000 if h.voice else 0.0
+                                  for h, _ in streams])
+            rows.append(scored(f"ours q{n_q}, its voice in the stream", model.config.kbps(n_q) + voice_kbps,
+                               with_voice, float("nan")))
         if in_voice:
             rows.append(scored(f"ours q{n_q}, in its voice", model.config.kbps(n_q), in_voice, float("nan")))
     rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
@@ -197,7 +206,7 @@ def format_table(rows: list[Row]) -> str:
              "| ONNX Runtime, 1 frame/call | 4 frames/call | voice: cos to own reference | closest to own |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        figures = [_figure(r.kbps, "g"), _figure(r.pesq, ".2f"), _figure(r.stoi, ".3f"), _figure(r.mel, ".3f")]
+        figures = [_figure(r.kbps, ".3g"), _figure(r.pesq, ".2f"), _figure(r.stoi, ".3f"), _figure(r.mel, ".3f")]
         figures += [_figure(v, ".3f") for v in (r.ms_per_20ms, r.ms_per_20ms_chunked, r.onnx_ms_per_20ms,
                                                 r.onnx_ms_per_20ms_chunked)]
         figures += [_figure(r.voice_cosine, ".3f"), _figure(r.voice_closest * 100, ".0f", " %")]

@@ -2,9 +2,11 @@
 
 File layout (all integers big-endian):
 
-    header   magic "STTC" | version u8 | header length u16 | JSON-free fixed fields:
+    header   magic "STTC" | version u8 | header length u16 (all of it, CRC included) | fixed fields:
              sample_rate u32 | hop_length u16 | n_q u8 | bits_per_code u8 |
              num_samples u64 | num_frames u32 | model id (16 bytes, ASCII, zero-padded) |
+             voice dims u16, and when it is not 0 a voice block:
+                 speaker encoder id (16 bytes, ASCII) | scale f32 | dims x int8 |
              header CRC32 u32
     packets  num_frames packets of ceil(n_q * bits / 8) bytes: frame f's codes
              c[0..n_q) packed MSB-first, bits_per_code bits each
@@ -13,6 +15,13 @@ File layout (all integers big-endian):
 A packet holds everything needed to decode its frame, so the same packets can
 travel one by one over a network (the transport then supplies integrity and
 sequence numbers); the trailer CRC protects files on disk.
+
+The voice (version 2) is the speaker embedding of the encoded audio, for a decoder
+that follows the voice (codec/modules/speaker.py): without it such a decoder speaks in
+its default voice. It is sent once, not per frame: 214 bytes for the 192-d embedding,
+stored as int8 levels of a per-vector scale, which decode as well as the floats (session
+36: PESQ-WB 2.110 against 2.112 on 40 unseen clips). Version 1 streams, which have no
+voice field, are still read.
 """
 from __future__ import annotations
 
@@ -24,13 +33,43 @@ from typing import BinaryIO
 import numpy as np
 
 MAGIC = b"STTC"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_VOICE_DIMS = 1024
 _HEADER = struct.Struct("!4sBHIHBBQI16s")
+_VOICE_DIMS = struct.Struct("!H")
+_VOICE = struct.Struct("!16sf")   # speaker encoder id, scale; the int8 levels follow
 _CRC = struct.Struct("!I")
 
 
 class BitstreamError(ValueError):
     """The input is not a valid stream of this codec (foreign, corrupt, truncated or unsupported)."""
+
+
+@dataclass(frozen=True)
+class StreamVoice:
+    """A voice as a stream carries it: int8 levels of the embedding over `scale` (its largest magnitude)."""
+    encoder_id: str
+    scale: float
+    levels: bytes
+
+    @classmethod
+    def of(cls, embedding: np.ndarray, encoder_id: str) -> "StreamVoice":
+        """Store `embedding` (from speaker encoder `encoder_id`) at 8 bits a dimension."""
+        embedding = np.asarray(embedding, dtype=np.float32).ravel()
+        if not 0 < embedding.size <= MAX_VOICE_DIMS or not np.isfinite(embedding).all():
+            raise ValueError(f"a stream's voice is a finite embedding of 1 to {MAX_VOICE_DIMS} dimensions")
+        scale = float(np.float32(np.abs(embedding).max()) or 1.0)
+        levels = np.round(embedding / scale * 127).astype(np.int8)
+        return cls(encoder_id, scale, levels.tobytes())
+
+    @property
+    def embedding(self) -> np.ndarray:
+        return np.frombuffer(self.levels, np.int8).astype(np.float32) * np.float32(self.scale / 127)
+
+    def pack(self) -> bytes:
+        return _VOICE_DIMS.pack(len(self.levels)) + _VOICE.pack(_model_id_bytes(self.encoder_id), self.scale) \
+            + self.levels
 
 
 @dataclass(frozen=True)
@@ -42,6 +81,7 @@ class StreamHeader:
     num_samples: int
     num_frames: int
     model_id: str
+    voice: StreamVoice | None = None   # the encoded audio's voice, for a decoder that follows one
 
     @property
     def packet_bytes(self) -> int:
@@ -91,9 +131,11 @@ def write_stream(out: BinaryIO, header: StreamHeader, codes: np.ndarray) -> None
     """Write a complete stream (header, packets, trailer) for codes [F, n_q]."""
     if codes.shape != (header.num_frames, header.n_q):
         raise ValueError(f"codes shape {codes.shape} does not match the header")
-    fields = (MAGIC, VERSION, _HEADER.size + _CRC.size, header.sample_rate, header.hop_length, header.n_q,
-              header.bits_per_code, header.num_samples, header.num_frames, _model_id_bytes(header.model_id))
-    head = _HEADER.pack(*fields)
+    voice = header.voice.pack() if header.voice is not None else _VOICE_DIMS.pack(0)
+    fields = (MAGIC, VERSION, _HEADER.size + len(voice) + _CRC.size, header.sample_rate, header.hop_length,
+              header.n_q, header.bits_per_code, header.num_samples, header.num_frames,
+              _model_id_bytes(header.model_id))
+    head = _HEADER.pack(*fields) + voice
     out.write(head + _CRC.pack(zlib.crc32(head)))
     payload = pack_frames(codes, header.bits_per_code)
     out.write(payload)
@@ -116,14 +158,34 @@ def read_header(src: BinaryIO) -> StreamHeader:
     if len(raw) < _HEADER.size:
         raise BitstreamError("the stream ended sooner than expected (while reading the header); the file is truncated")
     magic, version, header_len, sr, hop, n_q, bits, n_samples, n_frames, model = _HEADER.unpack(raw)
-    if version != VERSION:
-        raise BitstreamError(f"stream version {version} is not supported (this build reads version {VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"stream version {version} is not supported (this build reads versions "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
+    voice_raw = b""
+    if version >= 2:
+        voice_raw = _read_exact(src, _VOICE_DIMS.size, "header")
+        (dims,) = _VOICE_DIMS.unpack(voice_raw)
+        if dims:   # bounded before it is read: a corrupt size must not make us read (or wait for) megabytes
+            block = _VOICE.size + dims
+            if dims > MAX_VOICE_DIMS or header_len != _HEADER.size + _VOICE_DIMS.size + block + _CRC.size:
+                raise BitstreamError("the header is corrupt (its voice block has an impossible size)")
+            voice_raw += _read_exact(src, block, "header")
     (crc,) = _CRC.unpack(_read_exact(src, _CRC.size, "header"))
-    if crc != zlib.crc32(raw) or header_len != _HEADER.size + _CRC.size:
+    if crc != zlib.crc32(raw + voice_raw) or header_len != _HEADER.size + len(voice_raw) + _CRC.size:
         raise BitstreamError("the header is corrupt (checksum mismatch)")
     if not (0 < n_q <= 64 and 0 < bits <= 16 and sr > 0 and hop > 0) or n_frames != -(-n_samples // hop):
         raise BitstreamError("the header holds impossible values")
-    return StreamHeader(sr, hop, n_q, bits, n_samples, n_frames, model.rstrip(b"\0").decode("ascii", "replace"))
+    voice = None
+    if len(voice_raw) > _VOICE_DIMS.size:
+        encoder_id, scale = _VOICE.unpack_from(voice_raw, _VOICE_DIMS.size)
+        if not (np.isfinite(scale) and scale > 0):
+            raise BitstreamError("the header holds impossible values (its voice's scale)")
+        voice = StreamVoice(_ascii_id(encoder_id), scale, voice_raw[_VOICE_DIMS.size + _VOICE.size:])
+    return StreamHeader(sr, hop, n_q, bits, n_samples, n_frames, _ascii_id(model), voice)
+
+
+def _ascii_id(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode("ascii", "replace")
 
 
 def read_stream(src: BinaryIO) -> tuple[StreamHeader, np.ndarray]:

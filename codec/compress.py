@@ -1,25 +1,65 @@
-"""File-level API: WAV <-> codec stream, as used by `tts codec encode / decode`."""
+"""File-level API: WAV <-> codec stream, as used by `tts codec encode / decode`.
+
+A decoder that follows the voice (codec/modules/speaker.py) gets it from the stream: the
+encoder side embeds the input with the speaker encoder the decoder follows and the header
+carries it (codec/bitstream.py), so a file decodes in its own voice, not the default one.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from codec.bitstream import BitstreamError, StreamHeader, read_stream, write_stream
+from codec.bitstream import BitstreamError, StreamHeader, StreamVoice, read_stream, write_stream
 from codec.model import CodecModel
 from tts.audio import read_audio, resample, write_audio
 
+if TYPE_CHECKING:
+    from voice.encoder import SpeakerEncoder
 
-def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int,
-                   kbps: float) -> tuple[StreamHeader, np.ndarray]:
-    """Encode mono samples at any rate -> (header, codes [F, n_q])."""
+# A stream's voice is the embedding of its first 30 s: the speaker encoder averages windows, and
+# three enrollment clips' worth is as steady as it gets; a longer file would add time, not accuracy.
+VOICE_SECONDS = 30.0
+
+
+def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder | None) -> StreamVoice | None:
+    """The voice a stream of `audio` (at the model's rate) carries for `model`'s decoder.
+
+    None where it would not be used: a decoder that follows no voice or another speaker
+    encoder's, no `encoder`, or audio with under half a second of sound to embed.
+    """
+    if encoder is None or not model.speaker_conditioned or encoder.model_id != model.speaker_encoder_id:
+        return None
+    try:
+        embedding = encoder.embed(audio[:int(VOICE_SECONDS * model.sample_rate)], model.sample_rate)
+    except ValueError:   # too little sound: the decoder's default voice serves
+        return None
+    return StreamVoice.of(embedding, encoder.model_id)
+
+
+def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbps: float,
+                   encoder: SpeakerEncoder | None = None) -> tuple[StreamHeader, np.ndarray]:
+    """Encode mono samples at any rate -> (header, codes [F, n_q]); with the speaker `encoder` that a
+    speaker-conditioned decoder follows, the header carries the audio's voice (`stream_voice`)."""
     audio = resample(samples, sample_rate, model.sample_rate)
     n_q = model.config.n_q_for_kbps(kbps)
     codes = model.encode(torch.from_numpy(audio)[None, None], n_q)[0].T.numpy()
     header = StreamHeader(model.sample_rate, model.hop_length, n_q, model.config.bits_per_code,
-                          len(audio), codes.shape[0], model.tokens_id)
+                          len(audio), codes.shape[0], model.tokens_id, stream_voice(model, audio, encoder))
     return header, codes
+
+
+def header_voice(model: CodecModel, header: StreamHeader) -> np.ndarray | None:
+    """The stream's voice as `model`'s decoder takes it, or None (its default voice) where the stream has none,
+    the decoder follows no voice, or the voice comes from another speaker encoder than the decoder's."""
+    voice = header.voice
+    if voice is None or not model.speaker_conditioned:
+        return None
+    if voice.encoder_id != model.speaker_encoder_id or len(voice.levels) != model.config.decoder_speaker_dim:
+        return None
+    return voice.embedding
 
 
 def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:
@@ -35,7 +75,8 @@ def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:
 def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray,
                      speaker: np.ndarray | None = None) -> np.ndarray:
     """(header, codes [F, n_q]) -> mono float32 samples at the model's rate, original length; `speaker`: the
-    voice's embedding, which a speaker-conditioned decoder follows (see `CodecModel.decode`)."""
+    voice's embedding, which a speaker-conditioned decoder follows (see `CodecModel.decode`); without it, the
+    stream's own voice where it carries one (`header_voice`)."""
     if (header.sample_rate, header.hop_length) != (model.sample_rate, model.hop_length):
         raise BitstreamError(f"stream made for {header.sample_rate} Hz / hop {header.hop_length}, "
                              f"this model is {model.sample_rate} Hz / hop {model.hop_length}")
@@ -44,13 +85,17 @@ def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray,
                              f"this model has {model.config.n_q} of {model.config.bits_per_code}")
     if codes.size and codes.max() >= model.config.card:
         raise BitstreamError("stream holds codes outside this model's codebooks")
+    if speaker is None:
+        speaker = header_voice(model, header)
     audio = model.decode_aligned(torch.from_numpy(codes.T.copy())[None], speaker)[0, 0].numpy()
     return audio[: header.num_samples]
 
 
-def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, kbps: float) -> StreamHeader:
+def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, kbps: float,
+                encoder: SpeakerEncoder | None = None) -> StreamHeader:
+    """`compress_audio` into a file, written whole or not at all; `encoder`: see `compress_audio`."""
     audio = read_audio(wav_in)
-    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps)
+    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder)
     tmp = Path(str(stream_out) + ".part")
     try:
         with open(tmp, "wb") as f:
@@ -63,7 +108,9 @@ def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, k
 
 
 def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path) -> StreamHeader:
-    """Raises BitstreamError for foreign, truncated or corrupt input (nothing is written then)."""
+    """Decodes in the stream's voice where it carries one for this decoder.
+
+    Raises BitstreamError for foreign, truncated or corrupt input (nothing is written then)."""
     with open(stream_in, "rb") as f:
         header, codes = read_stream(f)
     require_tokens(model, header.model_id, "stream")

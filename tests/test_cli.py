@@ -111,6 +111,34 @@ def test_codec_commands_refuse_a_bitrate_out_of_range_and_a_missing_stream(tmp_p
     assert not (tmp_path / "y.wav").exists()
 
 
+def test_codec_file_carries_the_voice_the_shipped_decoder_follows(tmp_path, capsys):
+    import torch
+
+    from voice.encoder import load_encoder, save_encoder
+
+    wav, t = tmp_path / "in.wav", np.arange(24_000) / 16_000
+    sf.write(str(wav), (0.3 * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), 16000)
+    assert main(["codec", "encode", str(wav), str(tmp_path / "v.sttc")]) == 0
+    assert "its voice (214 bytes)" in capsys.readouterr().out
+    assert main(["codec", "decode", str(tmp_path / "v.sttc"), str(tmp_path / "v.wav")]) == 0
+    assert "in its voice" in capsys.readouterr().out
+    assert main(["codec", "encode", str(wav), str(tmp_path / "n.sttc"), "--no-voice"]) == 0
+    assert (tmp_path / "v.sttc").stat().st_size - (tmp_path / "n.sttc").stat().st_size == 212
+    capsys.readouterr()
+    assert main(["codec", "decode", str(tmp_path / "n.sttc"), str(tmp_path / "n.wav")]) == 0
+    assert "in the decoder's default voice: the stream carries none" in capsys.readouterr().out
+    # Another speaker encoder's voice would steer the decoder wrong: refused, and nothing is written.
+    other = load_encoder()
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    save_encoder(other, tmp_path / "other.safetensors")
+    assert main(["codec", "encode", str(wav), str(tmp_path / "o.sttc"), "--encoder",
+                 str(tmp_path / "other.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "this codec's decoder follows speaker encoder" in err and "--no-voice" in err
+    assert not (tmp_path / "o.sttc").exists()
+
+
 def test_a_built_in_voice_cannot_be_deleted_or_exported_and_says_why(tmp_path, capsys):
     store = str(tmp_path / "voices.db")
     assert main(["voice", "delete", "slt", "--store", store]) == 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from dataclasses import replace
 
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codec.bitstream import (BitstreamError, StreamHeader, pack_frames, read_stream, unpack_frames,
-                             write_stream)
+from codec.bitstream import (_HEADER as HEADER, BitstreamError, StreamHeader, StreamVoice, pack_frames,
+                             read_stream, unpack_frames, write_stream)
 from codec.config import CodecConfig
 from codec.model import CodecModel, InvalidCodesError
 from codec.modules.conv import StreamingContractError, StreamingConv1d, StreamingConvTranspose1d
@@ -253,9 +254,9 @@ def test_bit_packing_round_trip(bits):
     assert np.array_equal(unpack_frames(packed, 5, bits), codes)
 
 
-def _stream(n_q: int = 4, frames: int = 9) -> tuple[StreamHeader, np.ndarray, bytes]:
+def _stream(n_q: int = 4, frames: int = 9, voice: StreamVoice | None = None) -> tuple[StreamHeader, np.ndarray, bytes]:
     codes = np.random.default_rng(0).integers(0, 1024, size=(frames, n_q))
-    header = StreamHeader(16_000, 640, n_q, 10, frames * 640 - 100, frames, "abc123")
+    header = StreamHeader(16_000, 640, n_q, 10, frames * 640 - 100, frames, "abc123", voice)
     buf = io.BytesIO()
     write_stream(buf, header, codes)
     return header, codes, buf.getvalue()
@@ -268,7 +269,41 @@ def test_stream_round_trip_and_size_scales_with_quantizers():
     assert len(_stream(n_q=8)[2]) > len(data)
 
 
+def _voice(dims: int = 192) -> StreamVoice:
+    embedding = np.random.default_rng(dims).normal(size=dims).astype(np.float32)
+    return StreamVoice.of(embedding / np.linalg.norm(embedding), "0123456789abcdef")
+
+
+def test_stream_carries_a_voice_at_8_bits_and_still_reads_version_1():
+    voice = _voice()
+    header, codes, data = _stream(voice=voice)
+    got_header, got_codes = read_stream(io.BytesIO(data))
+    assert got_header == header and got_header.voice == voice and np.array_equal(got_codes, codes)
+    embedding = np.random.default_rng(192).normal(size=192).astype(np.float32)
+    embedding /= np.linalg.norm(embedding)
+    assert np.abs(got_header.voice.embedding - embedding).max() <= voice.scale / 254 + 1e-7
+    assert len(data) - len(_stream()[2]) == len(voice.pack()) - 2 == 16 + 4 + 192
+    # A version 1 stream (before voices) has no voice field; it reads as a stream without a voice.
+    _, _, plain = _stream()
+    fixed = bytearray(plain[:HEADER.size])
+    fixed[4], fixed[5:7] = 1, (HEADER.size + 4).to_bytes(2, "big")
+    old = bytes(fixed) + zlib.crc32(bytes(fixed)).to_bytes(4, "big") + plain[HEADER.size + 2 + 4:]
+    old_header, old_codes = read_stream(io.BytesIO(old))
+    assert old_header.voice is None and np.array_equal(old_codes, codes)
+    with pytest.raises(ValueError, match="finite embedding"):
+        StreamVoice.of(np.array([np.nan, 1.0]), "x")
+
+
 def test_truncated_corrupt_and_foreign_streams_raise_clear_errors():
+    _, _, voiced = _stream(voice=_voice())
+    for cut in range(HEADER.size, HEADER.size + 2 + 16 + 4 + 192 + 4, 7):   # inside the voice block
+        with pytest.raises(BitstreamError, match="truncated"):
+            read_stream(io.BytesIO(voiced[:cut]))
+    for offset in (HEADER.size + 1, HEADER.size + 2 + 16 + 4 + 5):   # its size, one of its levels
+        corrupt = bytearray(voiced)
+        corrupt[offset] ^= 0x04
+        with pytest.raises(BitstreamError, match="header is corrupt"):
+            read_stream(io.BytesIO(bytes(corrupt)))
     _, _, data = _stream()
     for cut in (2, 10, len(data) - 30, len(data) - 2):
         with pytest.raises(BitstreamError, match="truncated|bad magic"):
@@ -358,6 +393,47 @@ def test_file_encode_decode_round_trip(tiny_model, tmp_path):
     with pytest.raises(BitstreamError, match="made by codec tokens"):
         decode_file(other, tmp_path / "x.sttc", tmp_path / "never.wav")
     assert not (tmp_path / "never.wav").exists()
+
+
+class _FixedVoiceEncoder:
+    """Stands in for the speaker encoder: the tiny decoders follow 6-d voices, the shipped encoder makes 192-d."""
+    model_id = "feedc0de00000001"
+
+    def embed(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        voice = np.cos(np.arange(SPEAKER_DIM, dtype=np.float32))
+        return voice / np.linalg.norm(voice)
+
+
+def test_file_carries_its_voice_to_a_decoder_that_follows_one(tiny_model, tmp_path):
+    from codec.compress import compress_audio, decode_file, decompress_codes, encode_file, header_voice
+    from tts.audio import read_audio, write_audio
+
+    t = np.arange(int(1.2 * 16_000)) / 16_000
+    write_audio(tmp_path / "in.wav", (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32))
+    tiny_model.speaker_encoder_id = _FixedVoiceEncoder.model_id
+    try:
+        header = encode_file(tiny_model, tmp_path / "in.wav", tmp_path / "v.sttc", TINY.kbps(2), _FixedVoiceEncoder())
+        decode_file(tiny_model, tmp_path / "v.sttc", tmp_path / "v.wav")
+    finally:
+        tiny_model.speaker_encoder_id = ""
+    if not tiny_model.speaker_conditioned:   # nothing to carry: the stream stays as small as before
+        assert header.voice is None
+        return
+    assert header.voice.encoder_id == _FixedVoiceEncoder.model_id and len(header.voice.levels) == SPEAKER_DIM
+    with open(tmp_path / "v.sttc", "rb") as f:
+        got_header, codes = read_stream(f)
+    in_voice = decompress_codes(tiny_model, got_header, codes, header.voice.embedding)
+    default = decompress_codes(tiny_model, replace(got_header, voice=None), codes)
+    decoded = read_audio(tmp_path / "v.wav").samples
+    np.testing.assert_allclose(decoded, in_voice, atol=2e-4)   # the file's 16-bit samples
+    assert np.abs(in_voice - default).max() > 1e-3
+    # A decoder that follows another speaker encoder's voices ignores the stream's and speaks in its default.
+    assert header_voice(tiny_model, got_header) is None
+    np.testing.assert_array_equal(decompress_codes(tiny_model, got_header, codes), default)
+    # Without an encoder, or from one the decoder does not follow, the stream carries no voice.
+    t_samples = read_audio(tmp_path / "in.wav").samples
+    assert compress_audio(tiny_model, t_samples, 16_000, TINY.kbps(2))[0].voice is None
+    assert compress_audio(tiny_model, t_samples, 16_000, TINY.kbps(2), _FixedVoiceEncoder())[0].voice is None
 
 
 def test_failed_encode_keeps_the_old_stream_and_leaves_no_part_file(tiny_model, tmp_path, monkeypatch):

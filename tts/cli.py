@@ -145,23 +145,42 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
     if args.kbps > top + step / 2:   # would be served at `top`: say so instead of writing another rate
         raise UserError(f"--kbps {args.kbps:g} is above this codec's highest bitrate; it encodes "
                         f"{step:g} to {top:g} kbps in steps of {step:g}")
-    header = encode_file(model, args.input, args.output, args.kbps)
+    encoder = None
+    if model.speaker_conditioned and not args.no_voice:   # the decoder follows the voice: the stream carries it
+        from voice.encoder import load_encoder
+
+        encoder = load_encoder(args.encoder)
+        if encoder.model_id != model.speaker_encoder_id:
+            raise UserError(f"this codec's decoder follows speaker encoder {model.speaker_encoder_id}, "
+                            f"{args.encoder or 'the shipped one'} is {encoder.model_id}: give the one it follows "
+                            f"(--encoder) or --no-voice")
+    header = encode_file(model, args.input, args.output, args.kbps, encoder)
     size = Path(args.output).stat().st_size
-    print(f"{args.output}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, "
-          f"{size} bytes ({size * 8 / max(header.num_samples / header.sample_rate, 1e-9) / 1000:.2f} kbps with header)")
+    voice = f"its voice ({len(header.voice.pack())} bytes)" if header.voice else "no voice"
+    print(f"{args.output}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, {voice}, "
+          f"{size} bytes ({size * 8 / max(header.num_samples / header.sample_rate, 1e-9) / 1000:.2f} kbps in all)")
     return 0
 
 
 def _cmd_codec_decode(args: argparse.Namespace) -> int:
-    from codec.compress import decode_file
+    from codec.compress import decode_file, header_voice
     from codec.loaders import load_codec
 
     _check_audio_out(args.output)
     if not Path(args.input).is_file():
         raise UserError(f"codec stream not found: {args.input}")
-    header = decode_file(load_codec(args.model), args.input, args.output)
+    model = load_codec(args.model)
+    header = decode_file(model, args.input, args.output)
+    voice = ""
+    if model.speaker_conditioned:   # say which voice it speaks in, and why where it is not the stream's
+        voice = ", in its voice" if header_voice(model, header) is not None else ", in the decoder's default voice"
+        if header.voice is None:
+            voice += ": the stream carries none"
+        elif header_voice(model, header) is None:
+            voice += (f": the stream's voice is speaker encoder {header.voice.encoder_id}'s, "
+                      f"the decoder follows {model.speaker_encoder_id}'s")
     print(f"{args.output}: {header.num_samples / header.sample_rate:.2f} s at {header.sample_rate} Hz "
-          f"({header.kbps:.2f} kbps stream)")
+          f"({header.kbps:.2f} kbps stream{voice})")
     return 0
 
 
@@ -840,6 +859,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("output")
     enc.add_argument("--kbps", type=float, default=3.0, help="bitrate (default 3; 0.25 kbps per quantizer)")
     enc.add_argument("--model", default=None, help="codec model file (default: the shipped one)")
+    enc.add_argument("--no-voice", action="store_true",
+                     help="leave out the input's voice (about 200 bytes a stream), which a decoder that follows "
+                          "the voice speaks in; without it, such a decoder uses its default voice")
+    enc.add_argument("--encoder", default=None, help="speaker encoder that embeds the voice (default: the shipped "
+                                                     "one, which the shipped codec follows)")
     enc.set_defaults(func=_cmd_codec_encode)
     dec = codec.add_parser("decode", help="codec stream -> WAV")
     dec.add_argument("input")
