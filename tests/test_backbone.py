@@ -48,7 +48,7 @@ from tts.text import normalize_text
      "it weighs five kilograms, one kilometer away at sixty miles per hour and twenty-one degrees celsius; "
      "fifty gigabytes at fourteen point four kilobits per second."),
     ("Add 2½ cups, 3/4 cup and 1/2 tsp, open 24/7 since 12/25/2024.",
-     "add two and one half cups, three quarters cup and one half tsp, open twenty-four seven since "
+     "add two and one half cups, three quarters cup and one half of a teaspoon, open twenty-four seven since "
      "december twenty-fifth twenty twenty-four."),
     ("Henry VIII saw World War II, not Malcolm X; I am 3x faster on a 4x4 at 3:2.",
      "henry the eighth saw world war two, not malcolm x; i am three times faster on a four by four at three to two."),
@@ -95,6 +95,16 @@ from tts.text import normalize_text
     ("Press * then # to continue, or dial *72. Follow #MeToo; order #A12345 is #1 in C#, the '80s and 80's.",
      "press star then pound to continue, or dial star seventy-two. follow hashtag metoo; order number eh one two "
      "three four five is number one in c sharp, the eighties and eighties."),
+    ("Order #48213 arrives Tue 12/8; call 1-800-555-0199 or +1 (555) 123-4567. Code XK7-99P, ref "
+     "INV-2026-0042, an RSX-11M, COVID-19.",
+     "order number four eight two one three arrives tuesday december eighth; call one, eight hundred, five five "
+     "five, zero one nine nine or one, five five five, one two three, four five six seven. code x k seven, "
+     "ninety-nine p, ref i n v, two zero two six, zero zero four two, an r s x, eleven m, covid-nineteen."),
+    ("Open 9:00–17:00 in Rm. 4B on the 3rd fl. He ran it in 3:45:12, at 10:30:15. Add 1 1/2 cups and 3/4 tsp; "
+     "I'd rate it 4/5. Sales grew 12% YoY.",
+     "open nine o'clock to seventeen hundred in room four b on the third floor. he ran it in three hours, "
+     "forty-five minutes and twelve seconds, at ten thirty and fifteen seconds. add one and one half cups and "
+     "three quarters of a teaspoon; i'd rate it four out of five. sales grew twelve percent year over year."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

@@ -33,7 +33,8 @@ ABBREVIATIONS = {
     "incl": "including", "ext": "extension",
     "dept": "department", "est": "established", "ft": "feet", "mt": "mount", "gen": "general",
     "capt": "captain", "lt": "lieutenant", "col": "colonel", "sgt": "sergeant", "rev": "reverend", "ave": "avenue",
-    "rd": "road", "blvd": "boulevard", "apt": "apartment", "bldg": "building",
+    "rd": "road", "blvd": "boulevard", "apt": "apartment", "bldg": "building", "rm": "room", "fl": "floor",
+    "ste": "suite",
     "inc": "incorporated", "ltd": "limited", "co": "company", "corp": "corporation",
 }
 TITLES = {"mr", "mrs", "ms", "dr", "prof", "st", "mt", "gen", "capt", "lt", "col", "sgt", "rev"}
@@ -49,6 +50,9 @@ PER_WORDS = {"month": "month", "mo": "month", "year": "year", "yr": "year", "wee
              "seat": "seat", "head": "head", "unit": "unit", "item": "item", "kg": "kilogram", "lb": "pound",
              "gallon": "gallon", "mile": "mile"}
 KEYPAD_KEYS = {"*": "star", "#": "pound"}
+_WEEKDAYS = "|".join(f"[{d[0].upper()}{d[0]}]{d[1:]}" for d in sorted(set(_WEEKDAY_ABBR.values())))
+# business shorthand, as written (case matters: "mom" is a word)
+SHORTHANDS = {"YoY": "year over year", "QoQ": "quarter over quarter", "MoM": "month over month"}
 CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "£": ("pound", "pounds", "penny", "pence"),
               "€": ("euro", "euros", "cent", "cents"), "¥": ("yen", "yen", "sen", "sen")}
 CURRENCY_CODES = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
@@ -68,7 +72,8 @@ UNITS = {
     "kbps": "kilobit per second|kilobits per second", "Mbps": "megabit per second|megabits per second",
     "Gbps": "gigabit per second|gigabits per second", "Hz": "hertz|hertz", "kHz": "kilohertz|kilohertz",
     "MHz": "megahertz|megahertz", "GHz": "gigahertz|gigahertz", "W": "watt", "kW": "kilowatt", "kWh": "kilowatt hour",
-    "V": "volt", "mAh": "milliamp hour", "h": "hour",
+    "V": "volt", "mAh": "milliamp hour", "h": "hour", "tsp": "teaspoon", "tbsp": "tablespoon", "gal": "gallon",
+    "yd": "yard",
 }
 _UNIT_PATTERN = "|".join(re.escape(u) for u in sorted(UNITS, key=len, reverse=True))
 # Fractions said as fractions ("3/4": three quarters) have these denominators and a smaller numerator;
@@ -192,9 +197,14 @@ def _time(match: re.Match) -> str:
     h, m, suffix = int(match.group(1)), int(match.group(2)), (match.group(3) or "").lower().replace(".", "")
     if h > 24 or m > 59:
         return match.group(0).replace(":", " ")
+    return _time_words(h, m, suffix)
+
+
+def _time_words(h: int, m: int, suffix: str) -> str:
+    """A time of day: 'ten thirty p m', 'nine o'clock', on a 24-hour clock 'seventeen hundred'."""
     words = _cardinal(h)
     if m == 0:
-        words += "" if suffix else " o'clock"
+        words += "" if suffix else " hundred" if h > 12 else " o'clock"
     elif m < 10:
         words += " oh " + _cardinal(m)
     else:
@@ -236,6 +246,15 @@ def _unit(match: re.Match) -> str:
     return f"{article or ''}{number} {one if number == '1' or article else (many or one + 's')}{per}"
 
 
+def _fraction_of_unit(match: re.Match) -> str:
+    """'3/4 tsp' -> '3/4 of a teaspoon' (the fraction is said later), where the pair is a fraction."""
+    a, b = int(match.group(1)), int(match.group(2))
+    if b not in _FRACTION_DENOMINATORS or not 0 < a < b:
+        return match.group(0)
+    one = UNITS[match.group(3)].partition("|")[0]
+    return f"{a}/{b} of {'an' if one[0] in 'aeiou' or one.startswith('hour') else 'a'} {one}"
+
+
 def _month_first(first: int, second: int) -> tuple[int, int]:
     """(month, day) of a written pair: month first, or day first where the first part cannot be a month."""
     return (second, first) if first > 12 else (first, second)
@@ -257,8 +276,11 @@ def _dated(match: re.Match) -> str:
 
 
 def _phone_digits(match: re.Match) -> str:
-    """'555-123-4567', '(555) 123-4567', '555.123.4567' -> its digit groups said digit by digit."""
-    return ", ".join(_digits(group) for group in re.findall(r"\d+", match.group(0)))
+    """'555-123-4567', '(555) 123-4567', '555.123.4567' -> its digit groups said digit by digit; the toll-free
+    area code as it is said ('1-800-555-0199': one, eight hundred, five five five, ...)."""
+    groups = re.findall(r"\d+", match.group(0))
+    return ", ".join("eight hundred" if group == "800" and i == len(groups) - 3 else _digits(group)
+                     for i, group in enumerate(groups))
 
 
 def _fraction(match: re.Match) -> str:
@@ -352,6 +374,37 @@ def _version(match: re.Match) -> str:
     return f" {match.group(1) or 'version'} {_point_parts(match.group(2).split('.'))}"
 
 
+def _code(match: re.Match) -> str:
+    """'XK7-99P' -> 'x k seven, ninety-nine p', 'INV-2026-0042' -> 'i n v, two zero two six, zero zero four two':
+    a code's letters spelled, a pause at each hyphen, its numbers of one or two digits said as numbers
+    ("RSX-11M": r s x, eleven m) and longer ones digit by digit. Two parts of letters and of digits alone
+    ("COVID-19", "B-52", "UTF-8") are a name and its number: left to the rules after."""
+    parts = match.group(0).split("-")
+    if len(parts) == 2 and not any(re.search(r"[A-Z]\d|\d[A-Z]", part) for part in parts):
+        return match.group(0)
+
+    def said(run: str) -> str:
+        return _spelled(run) if run.isalpha() else _digits(run) if len(run) > 2 or run[0] == "0" else _cardinal(run)
+    return ", ".join(" ".join(said(run) for run in re.findall(r"[A-Z]+|\d+", part)) for part in parts)
+
+
+def _clock_duration(match: re.Match) -> str:
+    """'3:45:12' -> 'three hours, forty-five minutes and twelve seconds' (a race, a video); 'at 10:30:15' is a
+    time of day and its seconds."""
+    h, m, sec = (int(g) for g in match.groups()[1:])
+    if match.group(1):
+        return f"{match.group(1)}{_time_words(h, m, '')}" + (f" and {_cardinal(sec)} seconds" if sec else "")
+    parts = [f"{_cardinal(n)} {unit}{'' if n == 1 else 's'}"
+             for n, unit in ((h, "hour"), (m, "minute"), (sec, "second")) if n] or ["zero seconds"]
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def _mixed_number(match: re.Match) -> str:
+    """'1 1/2' -> '1 and 1/2' (the fraction rule then says it), where the pair is a fraction."""
+    a, b = (int(g) for g in match.group(2).split("/"))
+    return f"{match.group(1)} and {match.group(2)}" if b in _FRACTION_DENOMINATORS and 0 < a < b else match.group(0)
+
+
 def _keypad(match: re.Match) -> str:
     """'Press * then #' -> 'press star then pound': the keys of a phone's keypad after a verb that presses them."""
     return match.group(1) + re.sub(r"[*#]", lambda key: f" {KEYPAD_KEYS[key.group(0)]} ", match.group(2))
@@ -405,6 +458,9 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
     text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b", r"hashtag \1", text)   # "#MeToo"; "#A123" is a number
+    text = re.sub(r"(?<![\w&#])#(\d{4,})\b(?![.,]\d)", lambda m: f"number {_digits(m.group(1))}", text)   # "#48213"
+    # a code of capitals and digits with hyphens ("XK7-99P", "INV-2026-0042"), before the ranges and dates
+    text = re.sub(r"(?<![\w-])(?=[A-Z\d-]*[A-Z])(?=[A-Z\d-]*\d)[A-Z\d]+(?:-[A-Z\d]+)+(?![\w-])", _code, text)
     text = re.sub(r"\b((?:[Pp]ress|[Hh]it|[Tt]ap|[Dd]ial)\s+)((?:(?:[*#\d]+|then|or|and)(?:\s+|(?=[,.;:!?]|$)))+)",
                   _keypad, text)   # "press * then #", "dial *72"
     text = re.sub(r"\b([A-Z]\w*)\s+>\s+(?=[A-Z])", r"\1, then ", text)   # a menu path: "Settings > Privacy"
@@ -412,9 +468,12 @@ def normalize_text(text: str) -> str:
     # an hour with no minutes: "5pm", "10 AM" ("am" alone would be read as the word)
     text = re.sub(r"(?<![:\d])(\d{1,2})\s?([AaPp])\.?[Mm]\b(\.(?=\s*$|\s+[A-Z]))?\.?",
                   lambda m: f"{m.group(1)} {_spelled(m.group(2) + 'm')}" + ("." if m.group(3) else ""), text)
+    text = re.sub(r"(\b[Aa]t\s+)?(?<![\d:])\b(\d{1,2}):([0-5]\d):([0-5]\d)(?![\d:])", _clock_duration, text)
+    text = re.sub(r"\b(\d{1,2}:\d{2})\s?-\s?(?=\d{1,2}:\d{2}\b)", r"\1 to ", text)   # "9:00-17:00"
     text = re.sub(r"\b(\d{1,2}):(\d{2})(?:\s*([AaPp]\.?[Mm]\b(?:\.(?=\S))?))?(?![\d:])", _time, text)
     for written, spoken in LATIN.items():
         text = re.sub(re.escape(written), spoken, text, flags=re.IGNORECASE)
+    text = re.sub(rf"\b({'|'.join(SHORTHANDS)})\b", lambda m: SHORTHANDS[m.group(1)], text)
     text = re.sub(r"\b((?:[A-Za-z]\.){2,})(\s*$)?", _dotted_acronym, text)
     text = _REGNAL_NUMERAL.sub(lambda m: f"{m.group(1)}the {num2words(_roman(m.group(2)), to='ordinal')}", text)
     text = _COUNTED_NUMERAL.sub(lambda m: f"{m.group(1)} {_roman(m.group(2))}", text)
@@ -434,7 +493,8 @@ def normalize_text(text: str) -> str:
     text = re.sub(rf"\b({weekdays})\.?\s?-\s?({weekdays})\b(?:\.(?=\s+[a-z]))?",   # "Mon-Fri": monday to friday
                   lambda m: f"{_WEEKDAY_ABBR[m.group(1).lower()]} to {_WEEKDAY_ABBR[m.group(2).lower()]}", text)
     # ("Mon, Dec 7th" with no period too, where a month and a day follow)
-    text = re.sub(rf"\b({weekdays})(?:\.(?=,?\s+(?:\d|{month_names}))|(?=,?\s+(?:{month_names})\s+\d))",
+    text = re.sub(rf"\b({weekdays})(?:\.(?=,?\s+(?:\d|{month_names}))|(?=,?\s+(?:{month_names})\s+\d)"
+                  rf"|(?=,?\s+\d{{1,2}}/\d{{1,2}}\b))",
                   lambda m: _WEEKDAY_ABBR[m.group(1).lower()], text)
     text = re.sub(rf"\b({month_names})\s+(\d{{1,2}})(?:st|nd|rd|th)?\b", _month_day, text)
     text = re.sub(r"(?<=\d)\s?-\s?(?=[$£€¥]\s?\d)", " to ", text)   # "$10-$20"
@@ -444,8 +504,9 @@ def normalize_text(text: str) -> str:
                   flags=re.I)   # "$15.99/month", "2/day"
     # a rating ("4.5/5 stars", "rated 8/10"): out of, not a fraction
     text = re.sub(r"(?<![\d/.,])(\d+(?:\.\d+)?)\s?/\s?(5|10|100)\b(?=\s+stars?\b)", r"\1 out of \2", text)
-    text = re.sub(r"\b([Rr]ated|[Ss]cored|[Ss]core:?)\s+(\d+(?:\.\d+)?)\s?/\s?(\d+)\b(?![/.]\d)", r"\1 \2 out of \3",
-                  text)
+    text = re.sub(r"\b([Rr]ated|[Rr]ate\s+(?:it|us|this|them)|[Gg]ive\s+(?:it|us|this)|[Gg]ave\s+(?:it|us|this)"
+                  r"|[Ss]cored|[Ss]core:?|[Rr]ating(?:\s+of|:)?)\s+(\d+(?:\.\d+)?)\s?/\s?(\d+)\b(?![/.]\d)",
+                  r"\1 \2 out of \3", text)
     # a code, PIN or password of digits is said digit by digit ("your PIN is 4821", "code: 123456")
     text = re.sub(r"\b((?:PIN|pin|OTP|[Pp]asscode|[Cc]ode|[Pp]assword)\s*(?:(?:is|:|=)\s*)?)(\d{3,12})\b(?![.,]\d)",
                   lambda m: m.group(1) + _digits(m.group(2)), text)
@@ -456,8 +517,9 @@ def normalize_text(text: str) -> str:
                   lambda m: " " + _currency(m), text)   # " ": "US$3" is "u s three dollars"
     # A range between two numbers ("1914-18", "pages 10-20", "won 3-2") is said with "to", not "minus";
     # a phone number ("555-123-4567") is said digit by digit.
-    text = re.sub(r"(?:\(\d{3}\)\s?|\b\d{3}-)?\b\d{3}-\d{4}\b",
-                  _phone_digits, text)
+    # (with the country code 1 before an area code: "1-800-555-0199", "+1 (555) 123-4567")
+    text = re.sub(r"(?:(?<![\w+-])\+?1[-\s](?=\(?\d{3}\)?[-\s]?\d{3}-))?"
+                  r"(?:\(\d{3}\)\s?|\b\d{3}-)?\b\d{3}-\d{4}\b", _phone_digits, text)
     text = re.sub(r"°\s?([CF])\b", lambda m: " degrees " + ("celsius" if m.group(1) == "C" else "fahrenheit"), text)
     text = re.sub(r"\b(\d)'\s?(\d{1,2})(?:\"|'')", r"\1 foot \2", text)   # a height: 5'10"
     text = re.sub(r"(?:(?<=\s)|^)\.(\d+)\b", lambda m: "point " + _digits(m.group(1)), text)   # ".5"
@@ -468,13 +530,16 @@ def normalize_text(text: str) -> str:
     # a video resolution is said in pairs, as a year is ("1080p": ten eighty p, "720p": seven twenty p)
     text = re.sub(r"\b(240|360|480|576|720|1080|1440|2160|4320)([pi])\b",
                   lambda m: f"{_year(int(m.group(1)))} {m.group(2)}", text)
+    text = re.sub(rf"(?<![\d/.,])(?<!\d\s)(\d{{1,2}})/(\d{{1,3}})\s?({_UNIT_PATTERN})(?![\w/])", _fraction_of_unit,
+                  text)   # "3/4 tsp": three quarters of a teaspoon ("1 1/2 tsp" is teaspoons, below)
     text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?:/({_UNIT_PATTERN}))?(?![\w/])",
                   _unit, text)
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
-    text = re.sub(r"\b([Oo]n|[Uu]ntil|[Ff]rom|[Ss]ince|[Bb]efore|[Aa]fter)\s+(\d{1,2})/(\d{1,2})\b(?![/\d])",
-                  _dated, text)   # "on 3/15": a date (month first); "from 1/2" stays a fraction
+    text = re.sub(r"(?<![\d/.,])(\d+)\s+(\d{1,2}/\d{1,2})(?![\d/]|\.\d)", _mixed_number, text)   # "1 1/2 cups"
+    text = re.sub(rf"\b([Oo]n|[Uu]ntil|[Ff]rom|[Ss]ince|[Bb]efore|[Aa]fter|{_WEEKDAYS}),?\s+(\d{{1,2}})/(\d{{1,2}})\b"
+                  r"(?![/\d])", _dated, text)   # "on 3/15": a date (month first); "from 1/2" stays a fraction
     # a part with a leading zero makes a pair a date, never a fraction ("as of 12/06", "06/12")
     text = re.sub(r"(?<![\d/.,])(?=0\d/|\d\d?/0\d)(\d\d?)/(\d\d?)(?![\d/]|\.\d)",
                   lambda m: _pair_as_date(m.group(1), m.group(2)) or m.group(0), text)
