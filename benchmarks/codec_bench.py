@@ -125,16 +125,21 @@ def unquantized_round_trip(model: CodecModel, x: np.ndarray) -> np.ndarray:
     return decoded[0, 0].numpy()
 
 
-def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
-        seed: int = 0, encoder: SpeakerEncoder | None = None) -> list[Row]:
-    """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps."""
+def pick_clips(corpus: str, n_utts: int, seed: int = 0) -> tuple[list[Utterance], list[np.ndarray]]:
+    """`n_utts` utterances of the corpus's unseen speakers, drawn with `seed`, and their samples."""
     utts = read_manifest(corpus, ["unseen"])
     if not utts:
         raise ValueError(f"{corpus} has no 'unseen' utterances (speakers held out of training)")
     rng = np.random.default_rng(seed)
     picks = [utts[i] for i in rng.choice(len(utts), size=min(n_utts, len(utts)), replace=False)]
-    clips = [read_audio(audio_path(corpus, u)).samples for u in picks]
-    voice = _VoiceJudge(encoder, corpus, utts, picks) if encoder is not None else None
+    return picks, [read_audio(audio_path(corpus, u)).samples for u in picks]
+
+
+def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
+        seed: int = 0, encoder: SpeakerEncoder | None = None) -> list[Row]:
+    """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps."""
+    picks, clips = pick_clips(corpus, n_utts, seed)
+    voice = _VoiceJudge(encoder, corpus, read_manifest(corpus, ["unseen"]), picks) if encoder is not None else None
 
     def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float) -> Row:
         p, s, m = np.mean([quality_scores(x, y, SR) for x, y in zip(clips, outputs)], axis=0)

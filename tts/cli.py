@@ -661,6 +661,13 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.encoder)
     print(f"codec {model.model_id} (step {model.train_step}), {args.utterances} utterances of unseen speakers "
           f"from {args.corpus}; voice by speaker encoder {encoder.model_id}")
+    if args.attribution:
+        from benchmarks import codec_attribution
+
+        print(f"at {args.attribution:g} kbps, in the voice the stream carries:")
+        print(codec_attribution.format_table(codec_attribution.run(model, args.corpus, args.utterances,
+                                                                   args.attribution, encoder)))
+        return 0
     print(format_table(run(model, args.corpus, n_utts=args.utterances, encoder=encoder)))
     return 0
 
@@ -1112,6 +1119,9 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--model", default=None)
     bc.add_argument("--utterances", type=int, default=40)
     bc.add_argument("--encoder", default=None, help="speaker encoder for the voice columns (default: the shipped one)")
+    bc.add_argument("--attribution", type=float, default=0, metavar="KBPS",
+                    help="instead of the table: at this bitrate, how far the original's magnitudes or phases, in all "
+                         "bins or below 1 and 4 kHz, would lift the scores (where the codec loses them)")
     bc.set_defaults(func=_cmd_bench_codec)
     bv = bench.add_parser("voice", help="speaker verification EER on held-out speakers, embedding time")
     bv.add_argument("--corpus", default="data/corpus")
