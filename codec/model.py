@@ -107,10 +107,19 @@ class CodecModel(StreamingModule):
         return self.quantizer(self.latent(audio), n_q)
 
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor, n_q: int) -> torch.Tensor:
-        """audio [B, 1, T] -> codes [B, n_q, ceil(T / hop)]; offline input is zero-padded to whole frames."""
+    def encode(self, audio: torch.Tensor, n_q: int, chunk_frames: int | None = None) -> torch.Tensor:
+        """audio [B, 1, T] -> codes [B, n_q, ceil(T / hop)]; offline input is zero-padded to whole frames.
+
+        `chunk_frames` (offline only): encode `chunk_frames` frames at a time, streaming, so a long
+        file's memory stays that of one chunk (streaming equals offline)."""
         if not 1 <= n_q <= self.config.n_q:
             raise ValueError(f"n_q must be between 1 and {self.config.n_q}; got {n_q}")
+        if chunk_frames and not self.is_streaming:
+            audio = self._pad_to_frames(audio)
+            step = chunk_frames * self.hop_length
+            with self.streaming(audio.shape[0]):
+                parts = [self.encode(audio[..., i:i + step], n_q) for i in range(0, audio.shape[-1], step)]
+            return torch.cat(parts, dim=-1) if parts else audio.new_zeros(audio.shape[0], n_q, 0, dtype=torch.long)
         return self.quantizer.encode(self.latent(audio), n_q)
 
     def validate_codes(self, codes: torch.Tensor) -> None:
@@ -128,14 +137,21 @@ class CodecModel(StreamingModule):
         return self.decoder(self.quantizer.decode(codes.long()), **self._voice(speaker))
 
     @torch.no_grad()
-    def decode_aligned(self, codes: torch.Tensor, speaker: torch.Tensor | np.ndarray | None = None) -> torch.Tensor:
+    def decode_aligned(self, codes: torch.Tensor, speaker: torch.Tensor | np.ndarray | None = None,
+                       chunk_frames: int | None = None) -> torch.Tensor:
         """codes [B, K, F] -> audio [B, 1, F * hop_length] in step with the encoder's input (`speaker`: `decode`'s).
 
         The decoder's delay is removed and the samples it holds back at the end
         are appended: the same samples a streamed decode (tts/stream) gives.
+        `chunk_frames`: decode that many frames a call, so a long file's memory stays that of one chunk.
         """
+        if not codes.shape[-1]:   # an empty stream is silence, not a decoder call on nothing
+            self.validate_codes(codes)
+            return torch.zeros(codes.shape[0], 1, 0)
+        step = chunk_frames or codes.shape[-1]
         with self.streaming(codes.shape[0]):
-            audio = self.decode(codes, speaker)
+            audio = torch.cat([self.decode(codes[..., i:i + step], speaker)
+                               for i in range(0, codes.shape[-1], step)], dim=-1)
             held = self.flush_decoder()
         if held is not None:
             audio = torch.cat([audio, held.to(audio)], dim=-1)

@@ -337,6 +337,15 @@ def _assert_decodes_alike(audio: torch.Tensor, expected: torch.Tensor, config: C
     assert (mels[0] - mels[1]).abs().mean() < 0.05
 
 
+def test_long_audio_is_coded_in_chunks_exactly_as_in_one_call(tiny_model):
+    """Files go through the codec a chunk of frames at a time (codec/compress.py), so memory stays flat."""
+    x = torch.randn(1, 1, 45 * TINY.hop_length + 3, generator=torch.Generator().manual_seed(2))  # a part frame
+    codes = tiny_model.encode(x, 3)
+    assert torch.equal(tiny_model.encode(x, 3, chunk_frames=7), codes)
+    torch.testing.assert_close(tiny_model.decode_aligned(codes, chunk_frames=7), tiny_model.decode_aligned(codes))
+    assert tiny_model.decode_aligned(codes[..., :0], chunk_frames=7).shape == (1, 1, 0)
+
+
 def test_saved_model_loads_and_decodes_identically(tiny_model, tmp_path):
     from codec.loaders import ModelFileError, load_codec, save_codec, save_with_harmonics
 
