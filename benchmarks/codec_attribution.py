@@ -4,9 +4,14 @@ Each row rebuilds the decoded clips from two short-time spectra (512-point, hop 
 magnitude of one signal and the phase of the other, the decoded clip's own in every bin but
 the swapped ones (all bins, or those below a cut-off). Scored against the original like
 `tts bench codec`'s rows, on the same unseen clips, at one bitrate, decoded in the voice the
-stream carries. A swap that lifts PESQ far says what training must fix; session 36 found the
-phase below 1 kHz (the voice's first harmonics, where the ISTFT branch and the harmonic source
-sum) worth about 0.45 PESQ at 3 kbps, more than the magnitude there.
+stream carries. A swap that lifts PESQ far says where training must look; session 36 found the
+band below 1 kHz (the voice's first harmonics, where the ISTFT branch and the harmonic source
+sum) worth about 0.45 PESQ at 3 kbps through its phase and 0.35 through its magnitude.
+
+A swapped spectrum is not the spectrum of any signal: its inverse moves the kept half too (the
+original's phases below 1 kHz also bring back some of its harmonic fine structure), so the two
+halves' rows overlap rather than add. Our own spectrum is consistent: Griffin-Lim iterations on
+it change nothing (measured), so it is the phases' values, not their consistency, that differ.
 """
 from __future__ import annotations
 
