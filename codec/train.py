@@ -41,7 +41,7 @@ from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
 from codec.pitch import estimate_pitch
-from tts.audio import resample
+from tts.audio import resample, warp_rate
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
 from tts.modelfile import read_model_file, save_model_file
@@ -112,6 +112,11 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return warmup_cosine(step - cfg.decay_from, cfg.lr, 0, cfg.steps - cfg.decay_from, floor=cfg.lr_final / cfg.lr)
 
 
+# A speaker-conditioned run's crops are warped by one of these (`warp_rate`), its voices embedded at each
+# (codec/voices.py): five sets of references per speaker, not one per crop.
+CONDITIONED_WARPS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+
+
 class CropDataset(torch.utils.data.Dataset):
     """Random fixed-length crops of a manifest's utterances (short ones are zero-padded).
 
@@ -119,10 +124,12 @@ class CropDataset(torch.utils.data.Dataset):
     from [1 / (1 + w), 1 + w], which moves its pitch and every formant together, as a shorter or
     longer vocal tract would (the speed perturbation of speech recognisers). A codec learns from its
     own input, so the warped crop is also its target: the warp only widens the voices it hears.
+    `warp_choices`: the warps u of `warp_rate` a crop may get, instead of any in [-1, 1] (a
+    speaker-conditioned run, whose voices are embedded at each: codec/voices.py).
     """
 
     def __init__(self, corpora: str | list[str], splits: list[str], segment: int, seed: int,
-                 voice_warp: float = 0.0) -> None:
+                 voice_warp: float = 0.0, warp_choices: tuple[float, ...] | None = None) -> None:
         corpora = [corpora] if isinstance(corpora, str) else corpora
         self.utts = []  # (corpus folder, utterance): several corpora draw crops as one, utterance by utterance
         for corpus in corpora:
@@ -133,15 +140,26 @@ class CropDataset(torch.utils.data.Dataset):
         if not 0.0 <= voice_warp < 1.0:
             raise TrainingSetupError(f"voice_warp must be in [0, 1); got {voice_warp}")
         self.segment, self.voice_warp, self.seed = segment, voice_warp, seed
+        self.warp_choices = warp_choices
         self.rng = random.Random(seed)
 
     def __len__(self) -> int:
         return len(self.utts)
 
-    def load(self, i: int, offset: int | None = None) -> torch.Tensor:
-        """A crop; with `offset` (validation) it starts there and is never warped."""
-        warped = self.voice_warp > 0 and offset is None
-        factor = math.exp(self.rng.uniform(-1, 1) * math.log1p(self.voice_warp)) if warped else 1.0
+    def draw_warp(self) -> float:
+        """A crop's warp u in [-1, 1] (0: none; `warp_rate`): uniform, or one of `warp_choices` (a
+        speaker-conditioned run, whose voices are embedded at those warps: codec/voices.py)."""
+        if not self.voice_warp:
+            return 0.0
+        return self.rng.choice(self.warp_choices) if self.warp_choices else self.rng.uniform(-1, 1)
+
+    def load(self, i: int, offset: int | None = None, warp: float | None = None) -> torch.Tensor:
+        """A crop at `warp` (drawn where not given); with `offset` (validation) it starts there and is never
+        warped."""
+        if warp is None:
+            warp = self.draw_warp() if offset is None else 0.0
+        warped = warp != 0.0 and offset is None
+        factor = warp_rate(warp, self.voice_warp) if warped else 1.0
         margin = 64 if warped else 0                              # filter context, cut off after resampling
         frames = math.ceil(self.segment * factor) + 2 * margin    # read `factor` times the crop, play it in one
         path = audio_path(*self.utts[i])
@@ -153,9 +171,10 @@ class CropDataset(torch.utils.data.Dataset):
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        """(a random crop of utterance i, i): the index names its speaker (`speaker_of`)."""
-        return self.load(i), i
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, float]:
+        """(a random crop of utterance i, i, its warp): the index names its speaker (`speaker_of`)."""
+        warp = self.draw_warp()
+        return self.load(i, warp=warp), i, warp
 
     def speaker_of(self, i: int) -> str:
         return self.utts[i][1].speaker
@@ -315,9 +334,6 @@ def train(cfg: TrainConfig) -> dict:
     if not 0.0 <= cfg.voice_dropout < 1.0 or (cfg.voice_dropout and not conditioned):
         raise TrainingSetupError(f"voice_dropout is a share in [0, 1) of a speaker-conditioned run's crops; "
                                  f"got {cfg.voice_dropout}{'' if conditioned else ' without speaker conditioning'}")
-    if conditioned and cfg.voice_warp:
-        raise TrainingSetupError("--voice-warp changes the voice a crop's speaker embedding describes: "
-                                 "train a speaker-conditioned decoder without it")
     if cfg.focus_n_q and not 1 <= cfg.focus_n_q <= codec_cfg.n_q:
         raise TrainingSetupError(f"focus_n_q must be between 1 and {codec_cfg.n_q}; got {cfg.focus_n_q}")
     if cfg.decoder_only and not (resume or shipped):
@@ -371,14 +387,15 @@ def train(cfg: TrainConfig) -> dict:
     train_disc = DistributedDataParallel(disc) if dist.is_initialized() else disc
 
     segment = int(cfg.segment_seconds * codec_cfg.sample_rate) // codec_cfg.hop_length * codec_cfg.hop_length
-    data = CropDataset([cfg.corpus, *cfg.extra_corpora], ["train"], segment, cfg.seed + rank + step, cfg.voice_warp)
+    data = CropDataset([cfg.corpus, *cfg.extra_corpora], ["train"], segment, cfg.seed + rank + step, cfg.voice_warp,
+                       CONDITIONED_WARPS if conditioned else None)
     valid = CropDataset(cfg.corpus, ["valid"], 2 * codec_cfg.sample_rate, 0)
     valid_clips = torch.stack([valid.load(i, offset=0) for i in range(min(16, len(valid)))]).to(device)
     voices = valid_voices = None
     if conditioned:
         from codec.voices import TrainingVoices   # imports voice/: see _speaker_encoder
 
-        voices = TrainingVoices(data.utts, encoder, cfg.seed)
+        voices = TrainingVoices(data.utts, encoder, cfg.seed, cfg.voice_warp, CONDITIONED_WARPS)
         valid_voices = voices.first([valid.speaker_of(i) for i in range(len(valid_clips))]).to(device)
         if not resume and not (shipped and shipped[0].decoder_speaker_dim):   # a new conditioning
             model.decoder.speaker.set_default(voices.mean())
@@ -417,7 +434,7 @@ def train(cfg: TrainConfig) -> dict:
         return result
 
     while step < cfg.steps:
-        for crops, index in loader:
+        for crops, index, warps in loader:
             t0 = time.time()
             _set_train_mode(model, cfg.decoder_only)
             x = crops.to(device)
@@ -431,7 +448,7 @@ def train(cfg: TrainConfig) -> dict:
             elif cfg.lambda_if:
                 decoder_options = {"with_extras": True}
             if voices is not None:
-                voice = voices.draw([data.speaker_of(i) for i in index.tolist()]).to(device)
+                voice = voices.draw([data.speaker_of(i) for i in index.tolist()], warps.tolist()).to(device)
                 unknown = torch.rand(len(voice), device=device) < cfg.voice_dropout
                 decoder_options["speaker"] = torch.where(unknown[:, None], model.decoder.speaker.default, voice)
             if cfg.decoder_only:

@@ -565,7 +565,7 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     _start_from_shipped(resumed, source_state, "h.safetensors", source_config)
     assert all(torch.equal(v, source_state[k]) for k, v in resumed.state_dict().items() if ".source." in k)
     # Speaker conditioning joins a trained decoder at zero, learns from each training speaker's embeddings (its
-    # validation too), and records the speaker encoder it follows; a voice warp would contradict them.
+    # validation too), and records the speaker encoder it follows.
     from voice.encoder import load_encoder
     cond_cfg = TrainConfig(**{**harmonic_cfg.__dict__, "out_dir": str(tmp_path / "run12"), "codec": {},
                               "export": str(tmp_path / "s.safetensors"), "init_from": str(tmp_path / "h.safetensors"),
@@ -576,8 +576,24 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert conditioned.speaker_encoder_id == load_encoder().model_id
     assert abs(float(conditioned.decoder.speaker.default.norm()) - 1) < 1e-3   # the training voices' mean
     assert any(conditioned.decoder.speaker.film.weight.flatten())             # trained off zero
-    with pytest.raises(ValueError, match="voice-warp"):
-        train(TrainConfig(**{**cond_cfg.__dict__, "out_dir": str(tmp_path / "run13"), "voice_warp": 0.1}))
+    # With a voice warp, a crop's voice is its speaker's references played at the crop's warp; the default voice
+    # stays the unwarped voices' mean.
+    warped_cfg = TrainConfig(**{**cond_cfg.__dict__, "out_dir": str(tmp_path / "run13"), "voice_warp": 0.1,
+                                "export": str(tmp_path / "w.safetensors")})
+    assert train(warped_cfg)["step"] == with_source.train_step + 2
+    torch.testing.assert_close(load_codec(tmp_path / "w.safetensors").decoder.speaker.default,
+                               conditioned.decoder.speaker.default)
+    from codec.train import CONDITIONED_WARPS, CropDataset
+    from codec.voices import TrainingVoices
+    utts = CropDataset(cfg.corpus, ["train"], 1600, 0).utts
+    voices = TrainingVoices(utts, load_encoder(), 0, 0.1, CONDITIONED_WARPS)
+    speaker = utts[0][1].speaker
+    assert voices.table[speaker].shape[0] == len(CONDITIONED_WARPS)
+    torch.testing.assert_close(voices.first([speaker])[0], TrainingVoices(utts, load_encoder(), 0).first([speaker])[0])
+    slow, plain, fast = (voices.draw([speaker] * 8, [u] * 8) for u in (-1.0, 0.1, 0.9))  # the nearest warp's
+    assert all(any(torch.equal(v, e) for e in voices.table[speaker][2]) for v in plain)
+    assert all(any(torch.equal(v, e) for e in voices.table[speaker][4]) for v in fast)
+    assert float(F.cosine_similarity(slow.mean(0), fast.mean(0), dim=0)) < 0.99   # another vocal tract
     with pytest.raises(ValueError, match="without speaker conditioning"):
         train(TrainConfig(**{**harmonic_cfg.__dict__, "out_dir": str(tmp_path / "run14"), "voice_dropout": 0.2}))
     # A whole codec trains with a harmonic source too (its encoder learns to carry the pitch).
@@ -643,8 +659,13 @@ def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tm
     assert all(tone / 1.2 - 3 <= f <= tone * 1.2 + 3 for f in heard)
     assert max(heard) > tone * 1.08 and min(heard) < tone / 1.08          # both ways, across the range
     assert all(warped.load(0).shape == (1, segment) for _ in range(5))
-    crop, index = warped[0]
-    assert index == 0
+    crop, index, warp = warped[0]
+    assert index == 0 and -1 <= warp <= 1 and warp != 0
+    # A conditioned run's crops take one of a few warps (its voices are embedded at each), the speed they say.
+    levels = CropDataset(str(tmp_path), ["train"], segment, seed=0, voice_warp=0.2, warp_choices=(-1.0, 0.0, 1.0))
+    for _ in range(12):
+        level_crop, _, level = levels[0]
+        assert level in (-1.0, 0.0, 1.0) and abs(pitch(level_crop) - tone * 1.2 ** level) < 3
     crop = crop[0].numpy()
     assert np.abs(crop[:200]).max() > 0.4 and np.abs(crop[-200:]).max() > 0.4   # no filter fade at the edges
     assert torch.equal(warped.load(0, offset=100), plain.load(0, offset=100))  # validation crops stay as they are
@@ -665,13 +686,13 @@ def test_crop_loader_workers_draw_their_own_crops(tmp_path):
     loader = torch.utils.data.DataLoader(data, batch_size=1, sampler=[0] * 4, num_workers=2,
                                          worker_init_fn=CropDataset.seed_worker)
     torch.manual_seed(0)
-    first, second, third, _ = [crops for crops, _ in loader]  # workers take turns: 0, 1, 0, 1
+    first, second, third, _ = [crops for crops, *_ in loader]  # workers take turns: 0, 1, 0, 1
     assert not torch.equal(first, second)
     assert not torch.equal(first, third)
     # a resumed run (same torch seed, its dataset seeded with the step) draws other crops
     resumed = CropDataset(str(tmp_path), ["train"], 4_000, seed=500, voice_warp=0.1)
     torch.manual_seed(0)
-    again, _ = next(iter(torch.utils.data.DataLoader(resumed, batch_size=1, sampler=[0] * 4, num_workers=2,
+    again, *_ = next(iter(torch.utils.data.DataLoader(resumed, batch_size=1, sampler=[0] * 4, num_workers=2,
                                                      worker_init_fn=CropDataset.seed_worker)))
     assert not torch.equal(first, again)
 

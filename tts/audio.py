@@ -8,6 +8,7 @@ which is a few lines of frame energy.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ def resample(samples: np.ndarray, sr_in: float, sr_out: int = SAMPLE_RATE) -> np
     if sr_in == sr_out:
         return samples.astype(np.float32, copy=False)
     return soxr.resample(samples, sr_in, sr_out, quality="HQ").astype(np.float32)
+
+
+def warp_rate(u: float, voice_warp: float) -> float:
+    """The playback rate of a voice warp u in [-1, 1] of strength `voice_warp` w: from 1 / (1 + w) to 1 + w,
+    log-uniform for a uniform u (the codec trainer's warped crops and their voices)."""
+    return math.exp(u * math.log1p(voice_warp))
 
 
 def played_faster(samples: np.ndarray, rate: float, sample_rate: int) -> np.ndarray:

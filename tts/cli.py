@@ -960,7 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "voices' mean), so a bitstream decoded without its voice keeps the voice it carries")
     tc.add_argument("--voice-warp", type=float, default=0.0,
                     help="play each training crop faster or slower by up to this share (0.15: x0.87-1.15), moving "
-                         "pitch and formants as another vocal tract would: more voices to learn from; 0: off")
+                         "pitch and formants as another vocal tract would: more voices to learn from (with "
+                         "--speaker-conditioning, each voice's references are embedded at five warps and a crop "
+                         "gets the one at its own); 0: off")
     tc.add_argument("--extra-corpus", action="append", default=[], metavar="FOLDER",
                     help="another corpus whose training utterances join the crops (repeatable): more voices, e.g. "
                          "festival's ('tts data build --out data/festival --flite-speakers 0 --espeak-speakers 0 "

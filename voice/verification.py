@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import soundfile as sf
 
-from tts.audio import trim_silence
+from tts.audio import played_faster, trim_silence
 from tts.corpus.manifest import Utterance, audio_path
 
 GAP_SECONDS = 0.15
@@ -51,12 +51,14 @@ def speaker_streams(corpus: str | Path, utterances: list[Utterance], sample_rate
 
 
 def speaker_references(corpus: str | Path, utterances: list[Utterance], encoder: "SpeakerEncoder",
-                       last_first: bool = False) -> dict[str, np.ndarray]:
+                       last_first: bool = False, rate: float = 1.0) -> dict[str, np.ndarray]:
     """Per speaker, the embedding of its first REFERENCE_SECONDS of `utterances` joined as an enrollment clip is
-    (`speaker_streams`, in id order, or from the last with `last_first`)."""
+    (`speaker_streams`, in id order, or from the last with `last_first`); with `rate`, of that clip played
+    `rate` times faster (`played_faster`: the voice a warped training crop has)."""
     sr = encoder.config.sample_rate
-    streams = speaker_streams(corpus, utterances, sr, max_seconds=REFERENCE_SECONDS, last_first=last_first)
-    return {s: encoder.embed(x[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
+    streams = speaker_streams(corpus, utterances, sr, max_seconds=REFERENCE_SECONDS * max(rate, 1.0),
+                              last_first=last_first)   # a faster play shortens the clip: read enough for 10 s
+    return {s: encoder.embed(played_faster(x, rate, sr)[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
 
 
 def cut_clips(streams: dict[str, np.ndarray], seconds: float, per_speaker: int,

@@ -35,10 +35,11 @@
 # tree does not load them, and their 283-MB corpus does not fit a call's 64 MiB. This script trains
 # on the default corpus only.
 # Session 35: the shipped decoder follows the voice's speaker embedding (--speaker-conditioning; its config
-# keeps it on in every run from it). The trainer refuses --voice-warp with it (a warped crop is not the
-# voice its embedding describes): drop --voice-warp from the lines above, e.g. for the whole codec
+# keeps it on in every run from it). Session 36: --voice-warp works with it again (each speaker's references
+# are embedded at five warps and a crop gets the one at its own; the setup embeds 106 x 6 x 5 clips of 10 s,
+# about 0.16 s each on one CPU thread), e.g. for the whole codec
 #   INIT_FROM=assets/codec.safetensors
-#   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --voice-dropout 0.25"
+#   CODEC_ARGS="--pitch-teacher 0.25 --focus-n-q 4 --adv-start 0 --speaker-loss 2 --voice-warp 0.15"
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
