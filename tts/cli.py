@@ -173,12 +173,13 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     header = decode_file(model, args.input, args.output)
     voice = ""
     if model.speaker_conditioned:   # say which voice it speaks in, and why where it is not the stream's
-        voice = ", in its voice" if header_voice(model, header) is not None else ", in the decoder's default voice"
-        if header.voice is None:
-            voice += ": the stream carries none"
-        elif header_voice(model, header) is None:
-            voice += (f": the stream's voice is speaker encoder {header.voice.encoder_id}'s, "
-                      f"the decoder follows {model.speaker_encoder_id}'s")
+        if header_voice(model, header) is not None:
+            voice = ", in its voice"
+        elif header.voice is None:
+            voice = ", in the decoder's default voice: the stream carries none"
+        else:
+            voice = (f", in the decoder's default voice: the stream's voice is speaker encoder "
+                     f"{header.voice.encoder_id}'s, the decoder follows {model.speaker_encoder_id}'s")
     print(f"{args.output}: {header.num_samples / header.sample_rate:.2f} s at {header.sample_rate} Hz "
           f"({header.kbps:.2f} kbps stream{voice})")
     return 0
