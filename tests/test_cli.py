@@ -127,6 +127,16 @@ def test_codec_file_carries_the_voice_the_shipped_decoder_follows(tmp_path, caps
     capsys.readouterr()
     assert main(["codec", "decode", str(tmp_path / "n.sttc"), str(tmp_path / "n.wav")]) == 0
     assert "in the decoder's default voice: the stream carries none" in capsys.readouterr().out
+    # A voice embedded by another speaker encoder is not followed, and the decode says why.
+    from dataclasses import replace
+
+    from codec.bitstream import read_stream, write_stream
+    with open(tmp_path / "v.sttc", "rb") as f:
+        header, codes = read_stream(f)
+    with open(tmp_path / "x.sttc", "wb") as f:
+        write_stream(f, replace(header, voice=replace(header.voice, encoder_id="0123456789abcdef")), codes)
+    assert main(["codec", "decode", str(tmp_path / "x.sttc"), str(tmp_path / "x.wav")]) == 0
+    assert "default voice: the stream's voice is speaker encoder 0123456789abcdef's" in capsys.readouterr().out
     # Another speaker encoder's voice would steer the decoder wrong: refused, and nothing is written.
     other = load_encoder()
     with torch.no_grad():
