@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tts.audio import warp_rate
 from tts.corpus.manifest import Utterance
 from voice.encoder import SpeakerEncoder
-from voice.verification import speaker_references
+from voice.verification import speaker_references_at
 
 UTTERANCES_PER_DRAW = 8    # more than 10 s of the corpus's 2-4-s sentences
 
@@ -25,17 +25,16 @@ def reference_embeddings(utterances: list[tuple[str, Utterance]], encoder: Speak
                          seed: int = 0, rates: Sequence[float] = (1.0,)) -> dict[str, torch.Tensor]:
     """Per speaker, embeddings [len(rates), per_speaker, E]: `per_speaker` random draws of its (corpus folder,
     utterance) pairs, each joined as an enrollment clip is, its first ~10 s embedded as played at each rate
-    (voice.verification.speaker_references)."""
+    (voice.verification.speaker_references_at)."""
     rng = random.Random(seed)
     by_speaker: dict[tuple[str, str], list[Utterance]] = {}
     for corpus, utt in utterances:
         by_speaker.setdefault((corpus, utt.speaker), []).append(utt)
-    table: dict[str, list[list[np.ndarray]]] = {}
+    table: dict[str, list[np.ndarray]] = {}
     for (corpus, speaker), pool in sorted(by_speaker.items()):
         for _ in range(per_speaker):
             draw = rng.sample(pool, min(UTTERANCES_PER_DRAW, len(pool)))
-            row = [speaker_references(corpus, draw, encoder, rate=rate)[speaker] for rate in rates]
-            table.setdefault(speaker, []).append(row)
+            table.setdefault(speaker, []).append(speaker_references_at(corpus, draw, encoder, rates)[speaker])
     return {speaker: torch.from_numpy(np.stack(rows, axis=1)) for speaker, rows in table.items()}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -51,14 +51,21 @@ def speaker_streams(corpus: str | Path, utterances: list[Utterance], sample_rate
 
 
 def speaker_references(corpus: str | Path, utterances: list[Utterance], encoder: "SpeakerEncoder",
-                       last_first: bool = False, rate: float = 1.0) -> dict[str, np.ndarray]:
+                       last_first: bool = False) -> dict[str, np.ndarray]:
     """Per speaker, the embedding of its first REFERENCE_SECONDS of `utterances` joined as an enrollment clip is
-    (`speaker_streams`, in id order, or from the last with `last_first`); with `rate`, of that clip played
-    `rate` times faster (`played_faster`: the voice a warped training crop has)."""
+    (`speaker_streams`, in id order, or from the last with `last_first`)."""
+    return {s: e[0] for s, e in speaker_references_at(corpus, utterances, encoder, (1.0,), last_first).items()}
+
+
+def speaker_references_at(corpus: str | Path, utterances: list[Utterance], encoder: "SpeakerEncoder",
+                          rates: Sequence[float], last_first: bool = False) -> dict[str, np.ndarray]:
+    """`speaker_references` of the clip played at each of `rates` (`played_faster`: the voice a warped training
+    crop has), [len(rates), E] per speaker; the utterances are read once for all rates."""
     sr = encoder.config.sample_rate
-    streams = speaker_streams(corpus, utterances, sr, max_seconds=REFERENCE_SECONDS * max(rate, 1.0),
+    streams = speaker_streams(corpus, utterances, sr, max_seconds=REFERENCE_SECONDS * max(*rates, 1.0),
                               last_first=last_first)   # a faster play shortens the clip: read enough for 10 s
-    return {s: encoder.embed(played_faster(x, rate, sr)[:int(REFERENCE_SECONDS * sr)], sr) for s, x in streams.items()}
+    return {s: np.stack([encoder.embed(played_faster(x, rate, sr)[:int(REFERENCE_SECONDS * sr)], sr)
+                         for rate in rates]) for s, x in streams.items()}
 
 
 def cut_clips(streams: dict[str, np.ndarray], seconds: float, per_speaker: int,
