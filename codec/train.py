@@ -41,7 +41,7 @@ from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
 from codec.pitch import estimate_pitch
-from tts.audio import resample, warp_rate
+from tts.audio import played_faster, warp_rate
 from tts.corpus.manifest import audio_path, read_manifest
 from tts.distributed import is_main, setup_distributed
 from tts.modelfile import read_model_file, save_model_file
@@ -165,9 +165,9 @@ class CropDataset(torch.utils.data.Dataset):
         path = audio_path(*self.utts[i])
         last = max(0, sf.info(str(path)).frames - frames)
         start = self.rng.randint(0, last) if offset is None else min(offset, last)
-        x, _ = sf.read(str(path), start=start, frames=frames, dtype="float32")
-        if warped:  # the corpus's formant warp (tts.audio.resample): only the ratio of the two rates matters
-            x = resample(x, sr_in=factor, sr_out=1)[round(margin / factor):][:self.segment]
+        x, sr = sf.read(str(path), start=start, frames=frames, dtype="float32")
+        if warped:  # played `factor` times faster, as its voice's references are (codec/voices.py)
+            x = played_faster(x, factor, sr)[round(margin / factor):][:self.segment]
         x = np.pad(x, (0, self.segment - len(x)))
         return torch.from_numpy(x)[None]
 
