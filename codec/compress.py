@@ -25,6 +25,8 @@ CHUNK_FRAMES = 250
 # A stream's voice is the embedding of its first 30 s: the speaker encoder averages windows, and
 # three enrollment clips' worth is as steady as it gets; a longer file would add time, not accuracy.
 VOICE_SECONDS = 30.0
+# The name a codec stream file goes by (`tts client say --out reply.sttc` keeps the server's packets in one).
+STREAM_SUFFIX = ".sttc"
 
 
 def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder | None) -> StreamVoice | None:
@@ -99,15 +101,20 @@ def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, k
     """`compress_audio` into a file, written whole or not at all; `encoder`: see `compress_audio`."""
     audio = read_audio(wav_in)
     header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder)
-    tmp = Path(str(stream_out) + ".part")
+    write_stream_file(stream_out, header, codes)
+    return header
+
+
+def write_stream_file(path: str | Path, header: StreamHeader, codes: np.ndarray) -> None:
+    """`write_stream` into a file, written whole or not at all."""
+    tmp = Path(str(path) + ".part")
     try:
         with open(tmp, "wb") as f:
             write_stream(f, header, codes)
     except BaseException:
         tmp.unlink(missing_ok=True)   # a failed write leaves neither half a stream nor a stray .part
         raise
-    tmp.replace(stream_out)
-    return header
+    tmp.replace(path)
 
 
 def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path) -> StreamHeader:

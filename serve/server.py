@@ -166,7 +166,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             codec = self.engine.codec
             voice = job.stream.speaker.tolist() if codec.speaker_conditioned else []
             info = pb.CodecInfo(model_id=codec.tokens_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
-                                hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q), voice_embedding=voice)
+                                hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q), voice_embedding=voice,
+                                voice_encoder_id=codec.speaker_encoder_id if voice else "")
             return pb.AudioFormat(encoding=pb.CODEC, sample_rate_hz=out.sample_rate, codec=info)
         encoding = pb.FLOAT32 if out.kind == "float32" else pb.LINEAR16
         return pb.AudioFormat(encoding=encoding, sample_rate_hz=out.sample_rate)

@@ -101,6 +101,7 @@ def test_codec_packets_decode_to_the_same_audio_as_pcm(client, engine):
     assert (voice is not None) == engine.codec.speaker_conditioned
     if voice is not None:
         np.testing.assert_allclose(voice, engine.voice_embedding("slt"), atol=1e-6)
+        assert info.voice_encoder_id == engine.codec.speaker_encoder_id
     decoded = engine.codec.decode_aligned(torch.from_numpy(codes).T[None], voice)[0, 0].numpy()
     reference = np.frombuffer(pcm, "<i2") / 32768.0
     assert decoded.size == reference.size
@@ -313,6 +314,18 @@ def test_client_cli(server, tmp_path, capsys):
     out2 = tmp_path / "codec.wav"
     assert main(["client", "say", "Hello from the client.", "--encoding", "codec", "--out", str(out2), *common]) == 0
     assert sf.read(out2)[0].size == audio.size        # the same seed, decoded here from codec packets
+    # a .sttc name keeps the packets as they come, with the stream's voice; `tts codec decode` plays them
+    reply, replayed = tmp_path / "reply.sttc", tmp_path / "replayed.wav"
+    capsys.readouterr()
+    assert main(["client", "say", "Hello from the client.", "--out", str(reply), *common]) == 0
+    assert "its voice" in capsys.readouterr().err
+    assert main(["codec", "decode", str(reply), str(replayed)]) == 0
+    assert "in its voice" in capsys.readouterr().out
+    replay, heard = sf.read(replayed)[0], sf.read(out2)[0]
+    assert replay.size == heard.size     # the same frames; the voice, stored at 8 bits, moves the samples a little
+    assert np.linalg.norm(replay - heard) < 0.05 * np.linalg.norm(heard)   # 0.011; the default voice: ~1.5
+    assert main(["client", "say", "hello", "--encoding", "linear16", "--out", str(reply), *common]) == 2
+    assert "a .sttc file holds codec packets" in capsys.readouterr().err
     assert main(["client", "voices", *common]) == 0
     assert "slt\tpreset" in capsys.readouterr().out
     assert main(["client", "say", "hello", "--voice", "nobody", "--out", str(out), *common]) == 2
@@ -336,6 +349,10 @@ def test_client_refuses_codec_packets_its_codec_cannot_decode(server, tmp_path, 
     err = capsys.readouterr().err
     assert "the server's stream was made by codec tokens" in err and "0123456789abcdef" in err
     assert not out.exists()
+    # keeping the packets in a stream file decodes nothing here, so it needs no matching codec
+    kept = tmp_path / "kept.sttc"
+    assert main(["client", "say", "Hello.", "--out", str(kept), "--target", server.target]) == 0
+    assert kept.stat().st_size > 0
 
 def test_a_reader_that_stops_reading_does_not_make_the_server_buffer_grow(engine):
     """The scheduler stops starting segments for a stream whose audio is not taken (backpressure)."""

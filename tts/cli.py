@@ -12,7 +12,12 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:   # names for type hints only: the CLI imports its heavy modules inside each command
+    from codec.bitstream import StreamHeader
+    from serve.generated.tts_pb2 import CodecInfo
+    from tts.stream.decoder import ChunkedDecoder
 
 # One thread per process is fastest on small CPUs; set before torch is imported anywhere.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -585,54 +590,105 @@ def _rpc_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _cmd_client_say(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec.bitstream import unpack_frames
+    from codec.compress import STREAM_SUFFIX
     from serve.stubs import pb
     from tts.say import deliver
-    from tts.stream.decoder import ChunkedDecoder
 
     text = _say_text(args.text)
-    _check_audio_out(args.out)
+    keep_packets = bool(args.out) and Path(args.out).suffix.lower() == STREAM_SUFFIX
+    if keep_packets:   # the server's codec packets, kept as they come in a stream file (`tts codec decode` plays it)
+        if args.encoding not in (None, "codec"):
+            raise UserError(f"a {STREAM_SUFFIX} file holds codec packets: leave out --encoding {args.encoding} "
+                            f"or write a .wav / .flac")
+        args.encoding = "codec"
+        from tts.audio import check_output_path
+
+        check_output_path(args.out, formats=None)
+    else:
+        _check_audio_out(args.out)
     if not args.out and not args.play:
         args.play = True
-    encoding = {"linear16": pb.LINEAR16, "float32": pb.FLOAT32, "codec": pb.CODEC}[args.encoding]
+    pcm_wanted = args.play or not keep_packets   # a .sttc alone needs no decoding, and no codec here
+    encoding = {"linear16": pb.LINEAR16, "float32": pb.FLOAT32, "codec": pb.CODEC}[args.encoding or "linear16"]
     with _client(args) as client:
         stream = client.stream(text, voice=args.voice, encoding=encoding, sample_rate=args.sample_rate or 0,
                                seed=args.seed, codec_kbps=args.kbps)
         first = next(stream)          # fails here, before any audio device opens, on a bad request
         rate = first.format.sample_rate_hz
+        info = first.format.codec
+        packets: list = []            # each chunk's codes [frames, n_q], for a stream file
         decoder = None
-        if encoding == pb.CODEC:
-            from codec.bitstream import unpack_frames
-            from codec.compress import require_tokens
-            from codec.loaders import load_codec
-            import numpy as np
-            import torch
-
-            codec = load_codec()
-            info = first.format.codec
-            require_tokens(codec, info.model_id, "the server's stream")
-            voice = np.asarray(info.voice_embedding, np.float32) if len(info.voice_embedding) else None
-            decoder = ChunkedDecoder(codec, speaker=voice)   # the stream's voice, for a conditioned decoder
+        if encoding == pb.CODEC and pcm_wanted:
+            decoder = _codec_packet_decoder(info)
 
         remaining = [first.remaining_seconds_estimate]
 
         def pcm_chunks():
             for chunk in [first, *stream]:
                 remaining[0] = chunk.remaining_seconds_estimate
-                if decoder is None:
+                if encoding != pb.CODEC:
                     yield client.pcm(chunk)
                     continue
-                codes = unpack_frames(chunk.audio, info.n_q, info.bits_per_code)
-                yield from decoder.push(list(torch.from_numpy(codes).long()))
+                packets.append(unpack_frames(chunk.audio, info.n_q, info.bits_per_code))
+                if decoder is not None:
+                    yield from decoder.push(list(torch.from_numpy(packets[-1]).long()))
             if decoder is not None and (tail := decoder.flush()) is not None:
                 yield tail
 
-        ttfa, elapsed, seconds, stats = deliver(pcm_chunks(), rate, args.out, args.play, lambda: remaining[0])
-    if args.out:
+        if not pcm_wanted:
+            for _ in pcm_chunks():
+                pass
+        else:
+            ttfa, elapsed, seconds, stats = deliver(pcm_chunks(), rate, None if keep_packets else args.out,
+                                                    args.play, lambda: remaining[0])
+    if keep_packets:
+        header = _write_packets(args.out, packets, info, rate)
+        print(f"wrote {args.out} ({header.num_samples / rate:.2f} s, {header.n_q} quantizers = {header.kbps:.2f} "
+              f"kbps, {'its voice' if header.voice else 'no voice'})", file=sys.stderr)
+    elif args.out:
         print(f"wrote {args.out} ({seconds:.2f} s)", file=sys.stderr)
-    if args.verbose:
+    if args.verbose and pcm_wanted:
         print(f"time to first audio {ttfa * 1000:.0f} ms (after the first chunk arrived), {seconds:.2f} s of audio "
               f"in {elapsed:.2f} s, underruns {stats.underruns}", file=sys.stderr)
     return 0
+
+
+def _codec_packet_decoder(info: CodecInfo) -> ChunkedDecoder:
+    """A streaming decoder for a server's codec packets (`CodecInfo`), in the stream's voice where the local
+    codec's decoder follows the same speaker encoder; UserError if its tokens are not the server's."""
+    import numpy as np
+
+    from codec.compress import require_tokens
+    from codec.loaders import load_codec
+    from tts.stream.decoder import ChunkedDecoder
+
+    codec = load_codec()
+    require_tokens(codec, info.model_id, "the server's stream")
+    voice = None
+    if len(info.voice_embedding) and info.voice_encoder_id in ("", codec.speaker_encoder_id):
+        voice = np.asarray(info.voice_embedding, np.float32)
+    return ChunkedDecoder(codec, speaker=voice)   # the stream's voice, for a conditioned decoder
+
+
+def _write_packets(path: str, packets: list, info: CodecInfo, sample_rate: int) -> StreamHeader:
+    """The server's codec packets as a stream file, with their voice where the server sent one."""
+    import numpy as np
+
+    from codec.bitstream import StreamHeader, StreamVoice
+    from codec.compress import write_stream_file
+
+    codes = np.concatenate(packets) if packets else np.zeros((0, info.n_q), np.int64)
+    voice = None
+    if len(info.voice_embedding) and info.voice_encoder_id:
+        voice = StreamVoice.of(np.asarray(info.voice_embedding, np.float32), info.voice_encoder_id)
+    header = StreamHeader(sample_rate=sample_rate, hop_length=info.hop_length, n_q=info.n_q,
+                          bits_per_code=info.bits_per_code, num_samples=len(codes) * info.hop_length,
+                          num_frames=len(codes), model_id=info.model_id, voice=voice)
+    write_stream_file(path, header, codes)
+    return header
 
 
 def _cmd_client_enroll(args: argparse.Namespace) -> int:
@@ -819,11 +875,12 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "say":
             c.add_argument("text", nargs="?")
             c.add_argument("--voice", default="")
-            c.add_argument("--out")
+            c.add_argument("--out", help="a .wav / .flac, or a .sttc to keep the server's codec packets as a stream")
             c.add_argument("--play", action="store_true")
             c.add_argument("--seed", type=int, default=0)
             c.add_argument("--sample-rate", type=int, default=None)
-            c.add_argument("--encoding", choices=["linear16", "float32", "codec"], default="linear16")
+            c.add_argument("--encoding", choices=["linear16", "float32", "codec"], default=None,
+                           help="what the server sends (default: linear16; codec for a .sttc --out)")
             c.add_argument("--kbps", type=float, default=0.0, help="codec bitrate (codec encoding)")
         elif name == "enroll":
             c.add_argument("clip")
