@@ -105,6 +105,11 @@ from tts.text import normalize_text
      "open nine o'clock to seventeen hundred in room four b on the third floor. he ran it in three hours, "
      "forty-five minutes and twelve seconds, at ten thirty and fifteen seconds. add one and one half cups and "
      "three quarters of a teaspoon; i'd rate it four out of five. sales grew twelve percent year over year."),
+    ("Order #A-99812 shipped; tracking 1Z999AA10123456784. Your code is 482-913. Apt 5C, Ste 200. #Go-Team, "
+     "#B12, H2SO4, an RTX4090.",
+     "order number eh, nine nine eight one two shipped; tracking one z nine nine nine eh eh one zero one two three "
+     "four five six seven eight four. your code is four eight two, nine one three. apartment five c, suite two "
+     "hundred. hashtag go-team, number b twelve, h two s o four, an r t x four zero nine zero."),
     ("Café “naïve” — déjà vu…", "cafe naive, deja vu..."),
 ])
 def test_front_end_speaks_written_forms(written, spoken):

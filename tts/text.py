@@ -374,13 +374,14 @@ def _version(match: re.Match) -> str:
     return f" {match.group(1) or 'version'} {_point_parts(match.group(2).split('.'))}"
 
 
-def _code(match: re.Match) -> str:
+def _code(match: re.Match, always: bool = False) -> str:
     """'XK7-99P' -> 'x k seven, ninety-nine p', 'INV-2026-0042' -> 'i n v, two zero two six, zero zero four two':
     a code's letters spelled, a pause at each hyphen, its numbers of one or two digits said as numbers
     ("RSX-11M": r s x, eleven m) and longer ones digit by digit. Two parts of letters and of digits alone
-    ("COVID-19", "B-52", "UTF-8") are a name and its number: left to the rules after."""
-    parts = match.group(0).split("-")
-    if len(parts) == 2 and not any(re.search(r"[A-Z]\d|\d[A-Z]", part) for part in parts):
+    ("COVID-19", "B-52", "UTF-8") are a name and its number: left to the rules after, unless `always` (after
+    "#", "#A-99812" is an order number)."""
+    parts = match.group(match.lastindex or 0).split("-")
+    if not always and len(parts) == 2 and not any(re.search(r"[A-Z]\d|\d[A-Z]", part) for part in parts):
         return match.group(0)
 
     def said(run: str) -> str:
@@ -457,10 +458,16 @@ def normalize_text(text: str) -> str:
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
-    text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b", r"hashtag \1", text)   # "#MeToo"; "#A123" is a number
+    text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b(?!-[A-Z\d-]*\d)", r"hashtag \1", text)   # "#MeToo"; "#A123", "#A-998" are numbers
     text = re.sub(r"(?<![\w&#])#(\d{4,})\b(?![.,]\d)", lambda m: f"number {_digits(m.group(1))}", text)   # "#48213"
+    # an order or ticket number of capitals and digits ("#A-99812", "#B12"), spelled as a code is
+    text = re.sub(r"(?<![\w&#])#(?=[A-Z\d-]*[A-Z])(?=[A-Z\d-]*\d)([A-Z\d]+(?:-[A-Z\d]+)*)(?![\w-])",
+                  lambda m: "number " + _code(m, always=True), text)
     # a code of capitals and digits with hyphens ("XK7-99P", "INV-2026-0042"), before the ranges and dates
     text = re.sub(r"(?<![\w-])(?=[A-Z\d-]*[A-Z])(?=[A-Z\d-]*\d)[A-Z\d]+(?:-[A-Z\d]+)+(?![\w-])", _code, text)
+    # or with none, where letters and digits alternate ("1Z999AA10123456784", "A1B2C3"; not "MP3" or "RTX4090")
+    text = re.sub(r"(?<![\w-])[A-Z\d]{5,}(?![\w-])",
+                  lambda m: _code(m) if len(re.findall(r"[A-Z]+|\d+", m.group(0))) >= 3 else m.group(0), text)
     text = re.sub(r"\b((?:[Pp]ress|[Hh]it|[Tt]ap|[Dd]ial)\s+)((?:(?:[*#\d]+|then|or|and)(?:\s+|(?=[,.;:!?]|$)))+)",
                   _keypad, text)   # "press * then #", "dial *72"
     text = re.sub(r"\b([A-Z]\w*)\s+>\s+(?=[A-Z])", r"\1, then ", text)   # a menu path: "Settings > Privacy"
@@ -508,8 +515,11 @@ def normalize_text(text: str) -> str:
                   r"|[Ss]cored|[Ss]core:?|[Rr]ating(?:\s+of|:)?)\s+(\d+(?:\.\d+)?)\s?/\s?(\d+)\b(?![/.]\d)",
                   r"\1 \2 out of \3", text)
     # a code, PIN or password of digits is said digit by digit ("your PIN is 4821", "code: 123456")
-    text = re.sub(r"\b((?:PIN|pin|OTP|[Pp]asscode|[Cc]ode|[Pp]assword)\s*(?:(?:is|:|=)\s*)?)(\d{3,12})\b(?![.,]\d)",
-                  lambda m: m.group(1) + _digits(m.group(2)), text)
+    # ("code is 482-913": each group of a hyphenated one too, with a pause between)
+    text = re.sub(r"\b((?:PIN|pin|OTP|[Pp]asscode|[Cc]ode|[Pp]assword)\s*(?:(?:is|:|=)\s*)?)(\d{3,12}(?:-\d{2,12})*)\b"
+                  r"(?![.,-]\d)", lambda m: m.group(1) + ", ".join(_digits(g) for g in m.group(2).split("-")), text)
+    # an address's abbreviation before its number with no period ("Apt 5C", "Ste 200"), as with one ("Apt. 5C")
+    text = re.sub(r"\b(Apt|Ste|Rm|Bldg|Dept)(?=\s+\d)", lambda m: ABBREVIATIONS[m.group(1).lower()], text)
     codes = "|".join(CURRENCY_CODES)   # "USD 50", "50 EUR": the sign's amount rule below says them
     text = re.sub(rf"\b({codes})\s?({_NUMBER})\b|\b({_NUMBER})\s?({codes})\b",
                   lambda m: f"{CURRENCY_CODES[m.group(1) or m.group(4)]}{m.group(2) or m.group(3)}", text)
