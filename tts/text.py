@@ -379,7 +379,7 @@ def _code(match: re.Match, always: bool = False) -> str:
     a code's letters spelled, a pause at each hyphen, its numbers of one or two digits said as numbers
     ("RSX-11M": r s x, eleven m) and longer ones digit by digit. Two parts of letters and of digits alone
     ("COVID-19", "B-52", "UTF-8") are a name and its number: left to the rules after, unless `always` (after
-    "#", "#A-99812" is an order number)."""
+    "#", "#A-99812" is an order number). The code is the match's last group, or the whole match where it has none."""
     parts = match.group(match.lastindex or 0).split("-")
     if not always and len(parts) == 2 and not any(re.search(r"[A-Z]\d|\d[A-Z]", part) for part in parts):
         return match.group(0)
@@ -458,7 +458,8 @@ def normalize_text(text: str) -> str:
     # Three or more dotted parts are a version ("3.12.1": three point twelve point one) or an IP address.
     text = re.sub(r"(?<![\d.])\d+(?:\.\d+){2,}(?![\w.]?\d)", lambda m: " " + _dotted_number(m), text)
     text = re.sub(r"\b([A-G])#(?!\w)", r"\1 sharp", text)   # "C#", "F# minor"; else "#" is "number"
-    text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b(?!-[A-Z\d-]*\d)", r"hashtag \1", text)   # "#MeToo"; "#A123", "#A-998" are numbers
+    # "#MeToo", "#Go-Team"; "#A123" and "#A-998" are numbers
+    text = re.sub(r"(?<![\w&#])#([A-Za-z]+)\b(?!-[A-Z\d-]*\d)", r"hashtag \1", text)
     text = re.sub(r"(?<![\w&#])#(\d{4,})\b(?![.,]\d)", lambda m: f"number {_digits(m.group(1))}", text)   # "#48213"
     # an order or ticket number of capitals and digits ("#A-99812", "#B12"), spelled as a code is
     text = re.sub(r"(?<![\w&#])#(?=[A-Z\d-]*[A-Z])(?=[A-Z\d-]*\d)([A-Z\d]+(?:-[A-Z\d]+)*)(?![\w-])",
