@@ -60,11 +60,17 @@ def header_voice(model: CodecModel, header: StreamHeader) -> np.ndarray | None:
     """The stream's voice as `model`'s decoder takes it, or None (its default voice) where the stream has none,
     the decoder follows no voice, or the voice comes from another speaker encoder than the decoder's."""
     voice = header.voice
-    if voice is None or not model.speaker_conditioned:
+    return None if voice is None else followed_voice(model, voice.embedding, voice.encoder_id)
+
+
+def followed_voice(model: CodecModel, embedding: np.ndarray, encoder_id: str) -> np.ndarray | None:
+    """`embedding` (from speaker encoder `encoder_id`) where `model`'s decoder follows that encoder's voices, else
+    None (its default voice): a decoder that follows no voice, another encoder, or embeddings of another size.
+    Shared by stream files (`header_voice`) and a server's codec packets (`tts client say`)."""
+    if not model.speaker_conditioned or encoder_id != model.speaker_encoder_id:
         return None
-    if voice.encoder_id != model.speaker_encoder_id or len(voice.levels) != model.config.decoder_speaker_dim:
-        return None
-    return voice.embedding
+    embedding = np.asarray(embedding, dtype=np.float32)
+    return embedding if embedding.size == model.config.decoder_speaker_dim else None
 
 
 def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:

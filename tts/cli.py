@@ -659,17 +659,15 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
 def _codec_packet_decoder(info: CodecInfo) -> ChunkedDecoder:
     """A streaming decoder for a server's codec packets (`CodecInfo`), in the stream's voice where the local
     codec's decoder follows the same speaker encoder; UserError if its tokens are not the server's."""
-    import numpy as np
-
-    from codec.compress import require_tokens
+    from codec.compress import followed_voice, require_tokens
     from codec.loaders import load_codec
     from tts.stream.decoder import ChunkedDecoder
 
     codec = load_codec()
     require_tokens(codec, info.model_id, "the server's stream")
     voice = None
-    if len(info.voice_embedding) and info.voice_encoder_id in ("", codec.speaker_encoder_id):
-        voice = np.asarray(info.voice_embedding, np.float32)
+    if len(info.voice_embedding):   # a server that names no encoder predates voice_encoder_id: trusted, as before
+        voice = followed_voice(codec, list(info.voice_embedding), info.voice_encoder_id or codec.speaker_encoder_id)
     return ChunkedDecoder(codec, speaker=voice)   # the stream's voice, for a conditioned decoder
 
 
