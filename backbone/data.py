@@ -240,6 +240,11 @@ def warped_speaker_name(speaker: str, rate: float) -> str:
     return f"{speaker}@{rate:g}"
 
 
+def is_warped_speaker(speaker: str) -> bool:
+    """Whether a cache's speaker is a corpus speaker played faster (`warped_speaker_name`)."""
+    return "@" in speaker
+
+
 def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, codec_path: str | Path,
                      encoder: SpeakerEncoder, rates: list[float], share: float, workers: int = 1,
                      seed: int = 0) -> dict:
@@ -250,7 +255,9 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
     Why: a backbone trained on a hundred voices answers a new voice with the nearest of them (session 28: its
     output is as close to an unseen voice's reference as that voice's nearest training voice is). Voices in
     between, in pitch, formants and tempo, give it more than a hundred points to learn the speaker space from.
-    Written atomically; returns the new metadata.
+    A cache that has warped speakers already takes more rates (other than its own): only its own speakers are
+    played faster, and each call is one more round in `meta["warped"]`. Written atomically; returns the new
+    metadata.
     """
     from codec.loaders import read_codec_file, tokens_id_of
 
@@ -267,15 +274,19 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
     for key, have in (("codec_id", tokens_id_of(codec_meta)), ("encoder_id", encoder.model_id)):
         if meta[key] != have:
             raise TokenCacheError(f"{path} was made with {key} {meta[key]!r}, not {have!r}")
-    if "warped" in meta:
-        raise TokenCacheError(f"{path} already has warped speakers ({meta['warped']})")
+    rounds = meta.get("warped", [])
+    rounds = [rounds] if isinstance(rounds, dict) else rounds          # a cache of one round before session 38
+    taken = sorted({r for one in rounds for r in one["rates"]} & set(rates))
+    if taken:
+        raise TokenCacheError(f"{path} already has speakers warped at rates {taken}")
     cache = load_token_cache(path)
     by_id = {u.id: u for u in read_manifest(corpus)}
     rng = random.Random(seed)
     chosen: list[tuple[int, float]] = []            # (cache index, rate)
     by_speaker: dict[str, list[int]] = {}
     for i in cache.indices("train"):
-        by_speaker.setdefault(cache.speakers[i], []).append(i)
+        if not is_warped_speaker(cache.speakers[i]):
+            by_speaker.setdefault(cache.speakers[i], []).append(i)
     for speaker in sorted(by_speaker):
         for rate in rates:
             own = by_speaker[speaker]
@@ -302,8 +313,8 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
         arrays["token_starts"], _ = _flatten([s.astype(np.int16) for s in cache.token_starts] + moved)
     arrays["speaker_names"] = np.concatenate([arrays["speaker_names"], names])
     arrays["speaker_embeddings"] = np.concatenate([arrays["speaker_embeddings"], embeddings])
-    meta.update(utterances=len(arrays["ids"]), warped={"rates": list(rates), "share": share,
-                                                       "utterances": len(utts), "speakers": len(names)},
+    rounds = [*rounds, {"rates": list(rates), "share": share, "utterances": len(utts), "speakers": len(names)}]
+    meta.update(utterances=len(arrays["ids"]), warped=rounds,
                 hours=round(len(arrays["codes"][0]) / meta["frame_rate"] / 3600, 2))
     arrays["meta"] = np.array(repr(meta))
     _save(Path(out), arrays)

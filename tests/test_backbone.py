@@ -650,7 +650,7 @@ def test_warp_adds_played_faster_speakers_and_keeps_the_cache(tmp_path, capsys):
     assert "not 1" in capsys.readouterr().err and not warped.exists()
     assert main([*args, "--rates", "0.8", "1.25", "--workers", "2"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["warped"] == {"rates": [0.8, 1.25], "share": 0.5, "utterances": 8, "speakers": 4}
+    assert report["warped"] == [{"rates": [0.8, 1.25], "share": 0.5, "utterances": 8, "speakers": 4}]
 
     before, after = load_token_cache(cache), load_token_cache(warped)
     n = len(before.ids)
@@ -680,5 +680,14 @@ def test_warp_adds_played_faster_speakers_and_keeps_the_cache(tmp_path, capsys):
     own = {name: e.mean(0) for name, e in zip(after.speaker_names, after.speaker_embeddings)}
     assert not np.allclose(own["spk0@1.25"], own["spk0"], atol=1e-3)
 
-    assert main([*args[:3], str(warped), "--out", str(tmp_path / "twice.npz"), *args[6:], "--rates", "0.9"]) == 2
-    assert "already has warped speakers" in capsys.readouterr().err
+    # a second round plays only the corpus's own speakers, at rates the cache has not had
+    twice = tmp_path / "twice.npz"
+    again = [*args[:3], str(warped), "--out", str(twice), *args[6:]]
+    assert main([*again, "--rates", "0.9", "1.25"]) == 2
+    assert "already has speakers warped at rates [1.25]" in capsys.readouterr().err and not twice.exists()
+    assert main([*again, "--rates", "0.9"]) == 0
+    assert json.loads(capsys.readouterr().out)["warped"] == [report["warped"][0], {"rates": [0.9], "share": 0.5,
+                                                                                 "utterances": 4, "speakers": 2}]
+    stacked = load_token_cache(twice)
+    assert stacked.ids[:len(after.ids)] == after.ids
+    assert sorted(stacked.speaker_names[len(after.speaker_names):]) == ["spk0@0.9", "spk1@0.9"]
