@@ -125,9 +125,11 @@ def unquantized_round_trip(model: CodecModel, x: np.ndarray) -> np.ndarray:
     return decoded[0, 0].numpy()
 
 
-def pick_clips(corpus: str, n_utts: int, seed: int = 0) -> tuple[list[Utterance], list[np.ndarray]]:
-    """`n_utts` utterances of the corpus's unseen speakers, drawn with `seed`, and their samples."""
-    utts = read_manifest(corpus, ["unseen"])
+def pick_clips(corpus: str, n_utts: int, seed: int = 0,
+               unseen: list[Utterance] | None = None) -> tuple[list[Utterance], list[np.ndarray]]:
+    """`n_utts` utterances of the corpus's unseen speakers (`unseen`, read from the corpus when not given),
+    drawn with `seed`, and their samples."""
+    utts = read_manifest(corpus, ["unseen"]) if unseen is None else unseen
     if not utts:
         raise ValueError(f"{corpus} has no 'unseen' utterances (speakers held out of training)")
     rng = np.random.default_rng(seed)
@@ -138,8 +140,9 @@ def pick_clips(corpus: str, n_utts: int, seed: int = 0) -> tuple[list[Utterance]
 def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
         seed: int = 0, encoder: SpeakerEncoder | None = None) -> list[Row]:
     """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps."""
-    picks, clips = pick_clips(corpus, n_utts, seed)
-    voice = _VoiceJudge(encoder, corpus, read_manifest(corpus, ["unseen"]), picks) if encoder is not None else None
+    unseen = read_manifest(corpus, ["unseen"])
+    picks, clips = pick_clips(corpus, n_utts, seed, unseen)
+    voice = _VoiceJudge(encoder, corpus, unseen, picks) if encoder is not None else None
 
     def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float) -> Row:
         p, s, m = np.mean([quality_scores(x, y, SR) for x, y in zip(clips, outputs)], axis=0)

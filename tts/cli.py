@@ -1065,7 +1065,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train_reembed)
 
     tw = train.add_parser("warp", help="add training voices to a token cache: each training speaker played faster "
-                          "or slower (pitch, formants and tempo) is a new speaker, encoded by the codec")
+                          "or slower (pitch, formants and tempo) is a new speaker, encoded by the codec; a cache "
+                          "warped already takes more rates")
     tw.add_argument("--cache", required=True, help="token cache (aligned or not) to copy")
     tw.add_argument("--out", required=True, help="the new token cache")
     tw.add_argument("--rates", type=float, nargs="+", default=[0.88, 0.94, 1.06, 1.12],
