@@ -276,9 +276,9 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
             raise TokenCacheError(f"{path} was made with {key} {meta[key]!r}, not {have!r}")
     rounds = meta.get("warped", [])
     rounds = [rounds] if isinstance(rounds, dict) else rounds          # a cache of one round before session 38
-    taken = sorted({r for one in rounds for r in one["rates"]} & set(rates))
+    taken = sorted({f"{r:g}" for one in rounds for r in one["rates"]} & {f"{r:g}" for r in rates})  # as named
     if taken:
-        raise TokenCacheError(f"{path} already has speakers warped at rates {taken}")
+        raise TokenCacheError(f"{path} already has speakers warped at rates {', '.join(taken)}")
     cache = load_token_cache(path)
     by_id = {u.id: u for u in read_manifest(corpus)}
     rng = random.Random(seed)
