@@ -51,6 +51,23 @@ elif [[ -n "${ALIGN:-}" ]]; then
     CACHE="$ALIGNED"
     GUIDE_ARGS=(--guide-aligned)
 fi
+# WARP="0.79 0.85 0.91 1.09 1.15 1.21" (rates; WARP2 a second round on top, session 38): more training voices
+# (`tts train warp`, WARP_SHARE default 0.1, WARP_SEED default 1) made there from the corpus, built once (carry
+# .debs): a warped cache (35-49 MB) does not fit a call beside the tree, so it stays on the machine for the calls
+# after (they find it). The tree (33 MB), a 21-MB aligned cache, .debs and .whl are about the 64 MiB a call takes:
+# put INIT in place of assets/backbone.safetensors rather than beside it.
+warp_once() {   # warp_once CACHE RATES SEED -> the warped cache's path
+    local warped="${1%.npz}_w${3}.npz"
+    if [[ ! -f "$warped" ]]; then
+        build_corpus_once "$OUT/build.log" >&2
+        # shellcheck disable=SC2086  # the rates are words
+        "$PY" -m tts -v train warp --cache "$1" --out "$warped" --corpus "$CORPUS" --rates $2 \
+            --share "${WARP_SHARE:-0.1}" --seed "$3" --workers "${WORKERS:-16}" 2>&1 | tail -n 3 >> "$OUT/warp.log"
+    fi
+    echo "$warped"
+}
+if [[ -n "${WARP:-}" ]]; then CACHE="$(warp_once "$CACHE" "$WARP" "${WARP_SEED:-1}")"; fi
+if [[ -n "${WARP2:-}" ]]; then CACHE="$(warp_once "$CACHE" "$WARP2" "$(( ${WARP_SEED:-1} + 1 ))")"; fi
 MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}")
 if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
 if [[ -n "${FINE_TUNE:-}" ]]; then MODEL_ARGS=(); fi
