@@ -56,18 +56,19 @@ fi
 # .debs): a warped cache (35-49 MB) does not fit a call beside the tree, so it stays on the machine for the calls
 # after (they find it). The tree (33 MB), a 21-MB aligned cache, .debs and .whl are about the 64 MiB a call takes:
 # put INIT in place of assets/backbone.safetensors rather than beside it.
-warp_once() {   # warp_once CACHE RATES SEED -> the warped cache's path
-    local warped="${1%.npz}_w${3}.npz"
+warp_once() {   # warp_once RATES SEED: CACHE becomes its warped copy. Not run in $(...), where a failed warp
+    local warped="${CACHE%.npz}_w${2}.npz"   # would not stop the script and training would build a cache there
     if [[ ! -f "$warped" ]]; then
-        build_corpus_once "$OUT/build.log" >&2
+        build_corpus_once "$OUT/build.log"
         # shellcheck disable=SC2086  # the rates are words
-        "$PY" -m tts -v train warp --cache "$1" --out "$warped" --corpus "$CORPUS" --rates $2 \
-            --share "${WARP_SHARE:-0.1}" --seed "$3" --workers "${WORKERS:-16}" 2>&1 | tail -n 3 >> "$OUT/warp.log"
+        "$PY" -m tts -v train warp --cache "$CACHE" --out "$warped" --corpus "$CORPUS" --rates $1 \
+            --share "${WARP_SHARE:-0.1}" --seed "$2" --workers "${WORKERS:-16}" 2>&1 \
+            | tail -n 3 | tee -a "$OUT/warp.log"
     fi
-    echo "$warped"
+    CACHE="$warped"
 }
-if [[ -n "${WARP:-}" ]]; then CACHE="$(warp_once "$CACHE" "$WARP" "${WARP_SEED:-1}")"; fi
-if [[ -n "${WARP2:-}" ]]; then CACHE="$(warp_once "$CACHE" "$WARP2" "$(( ${WARP_SEED:-1} + 1 ))")"; fi
+if [[ -n "${WARP:-}" ]]; then warp_once "$WARP" "${WARP_SEED:-1}"; fi
+if [[ -n "${WARP2:-}" ]]; then warp_once "$WARP2" "$(( ${WARP_SEED:-1} + 1 ))"; fi
 MODEL_ARGS=(--guide 1.0 --guide-layers 1 2 --guide-heads 2 "${GUIDE_ARGS[@]}")
 if [[ -n "${READ_POINTER:-}" ]]; then MODEL_ARGS=(--read-pointer "$READ_POINTER"); fi
 if [[ -n "${FINE_TUNE:-}" ]]; then MODEL_ARGS=(); fi
