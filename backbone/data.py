@@ -237,7 +237,12 @@ def recode_token_cache(path: str | Path, out: str | Path, corpus: str | Path, co
 
 
 def warped_speaker_name(speaker: str, rate: float) -> str:
-    return f"{speaker}@{rate:g}"
+    return f"{speaker}@{_rate_name(rate)}"
+
+
+def _rate_name(rate: float) -> str:
+    """A playback rate as warped speakers' names carry it: rates that read alike are one voice."""
+    return f"{rate:g}"
 
 
 def is_warped_speaker(speaker: str) -> bool:
@@ -276,7 +281,7 @@ def warp_token_cache(path: str | Path, out: str | Path, corpus: str | Path, code
             raise TokenCacheError(f"{path} was made with {key} {meta[key]!r}, not {have!r}")
     rounds = meta.get("warped", [])
     rounds = [rounds] if isinstance(rounds, dict) else rounds          # a cache of one round before session 38
-    taken = sorted({f"{r:g}" for one in rounds for r in one["rates"]} & {f"{r:g}" for r in rates})  # as named
+    taken = sorted({_rate_name(r) for one in rounds for r in one["rates"]} & {_rate_name(r) for r in rates})
     if taken:
         raise TokenCacheError(f"{path} already has speakers warped at rates {', '.join(taken)}")
     cache = load_token_cache(path)
