@@ -35,7 +35,7 @@ from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
-                          feature_matching_loss, generator_adversarial_loss, hinge_discriminator_loss,
+                          SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss, hinge_discriminator_loss,
                           instantaneous_frequency_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
@@ -71,6 +71,7 @@ class TrainConfig(TrainerOptions):
     lambda_fm: float = 2.0
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
+    lambda_contrast: float = 0.0      # harmonic contrast at 1-4 kHz (codec/losses.py): peaks, not a smear
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
@@ -403,6 +404,7 @@ def train(cfg: TrainConfig) -> dict:
     score_n_q = cfg.focus_n_q or codec_cfg.n_q_for_kbps(3.0)
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     phase = PhaseDerivativeLoss()
+    contrast = SpectralContrastLoss(codec_cfg.sample_rate)
     speaker = SpeakerConsistencyLoss(encoder).to(device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,
@@ -471,6 +473,9 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.lambda_phase:
                 losses["phase"] = phase(y, x)
                 total = total + cfg.lambda_phase * losses["phase"]
+            if cfg.lambda_contrast:
+                losses["contrast"] = contrast(y, x)
+                total = total + cfg.lambda_contrast * losses["contrast"]
             if cfg.lambda_if:
                 total = total + cfg.lambda_if * losses["if"]
             if speaker is not None:

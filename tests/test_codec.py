@@ -764,6 +764,35 @@ def test_phase_derivative_loss_sees_harmonics_turned_to_noise_and_ignores_gain()
     assert torch.isfinite(silent.grad).all()
 
 
+def test_contrast_loss_sees_harmonics_smeared_into_their_valleys_but_not_moved_peaks_or_gain():
+    """A voice with its 1-4 kHz harmonics smeared into noise of the same level: high loss; the voice at
+    another gain or a slightly other pitch (same peakiness, other places): low; silence: finite gradient."""
+    from codec.losses import SpectralContrastLoss
+
+    torch.manual_seed(0)
+    t = torch.arange(16_000) / 16_000
+
+    def voice(f0: float) -> torch.Tensor:
+        return 0.1 * sum(torch.sin(2 * torch.pi * k * f0 * t + k) / k ** 0.5 for k in range(1, 40) if k * f0 < 7000)[None]
+
+    voiced = voice(140.0)
+    window = torch.hann_window(1024)
+    spec = torch.stft(voiced, 1024, 256, window=window, return_complex=True)
+    freqs = torch.linspace(0, 8000, spec.shape[1])[:, None]
+    band = (freqs > 800) & (freqs < 4200)
+    smooth = F.avg_pool1d(spec.abs().transpose(1, 2), 17, 1, 8, count_include_pad=False).transpose(1, 2)
+    noise = torch.exp(2j * torch.pi * torch.rand(spec.shape))
+    smeared = torch.istft(torch.where(band, smooth * noise, spec), 1024, 256, window=window,
+                          length=voiced.shape[-1])
+    contrast = SpectralContrastLoss(16_000)
+    assert contrast(voiced, voiced) < 1e-6
+    assert contrast(0.3 * voiced, voiced) < 0.01 and contrast(voice(143.0), voiced) < 0.2
+    assert contrast(smeared, voiced) > 5 * contrast(voice(143.0), voiced) and contrast(smeared, voiced) > 0.5
+    silent = torch.zeros_like(voiced, requires_grad=True)
+    contrast(silent, voiced).backward()
+    assert torch.isfinite(silent.grad).all()
+
+
 def test_pitch_estimate_finds_a_harmonic_tones_pitch_and_no_pitch_in_noise():
     from codec.pitch import estimate_pitch
 
