@@ -21,8 +21,9 @@
 #   CACHE=runs/backbone/cache_ph_aligned_h.npz INIT=runs/backbone/retargeted_h.safetensors READ_POINTER=4
 # FINE_TUNE=1 (with INIT) trains INIT's model as it is, no guide and no new pointer: the README's CPU fine-tune,
 # e.g. after `tts train recode`. SPEAKER_STEPS=1 (with FINE_TUNE and INIT) adds the speaker to every step's
-# input, starting at zero, its projection at NEW_LR_SCALE (default 10) times LR (session 28). WARMUP (default 500) and VALID_EVERY (default 500) are in steps; the best
-# export is written at each validation, so a call cut short still returns one.
+# input, starting at zero, its projection at NEW_LR_SCALE (default 10) times LR (session 28).
+# WARMUP (default 500) and VALID_EVERY (default 500) are in steps; the best export is written at each
+# validation, so a call cut short still returns one.
 set -euo pipefail
 MINUTES="${1:-8}"
 CACHE="${CACHE:-runs/backbone/cache_full_v2.npz}"
@@ -44,7 +45,8 @@ elif [[ -n "${ALIGN:-}" ]]; then
     ALIGNED="${CACHE%.npz}_aligned.npz"
     if [[ ! -f "$ALIGNED" ]]; then
         "$PY" -m tts -v train aligner --cache "$CACHE" --out "$RUN/aligner" --export "$RUN/aligner/aligner.pt" \
-            --device "${DEVICE:-cuda}" --steps "${ALIGNER_STEPS:-6000}" --batch-frames 16000 2>&1 | tee "$OUT/aligner.log"
+            --device "${DEVICE:-cuda}" --steps "${ALIGNER_STEPS:-6000}" --batch-frames 16000 2>&1 \
+            | tee "$OUT/aligner.log"
         "$PY" -m tts -v train align --cache "$CACHE" --aligner "$RUN/aligner/aligner.pt" --out "$ALIGNED"
         cp "$ALIGNED" "$OUT/"
     fi
@@ -77,6 +79,7 @@ if [[ -n "${SPEAKER_STEPS:-}" ]]; then MODEL_ARGS+=(--speaker-steps --new-lr-sca
 "$PY" -m tts -v train backbone --corpus "$CORPUS" --cache "$CACHE" --out "$RUN" \
     --tokenizer "${TOKENIZER:-assets/phonemes.json}" --export "$OUT/backbone.safetensors" --device "${DEVICE:-cuda}" \
     --batch-frames "${BATCH_FRAMES:-16000}" --lr "${LR:-1e-3}" --steps "${STEPS:-20000}" "${MODEL_ARGS[@]}" \
-    --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" --max-minutes "$MINUTES" 2>&1 \
+    --warmup-steps "${WARMUP:-500}" "${INIT_ARGS[@]}" --valid-every "${VALID_EVERY:-500}" \
+    --max-minutes "$MINUTES" 2>&1 \
     | tee "$OUT/train_stdout.log"
 cp "$RUN/train.log" "$OUT/"
