@@ -270,11 +270,11 @@ def _speaker_encoder(cfg: TrainConfig):
 @torch.no_grad()
 def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual_n_q: int = 0,
              speaker: SpeakerConsistencyLoss | None = None, voice_n_q: int = 0,
-             voices: torch.Tensor | None = None) -> dict[str, float]:
+             voices: torch.Tensor | None = None, contrast: SpectralContrastLoss | None = None) -> dict[str, float]:
     """Log-mel L1 distance between clips and their reconstruction at each n_q (lower is better);
     with `perceptual_n_q`, also PESQ-WB and STOI at that n_q (higher is better); with a `speaker`
-    loss, its value at `voice_n_q` (lower is better). `voices` [B, E]: the clips' speaker embeddings, for
-    a speaker-conditioned decoder."""
+    or `contrast` loss, its value at `voice_n_q` (lower is better). `voices` [B, E]: the clips' speaker
+    embeddings, for a speaker-conditioned decoder."""
     model.eval()
     out = {}
     for n_q in n_qs:
@@ -287,6 +287,8 @@ def validate(model: CodecModel, clips: torch.Tensor, n_qs: list[int], perceptual
             out[f"pesq_q{n_q}"], out[f"stoi_q{n_q}"] = (float(v) for v in np.nanmean(scores, axis=0)[:2])
         if speaker is not None and n_q == voice_n_q:
             out[f"speaker_q{n_q}"] = float(speaker(rec, orig))
+        if contrast is not None and n_q == voice_n_q:
+            out[f"contrast_q{n_q}"] = float(contrast(rec, orig))
     return out
 
 
@@ -426,7 +428,7 @@ def train(cfg: TrainConfig) -> dict:
         (lowest log-mel L1, or highest PESQ-WB with `select_by` "pesq")."""
         nonlocal best
         result = validate(model, valid_clips, eval_n_q, score_n_q if perceptual_metrics_available() else 0,
-                          speaker, score_n_q, valid_voices)
+                          speaker, score_n_q, valid_voices, contrast)
         print(json.dumps({"step": step, "valid": result, "final": final}), file=log_file, flush=True)
         log.info("validation at step %d: %s", step, result)
         score = -result[f"pesq_q{score_n_q}"] if cfg.select_by == "pesq" else result[f"mel_q{score_n_q}"]

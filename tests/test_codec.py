@@ -635,6 +635,11 @@ def test_validation_runs_without_autograd():
     model.decode = lambda *args, **kwargs: (grad_modes.append(torch.is_grad_enabled()), decode(*args, **kwargs))[1]
     figures = validate(model, torch.randn(2, 1, 1600) * 0.1, [1, 3])
     assert grad_modes == [False, False] and set(figures) == {"mel_q1", "mel_q3"}
+    from codec.losses import SpectralContrastLoss
+
+    figures = validate(model, torch.randn(2, 1, 1600) * 0.1, [1, 3], voice_n_q=3,
+                       contrast=SpectralContrastLoss(model.sample_rate))
+    assert set(figures) == {"mel_q1", "mel_q3", "contrast_q3"} and 0 < figures["contrast_q3"] < 10
 
 
 def test_voice_warp_moves_a_crops_pitch_within_its_range_and_keeps_its_length(tmp_path):
