@@ -35,7 +35,8 @@ from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
 from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
-                          SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss, hinge_discriminator_loss,
+                          SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss,
+                          harmonic_amplitude_loss, hinge_discriminator_loss,
                           instantaneous_frequency_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
@@ -72,6 +73,7 @@ class TrainConfig(TrainerOptions):
     lambda_phase: float = 0.0         # phase-derivative loss (codec/losses.py): harmonics without a discriminator
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     lambda_contrast: float = 0.0      # harmonic contrast at 1-4 kHz (codec/losses.py): peaks, not a smear
+    lambda_harmonic: float = 0.0      # a harmonic source's amplitudes kept near the real harmonics' (codec/losses.py)
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
@@ -346,6 +348,9 @@ def train(cfg: TrainConfig) -> dict:
         raise TrainingSetupError("the instantaneous-frequency loss trains an integrated-phase decoder: "
                                  "give --decoder-only and --decoder-phase integrated")
     has_source = codec_cfg.decoder == "istft" and codec_cfg.decoder_harmonics > 0
+    if cfg.lambda_harmonic and not has_source:
+        raise TrainingSetupError("the harmonic amplitude loss trains a harmonic source: "
+                                 "give an ISTFT decoder with --harmonics")
     model = CodecModel(codec_cfg).to(device)
     if conditioned:
         model.speaker_encoder_id = encoder.model_id
@@ -465,6 +470,10 @@ def train(cfg: TrainConfig) -> dict:
             extra_losses = {}
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
+            if has_source and cfg.lambda_harmonic:
+                extra_losses["harmonic"] = harmonic_amplitude_loss(extras["log_amplitudes"], x, target_f0,
+                                                                   target_voiced, codec_cfg.sample_rate,
+                                                                   model.decoder.hop)
             if has_source:
                 extra_losses["pitch"] = pitch_loss(model.decoder.source, extras["pitch_logits"], extras["voicing"],
                                                    target_f0, target_voiced)
@@ -485,6 +494,8 @@ def train(cfg: TrainConfig) -> dict:
                 total = total + cfg.lambda_speaker * losses["speaker"]
             if has_source:
                 total = total + cfg.lambda_pitch * losses["pitch"]
+            if "harmonic" in losses:
+                total = total + cfg.lambda_harmonic * losses["harmonic"]
             adversarial = step >= cfg.adv_start
             if adversarial:
                 fake_logits, fake_feats = train_disc(y)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import zlib
 from dataclasses import replace
 
@@ -796,6 +797,38 @@ def test_contrast_loss_sees_harmonics_smeared_into_their_valleys_but_not_moved_p
     silent = torch.zeros_like(voiced, requires_grad=True)
     contrast(silent, voiced).backward()
     assert torch.isfinite(silent.grad).all()
+
+
+def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_one():
+    """A tone's harmonics are read at their amplitudes; predictions at or within the margin of them cost
+    nothing, a harmonic 100 dB down costs its shortfall and gets a full gradient; unvoiced frames and
+    harmonics past Nyquist are not counted."""
+    from codec.losses import harmonic_amplitude_loss, real_harmonic_amplitudes
+
+    sr, hop, f0, H = 16_000, 160, 150.0, 60      # harmonics 54-60 are past Nyquist
+    t = torch.arange(sr) / sr
+    amps = torch.tensor([0.2 / k for k in range(1, H + 1)])
+    tone = sum(float(a) * torch.sin(2 * torch.pi * f0 * k * t + k) for k, a in enumerate(amps, 1) if k * f0 < sr / 2)
+    frames = sr // hop
+    pitch = torch.full((1, frames), f0)
+    read = real_harmonic_amplitudes(tone[None], pitch, H, sr, hop)[0, 10:-10]
+    audible = torch.arange(1, H + 1) * f0 < sr / 2
+    assert (20 * (read[:, audible] / amps[audible]).log10()).abs().max() < 1.0
+    assert (read[:, ~audible] == 0).all()
+
+    voiced = torch.ones(1, frames, dtype=torch.bool)
+    exact = amps.log().expand(1, frames, H).clone()
+    assert harmonic_amplitude_loss(exact, tone[None, None], pitch, voiced, sr, hop) < 1e-6
+    assert harmonic_amplitude_loss(exact - 0.5, tone[None, None], pitch, voiced, sr, hop) < 1e-6   # -4.3 dB
+    silenced = exact.clone()
+    silenced[..., 20] -= 100 * math.log(10) / 20
+    silenced.requires_grad_(True)
+    loss = harmonic_amplitude_loss(silenced, tone[None, None], pitch, voiced, sr, hop)
+    assert loss > 0.05
+    loss.backward()
+    grad = silenced.grad[0, 10:-10]
+    assert (grad[:, 20] < 0).all() and (grad[:, :20] == 0).all()
+    assert harmonic_amplitude_loss(silenced, tone[None, None], pitch, ~voiced, sr, hop) == 0
 
 
 def test_pitch_estimate_finds_a_harmonic_tones_pitch_and_no_pitch_in_noise():

@@ -303,7 +303,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
-                      lambda_contrast=args.contrast_loss,
+                      lambda_contrast=args.contrast_loss, lambda_harmonic=args.harmonic_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_conditioning=args.speaker_conditioning, voice_dropout=args.voice_dropout,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
@@ -1004,6 +1004,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the harmonic contrast loss: how peaked the 1-4 kHz spectrum of loud frames "
                          "is against the real audio's, wherever the peaks are (a decoder that smears harmonics "
                          "into their valleys); 0: off")
+    tc.add_argument("--harmonic-loss", type=float, default=0.0,
+                    help="weight of the harmonic amplitude loss: a harmonic source's amplitudes more than 6 dB "
+                         "below the real voice's harmonics, in log units (revives harmonics that training "
+                         "silenced, whose gradient had vanished); 0: off")
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")

@@ -35,6 +35,8 @@ class SourceParams(NamedTuple):
     amplitudes: torch.Tensor    # harmonic amplitudes at `sounded` [B, T, n_harmonics]
     sounded: torch.Tensor       # the f0 the oscillators play [B, T]
     noise_gate: torch.Tensor    # multiplier of the ISTFT's magnitudes, [B, T, bins]: what the harmonics replace
+    log_amplitudes: torch.Tensor  # log of `amplitudes` before voicing and the aliasing cut [B, T, n_harmonics]:
+                                  # the trainer's harmonic amplitude loss, whose gradient there never vanishes
 
 
 class HarmonicSource(nn.Module):
@@ -113,7 +115,7 @@ class HarmonicSource(nn.Module):
         voiced = torch.sigmoid(voicing)[..., None]
         amplitudes = torch.exp(log_amp.clamp(max=5.0)) * voiced * audible
         noise_gate = 1 - voiced * torch.sigmoid(out[..., self.harmonicity_slice])
-        return SourceParams(f0, logits, voicing, amplitudes, sounded, noise_gate)
+        return SourceParams(f0, logits, voicing, amplitudes, sounded, noise_gate, log_amp)
 
     def synthesize(self, f0: torch.Tensor, amplitudes: torch.Tensor, state: list[torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -245,7 +245,8 @@ class IstftDecoder(StreamingModule):
             h = self.speaker.modulated(h, speaker)
         rest = state[n:] if state else []
         integrated = self.phase == "integrated"
-        extras: dict[str, torch.Tensor | None] = {"phase_steps": None, "pitch_logits": None, "voicing": None}
+        extras: dict[str, torch.Tensor | None] = {"phase_steps": None, "pitch_logits": None, "voicing": None,
+                                                  "log_amplitudes": None}
         source = self.source.predict(h, teacher_pitch) if self.source is not None else None
         frames, phase, extras["phase_steps"] = self.spectra_to_frames(
             h, rest[0] if rest and integrated else None, source.noise_gate if source is not None else None)
@@ -256,14 +257,16 @@ class IstftDecoder(StreamingModule):
                                                           self._source_state(state))
             audio = audio + voiced[:, None]
             new_state += source_state
-            extras.update(pitch_logits=source.pitch_logits, voicing=source.voicing)
+            extras.update(pitch_logits=source.pitch_logits, voicing=source.voicing,
+                          log_amplitudes=source.log_amplitudes)
         return audio, tail, new_state, extras
 
     def forward(self, z: torch.Tensor, with_extras: bool = False, teacher_pitch: torch.Tensor | None = None,
                 speaker: torch.Tensor | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
         """z [B, D, F] -> audio [B, 1, F * upsample * hop]; offline, `with_extras` also returns the
-        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], pitch logits, voicing logits.
+        trainer's extras (`_decode`): phase moves [B, F * upsample, bins], pitch logits, voicing logits,
+        the source's log amplitudes.
         `teacher_pitch`: the trainer's (`_decode`). `speaker`: see `step`."""
         if self._state is None:
             audio, _, _, extras = self._decode(z, None, None, teacher_pitch, speaker)
