@@ -119,25 +119,34 @@ class SpectralContrastLoss(nn.Module):
 
 
 def real_harmonic_amplitudes(audio: torch.Tensor, f0: torch.Tensor, n_harmonics: int, sample_rate: int, hop: int,
-                             n_fft: int = 1024) -> torch.Tensor:
+                             n_fft: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """The amplitude of each harmonic of `f0` [B, T] in `audio` [B, T'] (unaligned: frame t is centred on
-    sample hop t), [B, T, n_harmonics]: the Hann-windowed spectrum's largest bin within one of the
-    harmonic's, scaled so that a sine of amplitude a reads a. Harmonics at or above Nyquist read 0."""
+    sample hop t), and the spectrum's mean level around it, each [B, T, n_harmonics]: the Hann-windowed
+    spectrum's largest bin within one of the harmonic's, and its mean from half a harmonic below to half
+    above, scaled so that a sine of amplitude a reads a. Harmonics at or above Nyquist read 0."""
     window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
     spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True).abs()  # [B, bins, F]
     peak = nn.functional.max_pool1d(spec.transpose(1, 2).flatten(0, 1)[:, None], 3, 1, 1)[:, 0]
     peak = peak.view(spec.shape[0], spec.shape[2], -1)                                       # [B, F, bins]
+    running = nn.functional.pad(spec.transpose(1, 2).cumsum(-1), (1, 0))                    # sums of bins < b
     t = min(peak.shape[1], f0.shape[1])
+    top, scale = n_fft // 2, 2 / window.sum()
     harmonics = torch.arange(1, n_harmonics + 1, device=audio.device, dtype=audio.dtype)
-    bins = torch.round(f0[:, :t, None] * harmonics / (sample_rate / n_fft)).long()
-    inside = bins < n_fft // 2
-    amplitude = peak[:, :t].gather(-1, bins.clamp(max=n_fft // 2)) * (2 / window.sum())
-    return amplitude * inside
+
+    def bins(numbers: torch.Tensor) -> torch.Tensor:
+        return torch.round(f0[:, :t, None] * numbers / (sample_rate / n_fft)).long().clamp(max=top + 1)
+
+    centre, lo = bins(harmonics), bins(harmonics - 0.5).clamp(max=top)
+    hi = torch.maximum(bins(harmonics + 0.5), lo + 1)
+    inside = centre < top
+    amplitude = peak[:, :t].gather(-1, centre.clamp(max=top)) * inside * scale
+    level = (running[:, :t].gather(-1, hi) - running[:, :t].gather(-1, lo)) / (hi - lo) * inside * scale
+    return amplitude, level
 
 
 def harmonic_amplitude_loss(log_amplitudes: torch.Tensor, audio: torch.Tensor, f0: torch.Tensor,
                             voiced: torch.Tensor, sample_rate: int, hop: int, margin_db: float = 6.0,
-                            floor_db: float = 50.0) -> torch.Tensor:
+                            floor_db: float = 50.0, clear_db: float = 8.0) -> torch.Tensor:
     """How far a harmonic source's amplitudes sit below the real voice's harmonics, in log units.
 
     Why: the source's amplitudes are exp(log amplitude), so a harmonic that training once silenced
@@ -147,13 +156,17 @@ def harmonic_amplitude_loss(log_amplitudes: torch.Tensor, audio: torch.Tensor, f
     the log amplitudes themselves, so its gradient does not vanish. One-sided: a harmonic within
     `margin_db` of the real one, or above it, costs nothing, and the losses on the audio decide
     its level from there. Counted in the real audio's voiced frames (`voiced` [B, T], pitch `f0`
-    [B, T]: codec/pitch.py), for harmonics below Nyquist within `floor_db` of the frame's strongest.
+    [B, T]: codec/pitch.py), for harmonics below Nyquist within `floor_db` of the frame's strongest
+    that stand `clear_db` above the spectrum's mean around them (noise's largest bins stand about
+    4 dB above it, a harmonic's 10 dB or more): where a voice's upper band is breath noise
+    (mixed excitation, as flite's voices have), the noise branch should draw it, not oscillators.
     `log_amplitudes` [B, T, H] (`SourceParams.log_amplitudes`); `audio` [B, 1, T hop], unaligned.
     """
-    real = real_harmonic_amplitudes(audio.flatten(1), f0, log_amplitudes.shape[-1], sample_rate, hop)
+    real, level = real_harmonic_amplitudes(audio.flatten(1), f0, log_amplitudes.shape[-1], sample_rate, hop)
     t = real.shape[1]
     strongest = real.amax(-1, keepdim=True)
-    counted = (real > strongest * 10 ** (-floor_db / 20)) & voiced[:, :t, None] & (strongest > 0)
+    counted = (real > strongest * 10 ** (-floor_db / 20)) & (real > level * 10 ** (clear_db / 20)) \
+        & voiced[:, :t, None] & (strongest > 0)
     shortfall = torch.log(real.clamp_min(1e-8)) - log_amplitudes[:, :t] - margin_db * math.log(10) / 20
     weight = counted.to(shortfall.dtype)
     return (weight * torch.relu(shortfall)).sum() / weight.sum().clamp_min(1.0)

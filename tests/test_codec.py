@@ -811,10 +811,10 @@ def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_
     tone = sum(float(a) * torch.sin(2 * torch.pi * f0 * k * t + k) for k, a in enumerate(amps, 1) if k * f0 < sr / 2)
     frames = sr // hop
     pitch = torch.full((1, frames), f0)
-    read = real_harmonic_amplitudes(tone[None], pitch, H, sr, hop)[0, 10:-10]
+    read, level = (a[0, 10:-10] for a in real_harmonic_amplitudes(tone[None], pitch, H, sr, hop))
     audible = torch.arange(1, H + 1) * f0 < sr / 2
     assert (20 * (read[:, audible] / amps[audible]).log10()).abs().max() < 1.0
-    assert (read[:, ~audible] == 0).all()
+    assert (read[:, ~audible] == 0).all() and (level[:, audible] < 0.4 * read[:, audible]).all()
 
     voiced = torch.ones(1, frames, dtype=torch.bool)
     exact = amps.log().expand(1, frames, H).clone()
@@ -829,6 +829,8 @@ def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_
     grad = silenced.grad[0, 10:-10]
     assert (grad[:, 20] < 0).all() and (grad[:, :20] == 0).all()
     assert harmonic_amplitude_loss(silenced, tone[None, None], pitch, ~voiced, sr, hop) == 0
+    breathy = tone + 0.2 * torch.randn(sr, generator=torch.Generator().manual_seed(0))   # the 21st under noise
+    assert harmonic_amplitude_loss(silenced, breathy[None, None], pitch, voiced, sr, hop) < 0.5 * loss
 
 
 def test_pitch_estimate_finds_a_harmonic_tones_pitch_and_no_pitch_in_noise():
