@@ -145,31 +145,32 @@ def real_harmonic_amplitudes(audio: torch.Tensor, f0: torch.Tensor, n_harmonics:
 
 
 def harmonic_amplitude_loss(log_amplitudes: torch.Tensor, audio: torch.Tensor, f0: torch.Tensor,
-                            voiced: torch.Tensor, sample_rate: int, hop: int, margin_db: float = 6.0,
-                            floor_db: float = 50.0, clear_db: float = 8.0) -> torch.Tensor:
-    """How far a harmonic source's amplitudes sit below the real voice's harmonics, in log units.
+                            voiced: torch.Tensor, sample_rate: int, hop: int, margin_db: float = 3.0,
+                            floor_db: float = 50.0, clear_db: float = 0.0) -> torch.Tensor:
+    """How far a harmonic source's amplitudes sit from the real voice's harmonics, in log units.
 
     Why: the source's amplitudes are exp(log amplitude), so a harmonic that training once silenced
     (the shipped decoder's from about the 10th up sit 30-60 dB below the real ones) gets a gradient
     as small as itself from every loss on the audio and never comes back; the ISTFT's noise then
-    has to draw those harmonics, and smears them (docs/history/codec.md, session 39). This loss reads
-    the log amplitudes themselves, so its gradient does not vanish. One-sided: a harmonic within
-    `margin_db` of the real one, or above it, costs nothing, and the losses on the audio decide
-    its level from there. Counted in the real audio's voiced frames (`voiced` [B, T], pitch `f0`
-    [B, T]: codec/pitch.py), for harmonics below Nyquist within `floor_db` of the frame's strongest
-    that stand `clear_db` above the spectrum's mean around them (noise's largest bins stand about
-    4 dB above it, a harmonic's 10 dB or more): where a voice's upper band is breath noise
-    (mixed excitation, as flite's voices have), the noise branch should draw it, not oscillators.
-    `log_amplitudes` [B, T, H] (`SourceParams.log_amplitudes`); `audio` [B, 1, T hop], unaligned.
+    has to draw those harmonics, and smears them. Played at the real amplitudes (an oracle), the
+    shipped decoder's harmonics lift 16 unseen clips at 3 kbps from PESQ 2.00 / STOI 0.902 to
+    2.12 / 0.928 (docs/history/codec.md, session 39). This loss reads the log amplitudes themselves,
+    so its gradient does not vanish: L1 beyond a dead band of `margin_db`, two-sided (a one-sided
+    push sets an uncertain harmonic at the top of what it might be). Counted in the real audio's
+    voiced frames (`voiced` [B, T], pitch `f0` [B, T]: codec/pitch.py), for harmonics below Nyquist
+    within `floor_db` of the frame's strongest and, with `clear_db`, standing that far above the
+    spectrum's mean around them (noise's largest bins stand about 4 dB above it, a clear harmonic's
+    10 dB or more). `log_amplitudes` [B, T, H] (`SourceParams.log_amplitudes`); `audio` [B, 1, T hop],
+    unaligned.
     """
     real, level = real_harmonic_amplitudes(audio.flatten(1), f0, log_amplitudes.shape[-1], sample_rate, hop)
     t = real.shape[1]
     strongest = real.amax(-1, keepdim=True)
     counted = (real > strongest * 10 ** (-floor_db / 20)) & (real > level * 10 ** (clear_db / 20)) \
         & voiced[:, :t, None] & (strongest > 0)
-    shortfall = torch.log(real.clamp_min(1e-8)) - log_amplitudes[:, :t] - margin_db * math.log(10) / 20
-    weight = counted.to(shortfall.dtype)
-    return (weight * torch.relu(shortfall)).sum() / weight.sum().clamp_min(1.0)
+    miss = (torch.log(real.clamp_min(1e-8)) - log_amplitudes[:, :t]).abs() - margin_db * math.log(10) / 20
+    weight = counted.to(miss.dtype)
+    return (weight * torch.relu(miss)).sum() / weight.sum().clamp_min(1.0)
 
 
 def hinge_discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:

@@ -800,9 +800,9 @@ def test_contrast_loss_sees_harmonics_smeared_into_their_valleys_but_not_moved_p
 
 
 def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_one():
-    """A tone's harmonics are read at their amplitudes; predictions at or within the margin of them cost
-    nothing, a harmonic 100 dB down costs its shortfall and gets a full gradient; unvoiced frames and
-    harmonics past Nyquist are not counted."""
+    """A tone's harmonics are read at their amplitudes; predictions within the margin of them cost
+    nothing, far above or 100 dB below cost their distance, with a full gradient; unvoiced frames,
+    and harmonics past Nyquist are not counted."""
     from codec.losses import harmonic_amplitude_loss, real_harmonic_amplitudes
 
     sr, hop, f0, H = 16_000, 160, 150.0, 60      # harmonics 54-60 are past Nyquist
@@ -818,8 +818,9 @@ def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_
 
     voiced = torch.ones(1, frames, dtype=torch.bool)
     exact = amps.log().expand(1, frames, H).clone()
-    assert harmonic_amplitude_loss(exact, tone[None, None], pitch, voiced, sr, hop) < 1e-6
-    assert harmonic_amplitude_loss(exact - 0.5, tone[None, None], pitch, voiced, sr, hop) < 1e-6   # -4.3 dB
+    assert harmonic_amplitude_loss(exact, tone[None, None], pitch, voiced, sr, hop) < 1e-3
+    assert harmonic_amplitude_loss(exact - 0.3, tone[None, None], pitch, voiced, sr, hop) < 0.01   # -2.6 dB
+    assert harmonic_amplitude_loss(exact + 2.0, tone[None, None], pitch, voiced, sr, hop) > 1.5    # +17 dB
     silenced = exact.clone()
     silenced[..., 20] -= 100 * math.log(10) / 20
     silenced.requires_grad_(True)
@@ -829,8 +830,6 @@ def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_
     grad = silenced.grad[0, 10:-10]
     assert (grad[:, 20] < 0).all() and (grad[:, :20] == 0).all()
     assert harmonic_amplitude_loss(silenced, tone[None, None], pitch, ~voiced, sr, hop) == 0
-    breathy = tone + 0.2 * torch.randn(sr, generator=torch.Generator().manual_seed(0))   # the 21st under noise
-    assert harmonic_amplitude_loss(silenced, breathy[None, None], pitch, voiced, sr, hop) < 0.5 * loss
 
 
 def test_pitch_estimate_finds_a_harmonic_tones_pitch_and_no_pitch_in_noise():
