@@ -779,7 +779,8 @@ def test_contrast_loss_sees_harmonics_smeared_into_their_valleys_but_not_moved_p
     t = torch.arange(16_000) / 16_000
 
     def voice(f0: float) -> torch.Tensor:
-        return 0.1 * sum(torch.sin(2 * torch.pi * k * f0 * t + k) / k ** 0.5 for k in range(1, 40) if k * f0 < 7000)[None]
+        harmonics = (torch.sin(2 * torch.pi * k * f0 * t + k) / k ** 0.5 for k in range(1, 40) if k * f0 < 7000)
+        return 0.1 * sum(harmonics)[None]
 
     voiced = voice(140.0)
     window = torch.hann_window(1024)
