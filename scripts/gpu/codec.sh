@@ -44,7 +44,7 @@
 # real amplitudes they lift STOI past Opus 6 kbps (an oracle). --harmonic-loss brings them back; 5 000 CPU
 # steps scored level with the shipped codec. Run it longer, then with the discriminator, e.g.
 #   INIT_FROM=assets/codec.safetensors
-#   CODEC_ARGS="--decoder-only --pitch-teacher 0.25 --focus-n-q 4 --adv-start 1000000 --speaker-loss 2 --harmonic-loss 1"
+# CODEC_ARGS="--decoder-only --pitch-teacher 0.25 --focus-n-q 4 --adv-start 1000000 --speaker-loss 2 --harmonic-loss 1"
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
