@@ -470,7 +470,7 @@ def train(cfg: TrainConfig) -> dict:
             extra_losses = {}
             if cfg.lambda_if:
                 extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
-            if has_source and cfg.lambda_harmonic:
+            if cfg.lambda_harmonic:   # the setup refused it without a source
                 extra_losses["harmonic"] = harmonic_amplitude_loss(extras["log_amplitudes"], x, target_f0,
                                                                    target_voiced, codec_cfg.sample_rate,
                                                                    model.decoder.hop)
@@ -494,7 +494,7 @@ def train(cfg: TrainConfig) -> dict:
                 total = total + cfg.lambda_speaker * losses["speaker"]
             if has_source:
                 total = total + cfg.lambda_pitch * losses["pitch"]
-            if "harmonic" in losses:
+            if cfg.lambda_harmonic:
                 total = total + cfg.lambda_harmonic * losses["harmonic"]
             adversarial = step >= cfg.adv_start
             if adversarial:

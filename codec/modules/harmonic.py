@@ -35,7 +35,7 @@ class SourceParams(NamedTuple):
     amplitudes: torch.Tensor    # harmonic amplitudes at `sounded` [B, T, n_harmonics]
     sounded: torch.Tensor       # the f0 the oscillators play [B, T]
     noise_gate: torch.Tensor    # multiplier of the ISTFT's magnitudes, [B, T, bins]: what the harmonics replace
-    log_amplitudes: torch.Tensor  # log of `amplitudes` before voicing and the aliasing cut [B, T, n_harmonics]:
+    log_amplitudes: torch.Tensor  # log of `amplitudes` before its clamp, voicing and aliasing cut [B, T, H]:
                                   # the trainer's harmonic amplitude loss, whose gradient there never vanishes
 
 
