@@ -80,9 +80,9 @@ class SpectralContrastLoss(nn.Module):
     misplaced peak costs it twice. This loss asks only how peaked each stretch of spectrum is, not
     where the peaks are: per frame and sub-band, the mean absolute deviation of the log magnitude
     from its running mean over `width` bins (a couple of harmonic spacings; valleys floored
-    `depth_db` below the frame's peak), compared between the
-    two signals in frames whose band is within `floor_db` of the clip's loudest. What a
-    discriminator would teach about peaks, at the cost of two STFTs.
+    `depth_db` below the frame's peak), compared between the two signals in frames whose band is
+    within `floor_db` of the clip's loudest. What a discriminator would teach about peaks, at the
+    cost of two STFTs.
     """
 
     def __init__(self, sample_rate: int, n_fft: int = 1024, band_hz: tuple[float, float] = (1000.0, 4000.0),
@@ -124,13 +124,12 @@ def real_harmonic_amplitudes(audio: torch.Tensor, f0: torch.Tensor, n_harmonics:
     sample hop t), and the spectrum's mean level around it, each [B, T, n_harmonics]: the Hann-windowed
     spectrum's largest bin within one of the harmonic's, and its mean from half a harmonic below to half
     above, scaled so that a sine of amplitude a reads a. Harmonics at or above Nyquist read 0."""
-    window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
-    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True).abs()  # [B, bins, F]
+    spec = stft_magnitude(audio, n_fft, hop)                                                 # [B, bins, F]
     peak = nn.functional.max_pool1d(spec.transpose(1, 2).flatten(0, 1)[:, None], 3, 1, 1)[:, 0]
     peak = peak.view(spec.shape[0], spec.shape[2], -1)                                       # [B, F, bins]
     running = nn.functional.pad(spec.transpose(1, 2).cumsum(-1), (1, 0))                    # sums of bins < b
     t = min(peak.shape[1], f0.shape[1])
-    top, scale = n_fft // 2, 2 / window.sum()
+    top, scale = n_fft // 2, 4 / n_fft          # 2 / the periodic Hann window's sum (n_fft / 2)
     harmonics = torch.arange(1, n_harmonics + 1, device=audio.device, dtype=audio.dtype)
 
     def bins(numbers: torch.Tensor) -> torch.Tensor:

@@ -806,7 +806,7 @@ def test_contrast_loss_sees_harmonics_smeared_into_their_valleys_but_not_moved_p
 
 def test_harmonic_amplitude_loss_reads_a_tones_harmonics_and_revives_a_silenced_one():
     """A tone's harmonics are read at their amplitudes; predictions within the margin of them cost
-    nothing, far above or 100 dB below cost their distance, with a full gradient; unvoiced frames,
+    nothing, far above or 100 dB below cost their distance, with a full gradient; unvoiced frames
     and harmonics past Nyquist are not counted."""
     from codec.losses import harmonic_amplitude_loss, real_harmonic_amplitudes
 

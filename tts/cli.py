@@ -1005,9 +1005,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "is against the real audio's, wherever the peaks are (a decoder that smears harmonics "
                          "into their valleys); 0: off")
     tc.add_argument("--harmonic-loss", type=float, default=0.0,
-                    help="weight of the harmonic amplitude loss: a harmonic source's amplitudes more than 6 dB "
-                         "below the real voice's harmonics, in log units (revives harmonics that training "
-                         "silenced, whose gradient had vanished); 0: off")
+                    help="weight of the harmonic amplitude loss: how far a harmonic source's amplitudes sit "
+                         "from the real voice's harmonics beyond 3 dB either way, in log units (revives "
+                         "harmonics that training silenced, whose gradient had vanished); 0: off")
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")
