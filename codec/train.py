@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
+from codec.perceptual_loss import PesqDisturbanceLoss
 from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
                           SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss,
@@ -74,6 +75,7 @@ class TrainConfig(TrainerOptions):
     lambda_if: float = 0.0            # instantaneous-frequency loss on an integrated-phase decoder's moves
     lambda_contrast: float = 0.0      # harmonic contrast at 1-4 kHz (codec/losses.py): peaks, not a smear
     lambda_harmonic: float = 0.0      # a harmonic source's amplitudes kept near the real harmonics' (codec/losses.py)
+    lambda_pesq: float = 0.0          # PESQ-WB's disturbance model (codec/perceptual_loss.py): what the benchmark hears
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
@@ -412,6 +414,9 @@ def train(cfg: TrainConfig) -> dict:
     spectral = MultiResolutionSpectralLoss(codec_cfg.sample_rate).to(device)
     phase = PhaseDerivativeLoss()
     contrast = SpectralContrastLoss(codec_cfg.sample_rate)
+    # One level for every crop: that of whole validation utterances (the corpus is loudness-normalised).
+    pesq_model = PesqDisturbanceLoss(codec_cfg.sample_rate, float(PesqDisturbanceLoss.band_level(
+        valid_clips.flatten(1)).median())) if cfg.lambda_pesq else None
     speaker = SpeakerConsistencyLoss(encoder).to(device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,
@@ -484,6 +489,9 @@ def train(cfg: TrainConfig) -> dict:
             if cfg.lambda_phase:
                 losses["phase"] = phase(y, x)
                 total = total + cfg.lambda_phase * losses["phase"]
+            if pesq_model is not None:
+                losses["pesq"] = pesq_model(x.flatten(1), y.flatten(1)).mean()
+                total = total + cfg.lambda_pesq * losses["pesq"]
             if cfg.lambda_contrast:
                 losses["contrast"] = contrast(y, x)
                 total = total + cfg.lambda_contrast * losses["contrast"]

@@ -304,6 +304,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       lambda_contrast=args.contrast_loss, lambda_harmonic=args.harmonic_loss,
+                      lambda_pesq=args.pesq_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_conditioning=args.speaker_conditioning, voice_dropout=args.voice_dropout,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
@@ -1008,6 +1009,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the harmonic amplitude loss: how far a harmonic source's amplitudes sit "
                          "from the real voice's harmonics beyond 3 dB either way, in log units (revives "
                          "harmonics that training silenced, whose gradient had vanished); 0: off")
+    tc.add_argument("--pesq-loss", type=float, default=0.0,
+                    help="weight of the PESQ loss: P.862's disturbance between the real and the decoded audio "
+                         "(Bark-band loudness, added energy charged more than missing), the model the benchmark's "
+                         "PESQ-WB scores with; 0: off")
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")

@@ -1,0 +1,74 @@
+"""The PESQ-WB model used as a training loss (codec/perceptual_loss.py) against the real PESQ."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import butter, sosfilt
+
+from codec.perceptual_loss import PesqDisturbanceLoss
+from tts.audio import read_audio
+
+CLIP = Path(__file__).parent / "assets" / "unseen_awb.flac"
+
+
+def _clip() -> np.ndarray:
+    audio = read_audio(CLIP)
+    assert audio.sample_rate == 16_000
+    return audio.samples.astype(np.float32)
+
+
+def _distortions(x: np.ndarray) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal(len(x)).astype(np.float32) * np.sqrt((x ** 2).mean())
+    out = {f"noise {snr} dB": x + noise * 10 ** (-snr / 20) for snr in (35, 25, 15)}
+    out.update({f"low-pass {fc} Hz": sosfilt(butter(8, fc, fs=16_000, output="sos"), x).astype(np.float32)
+                for fc in (1500, 3000)})
+    return out
+
+
+def test_model_scores_as_pesq_does():
+    pesq = pytest.importorskip("pesq").pesq
+    x = _clip()
+    model = PesqDisturbanceLoss()
+    real, ours = [], []
+    for name, y in _distortions(x).items():
+        real.append(pesq(16_000, x, y, "wb"))
+        ours.append(float(model.mos(torch.from_numpy(x)[None], torch.from_numpy(y)[None])))
+        assert abs(ours[-1] - real[-1]) < 0.15, (name, real[-1], ours[-1])
+    assert np.argsort(real).tolist() == np.argsort(ours).tolist()   # the same order of quality
+    assert real[0] > real[1] > real[2] > 1.0                         # more noise, lower scores
+
+
+def test_clean_and_rescaled_audio_is_undisturbed():
+    x = torch.from_numpy(_clip())[None]
+    model = PesqDisturbanceLoss()
+    assert float(model(x, x)) == pytest.approx(0.0, abs=1e-3)
+    assert float(model(x, 0.3 * x)) == pytest.approx(0.0, abs=0.02)   # P.862 aligns levels
+    assert float(model.mos(x, x)) > 4.6
+
+
+def test_gradient_points_to_the_reference_and_stays_finite():
+    x = torch.from_numpy(_clip())[None, :16_000].repeat(2, 1)
+    x[1, :8000] = 0.0                                                  # a crop that is half pause
+    level = float(PesqDisturbanceLoss.band_level(torch.from_numpy(_clip())[None]))
+    model = PesqDisturbanceLoss(level=level)
+    y = (x + 0.02 * torch.randn_like(x)).requires_grad_()
+    loss = model(x, y)
+    assert loss.shape == (2,) and (loss > 0).all()
+    loss.sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    with torch.no_grad():                                              # a small step down the gradient helps
+        assert (model(x, y - 1e-3 * y.grad / y.grad.abs().max()) < loss).all()
+    short = torch.randn(1, 600)
+    assert torch.isfinite(model(short, short + 0.1 * torch.randn_like(short))).all()   # one frame is one window
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="16 kHz"):
+        PesqDisturbanceLoss(24_000)
+    model = PesqDisturbanceLoss()
+    with pytest.raises(ValueError, match="at least 512 samples"):
+        model(torch.zeros(1, 100), torch.zeros(1, 100))
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        model(torch.zeros(1, 2000), torch.zeros(1, 1000))
