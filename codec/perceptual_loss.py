@@ -96,13 +96,18 @@ class PesqDisturbanceLoss(nn.Module):
     `level`: P.862 scales each whole utterance so its 325-3250 Hz band has a fixed power; a 1-s training crop
     of a pause would be blown up to speech level. Given a level (`band_level` of whole utterances of the
     corpus, which is loudness-normalised), both signals are scaled by that one factor instead.
+
+    `compensate`: P.862 forgives most of a static filter (the reference takes the decoded signal's long-term
+    band balance) and of a slow gain change. A decoder trained on the model with them cut its loud frames'
+    0-500 Hz by 4 dB, which PESQ forgave and STOI and log-mel did not (docs/history/codec.md, session 41);
+    without them (training) every band's loudness is held to the reference's.
     """
 
-    def __init__(self, sample_rate: int = 16_000, level: float | None = None) -> None:
+    def __init__(self, sample_rate: int = 16_000, level: float | None = None, compensate: bool = True) -> None:
         super().__init__()
         if sample_rate != 16_000:
             raise ValueError(f"the PESQ-WB model needs 16 kHz audio; this codec runs at {sample_rate} Hz")
-        self.level = level
+        self.level, self.compensate = level, compensate
 
     def forward(self, reference: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
         d_sym, d_asym = self.disturbances(reference, decoded)
@@ -158,15 +163,8 @@ class PesqDisturbanceLoss(nn.Module):
         threshold, exponent = t["threshold"], t["exponent"]
         ref, deg = self._bark_power(reference, t), self._bark_power(decoded, t)
 
-        # A static filter is partly forgiven: the reference takes the decoded signal's long-term band balance.
-        speech = (self._audible(ref, threshold, 1e2).sum(-1) >= 1e7).to(ref.dtype)[..., None]
-        mean_ref = (self._audible(ref, threshold, 1e2) * speech).mean(1, keepdim=True)
-        mean_deg = (self._audible(deg, threshold, 1e2) * speech).mean(1, keepdim=True)
-        ref = ref * ((mean_deg + 1000) / (mean_ref + 1000)).clamp(0.01, 100.0)
-        # So is a slow gain change: the decoded frame is scaled to the reference's audible power (smoothed).
-        gain = (self._audible(ref, threshold, 1).sum(-1) + 5e3) / (self._audible(deg, threshold, 1).sum(-1) + 5e3)
-        gain = torch.cat([gain[:, :1], 0.8 * gain[:, 1:] + 0.2 * gain[:, :-1]], dim=1).clamp(3e-4, 5.0)
-        deg = deg * gain[..., None]
+        if self.compensate:
+            ref, deg = self._compensate(ref, deg, threshold)
 
         ref_loud, deg_loud = self._loudness(ref, threshold, exponent), self._loudness(deg, threshold, exponent)
         difference = deg_loud - ref_loud
@@ -184,6 +182,19 @@ class PesqDisturbanceLoss(nn.Module):
         weight = ((self._audible(ref, threshold, 1).sum(-1) + 1e5) / 1e7) ** 0.04
         return (self._aggregate((d_sym / weight).clamp(1e-20, 45.0)),
                 self._aggregate((d_asym / weight).clamp(1e-20, 45.0)))
+
+    def _compensate(self, ref: torch.Tensor, deg: torch.Tensor, threshold: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """P.862's partial compensation of a static filter and of a slow gain change ([B, frames, bands] each)."""
+        # A static filter: the reference takes the decoded signal's long-term band balance.
+        speech = (self._audible(ref, threshold, 1e2).sum(-1) >= 1e7).to(ref.dtype)[..., None]
+        mean_ref = (self._audible(ref, threshold, 1e2) * speech).mean(1, keepdim=True)
+        mean_deg = (self._audible(deg, threshold, 1e2) * speech).mean(1, keepdim=True)
+        ref = ref * ((mean_deg + 1000) / (mean_ref + 1000)).clamp(0.01, 100.0)
+        # A slow gain change: the decoded frame is scaled to the reference's audible power (smoothed).
+        gain = (self._audible(ref, threshold, 1).sum(-1) + 5e3) / (self._audible(deg, threshold, 1).sum(-1) + 5e3)
+        gain = torch.cat([gain[:, :1], 0.8 * gain[:, 1:] + 0.2 * gain[:, :-1]], dim=1).clamp(3e-4, 5.0)
+        return ref, deg * gain[..., None]
 
     @staticmethod
     def _loudness(power: torch.Tensor, threshold: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:

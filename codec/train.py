@@ -76,6 +76,7 @@ class TrainConfig(TrainerOptions):
     lambda_contrast: float = 0.0      # harmonic contrast at 1-4 kHz (codec/losses.py): peaks, not a smear
     lambda_harmonic: float = 0.0      # a harmonic source's amplitudes kept near the real harmonics' (codec/losses.py)
     lambda_pesq: float = 0.0          # PESQ-WB's disturbance model (codec/perceptual_loss.py): what the benchmark hears
+    pesq_compensate: bool = False     # let it forgive a static filter and slow gain changes, as P.862 does
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
@@ -416,7 +417,7 @@ def train(cfg: TrainConfig) -> dict:
     contrast = SpectralContrastLoss(codec_cfg.sample_rate)
     # One level for every crop: that of whole validation utterances (the corpus is loudness-normalised).
     pesq_model = PesqDisturbanceLoss(codec_cfg.sample_rate, float(PesqDisturbanceLoss.band_level(
-        valid_clips.flatten(1)).median())) if cfg.lambda_pesq else None
+        valid_clips.flatten(1)).median()), compensate=cfg.pesq_compensate) if cfg.lambda_pesq else None
     speaker = SpeakerConsistencyLoss(encoder).to(device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,

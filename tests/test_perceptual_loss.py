@@ -72,3 +72,12 @@ def test_bad_input_is_refused():
         model(torch.zeros(1, 100), torch.zeros(1, 100))
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         model(torch.zeros(1, 2000), torch.zeros(1, 1000))
+
+
+def test_strict_model_charges_a_static_filter_that_pesq_forgives():
+    x = _clip()
+    tilted = sosfilt(butter(2, 1000, fs=16_000, btype="high", output="sos"), x).astype(np.float32)
+    ref, deg = torch.from_numpy(x)[None], torch.from_numpy(tilted)[None]
+    forgiving, strict = PesqDisturbanceLoss(), PesqDisturbanceLoss(compensate=False)
+    assert float(strict(ref, deg)) > 2 * float(forgiving(ref, deg)) > 0
+    assert float(strict(ref, ref)) == pytest.approx(0.0, abs=1e-3)

@@ -304,7 +304,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       lambda_contrast=args.contrast_loss, lambda_harmonic=args.harmonic_loss,
-                      lambda_pesq=args.pesq_loss,
+                      lambda_pesq=args.pesq_loss, pesq_compensate=args.pesq_compensate,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_conditioning=args.speaker_conditioning, voice_dropout=args.voice_dropout,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
@@ -1013,6 +1013,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the PESQ loss: P.862's disturbance between the real and the decoded audio "
                          "(Bark-band loudness, added energy charged more than missing), the model the benchmark's "
                          "PESQ-WB scores with; 0: off")
+    tc.add_argument("--pesq-compensate", action="store_true",
+                    help="let the PESQ loss forgive a static filter and slow gain changes, as P.862 does (a "
+                         "decoder then tilts its spectrum where PESQ does not look; STOI and log-mel do)")
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")
