@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.perceptual_loss import PesqDisturbanceLoss
+from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
                           SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss,
@@ -77,6 +77,7 @@ class TrainConfig(TrainerOptions):
     lambda_harmonic: float = 0.0      # a harmonic source's amplitudes kept near the real harmonics' (codec/losses.py)
     lambda_pesq: float = 0.0          # PESQ-WB's disturbance model (codec/perceptual_loss.py): what the benchmark hears
     pesq_compensate: bool = False     # let it forgive a static filter and slow gain changes, as P.862 does
+    lambda_stoi: float = 0.0          # STOI's envelope correlation (codec/perceptual_loss.py), 1 - STOI
     lambda_pitch: float = 1.0         # a harmonic source's pitch and voicing against the real audio's
     lambda_speaker: float = 0.0       # speaker consistency (codec/losses.py): keep the voice of unseen speakers
     speaker_encoder: str = ""         # its frozen speaker encoder file ("" = the shipped one), also the
@@ -418,6 +419,7 @@ def train(cfg: TrainConfig) -> dict:
     # One level for every crop: that of whole validation utterances (the corpus is loudness-normalised).
     pesq_model = PesqDisturbanceLoss(codec_cfg.sample_rate, float(PesqDisturbanceLoss.band_level(
         valid_clips.flatten(1)).median()), compensate=cfg.pesq_compensate) if cfg.lambda_pesq else None
+    stoi_model = StoiLoss(codec_cfg.sample_rate).to(device) if cfg.lambda_stoi else None
     speaker = SpeakerConsistencyLoss(encoder).to(device) if cfg.lambda_speaker else None
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
                                          num_workers=cfg.loader_workers, worker_init_fn=CropDataset.seed_worker,
@@ -493,6 +495,9 @@ def train(cfg: TrainConfig) -> dict:
             if pesq_model is not None:
                 losses["pesq"] = pesq_model(x.flatten(1), y.flatten(1)).mean()
                 total = total + cfg.lambda_pesq * losses["pesq"]
+            if stoi_model is not None:
+                losses["stoi"] = stoi_model(x.flatten(1), y.flatten(1)).mean()
+                total = total + cfg.lambda_stoi * losses["stoi"]
             if cfg.lambda_contrast:
                 losses["contrast"] = contrast(y, x)
                 total = total + cfg.lambda_contrast * losses["contrast"]

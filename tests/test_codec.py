@@ -555,11 +555,12 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     harmonic_cfg = TrainConfig(**{**integrated_cfg.__dict__, "out_dir": str(tmp_path / "run8"), "lambda_if": 0.0,
                                   "export": str(tmp_path / "h.safetensors"), "codec": {"decoder_harmonics": 4},
                                   "pitch_teacher": 0.5, "lambda_harmonic": 1.0, "lambda_contrast": 1.0,
-                                  "lambda_pesq": 1.0})
+                                  "lambda_pesq": 1.0, "lambda_stoi": 1.0})
     harmonic_figures = train(harmonic_cfg)
     assert harmonic_figures["step"] == fresh_decoder.train_step + 2 and harmonic_figures["contrast_q2"] >= 0
     logged = [json.loads(line) for line in open(tmp_path / "run8" / "train.log")]
-    assert any("pitch" in row and "harmonic" in row and "contrast" in row and row["pesq"] >= 0 for row in logged)
+    assert any("pitch" in row and "harmonic" in row and "contrast" in row and row["pesq"] >= 0 and row["stoi"] >= 0
+               for row in logged)
     from codec.train import TrainingSetupError
     with pytest.raises(TrainingSetupError, match="harmonic amplitude loss"):   # a decoder with no source
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run9"), "lambda_harmonic": 1.0}))

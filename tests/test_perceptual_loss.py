@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.signal import butter, sosfilt
 
-from codec.perceptual_loss import PesqDisturbanceLoss
+from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from tts.audio import read_audio
 
 CLIP = Path(__file__).parent / "assets" / "unseen_awb.flac"
@@ -81,3 +81,32 @@ def test_strict_model_charges_a_static_filter_that_pesq_forgives():
     forgiving, strict = PesqDisturbanceLoss(), PesqDisturbanceLoss(compensate=False)
     assert float(strict(ref, deg)) > 2 * float(forgiving(ref, deg)) > 0
     assert float(strict(ref, ref)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_stoi_model_scores_as_pystoi_does():
+    stoi = pytest.importorskip("pystoi").stoi
+    x = _clip()
+    model = StoiLoss()
+    real, ours = [], []
+    for name, y in _distortions(x).items():
+        real.append(stoi(x, y, 16_000))
+        ours.append(1 - float(model(torch.from_numpy(x)[None], torch.from_numpy(y)[None])))
+        assert abs(ours[-1] - real[-1]) < 0.04, (name, real[-1], ours[-1])   # 0.036 at the 1.5-kHz low-pass
+    assert ours[0] > ours[1] > ours[2] and real[0] > real[1] > real[2]      # more noise, lower scores
+    assert float(model(torch.from_numpy(x)[None], torch.from_numpy(x)[None])) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_stoi_gradient_is_finite_and_helps():
+    x = torch.from_numpy(_clip())[None, :16_000].repeat(2, 1)
+    x[1, :12_000] = 0.0                       # under a segment of speech: nothing to score, no gradient
+    y = (x + 0.05 * torch.randn_like(x)).requires_grad_()
+    loss = StoiLoss()(x, y)
+    assert loss[0] > 0 and loss[1] == 0
+    loss.sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad[0].abs().sum() > 0
+    with torch.no_grad():
+        assert StoiLoss()(x, y - 1e-3 * y.grad / y.grad.abs().max())[0] < loss[0]
+    with pytest.raises(ValueError, match="16 kHz"):
+        StoiLoss(8000)
+    with pytest.raises(ValueError, match="at least 410 samples"):
+        StoiLoss()(torch.zeros(1, 100), torch.zeros(1, 100))

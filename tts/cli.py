@@ -305,6 +305,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
                       lambda_contrast=args.contrast_loss, lambda_harmonic=args.harmonic_loss,
                       lambda_pesq=args.pesq_loss, pesq_compensate=args.pesq_compensate,
+                      lambda_stoi=args.stoi_loss,
                       pitch_teacher=args.pitch_teacher, lambda_speaker=args.speaker_loss,
                       speaker_conditioning=args.speaker_conditioning, voice_dropout=args.voice_dropout,
                       speaker_encoder=args.speaker_encoder or "", voice_warp=args.voice_warp,
@@ -1016,6 +1017,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--pesq-compensate", action="store_true",
                     help="let the PESQ loss forgive a static filter and slow gain changes, as P.862 does (a "
                          "decoder then tilts its spectrum where PESQ does not look; STOI and log-mel do)")
+    tc.add_argument("--stoi-loss", type=float, default=0.0,
+                    help="weight of the STOI loss: 1 - the correlation of third-octave band envelopes over "
+                         "384-ms segments between the real and the decoded audio (the benchmark's STOI); 0: off")
     tc.add_argument("--if-loss", type=float, default=0.0,
                     help="weight of the instantaneous-frequency loss: an integrated-phase decoder's phase moves "
                          "against the real audio's, bin by bin (with --decoder-only); 0: off")
