@@ -78,7 +78,8 @@ def _tables(device: str) -> dict[str, torch.Tensor]:
         exponent = (6 / (torch.tensor(_CENTRE_BARK) + 2.0)).clamp(1.0, 2.0) ** 0.15 * _ZWICKER_POWER
         tables = {
             "bank": bank * (torch.tensor(_DENSITY_CORRECTION) * _SP)[:, None],   # [bands, bins]
-            "input_filter": torch.tensor(np.abs(num / den) ** 2, dtype=torch.float32),   # power gain per bin
+            # power gain per bin; zero at DC, which P.862 leaves out
+            "input_filter": torch.tensor(np.abs(num / den) ** 2 * (freqs > 0), dtype=torch.float32),
             "level_band": torch.tensor((hz >= 325) & (hz <= 3250), dtype=torch.float32),
             "threshold": torch.tensor(_HEARING_THRESHOLD),
             "exponent": exponent,
@@ -144,7 +145,6 @@ class PesqDisturbanceLoss(nn.Module):
         level = self._band_level(power) if self.level is None else torch.full_like(power[:, 0, 0], self.level)
         power = power * (_TARGET_LEVEL / level.clamp_min(1e-12))[:, None, None]
         power = power * t["input_filter"][:, None]
-        power[:, 0] = 0.0 * power[:, 0]                                       # P.862 drops the DC bin
         return torch.einsum("kb,nbf->nfk", t["bank"], power[:, :-1])
 
     @staticmethod
@@ -178,7 +178,7 @@ class PesqDisturbanceLoss(nn.Module):
         width = t["width"]
         total_width = width[1:].sum()
         d_sym = total_width * ((width * disturbance)[..., 1:] / total_width ** 0.5).norm(2, dim=-1)
-        d_asym = total_width * (width * disturbance * asymmetry)[..., 1:].abs().sum(-1) / total_width
+        d_asym = (width * disturbance * asymmetry)[..., 1:].abs().sum(-1)      # P.862's width-weighted L1
         # Loud frames weigh less (the listener's attention), and a frame's disturbance is capped.
         weight = ((self._audible(ref, threshold, 1).sum(-1) + 1e5) / 1e7) ** 0.04
         return (self._aggregate((d_sym / weight).clamp(1e-20, 45.0)),
