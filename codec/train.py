@@ -33,13 +33,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from codec.config import CodecConfig
 from codec.discriminators import MultiScaleSTFTDiscriminator
-from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from codec.loaders import load_weights, read_codec_file, save_codec, speaker_encoder_id_of, tokens_id_of
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
                           SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss,
                           harmonic_amplitude_loss, hinge_discriminator_loss,
                           instantaneous_frequency_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
+from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
 from codec.pitch import estimate_pitch
@@ -352,6 +352,8 @@ def train(cfg: TrainConfig) -> dict:
         raise TrainingSetupError("the instantaneous-frequency loss trains an integrated-phase decoder: "
                                  "give --decoder-only and --decoder-phase integrated")
     has_source = codec_cfg.decoder == "istft" and codec_cfg.decoder_harmonics > 0
+    if cfg.pesq_compensate and not cfg.lambda_pesq:
+        raise TrainingSetupError("pesq_compensate shapes the PESQ loss: give --pesq-loss too")
     if cfg.lambda_harmonic and not has_source:
         raise TrainingSetupError("the harmonic amplitude loss trains a harmonic source: "
                                  "give an ISTFT decoder with --harmonics")

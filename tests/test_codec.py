@@ -562,6 +562,8 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     assert any("pitch" in row and "harmonic" in row and "contrast" in row and row["pesq"] >= 0 and row["stoi"] >= 0
                for row in logged)
     from codec.train import TrainingSetupError
+    with pytest.raises(TrainingSetupError, match="give --pesq-loss"):   # an option of a loss that is off
+        train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run10"), "pesq_compensate": True}))
     with pytest.raises(TrainingSetupError, match="harmonic amplitude loss"):   # a decoder with no source
         train(TrainConfig(**{**tuned_cfg.__dict__, "out_dir": str(tmp_path / "run9"), "lambda_harmonic": 1.0}))
     with_source = load_codec(tmp_path / "h.safetensors")
