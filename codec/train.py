@@ -39,9 +39,9 @@ from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, Spea
                           harmonic_amplitude_loss, hinge_discriminator_loss,
                           instantaneous_frequency_loss, log_mel)
 from codec.metrics import perceptual_metrics_available, quality_scores
-from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
+from codec.perceptual_loss import PesqDisturbanceLoss, StoiLoss
 from codec.pitch import estimate_pitch
 from tts.audio import played_faster, warp_rate
 from tts.corpus.manifest import audio_path, read_manifest
