@@ -61,6 +61,15 @@ _N_FFT, _HOP = 512, 256      # 32-ms frames, 50 % overlap
 _INPUT_FILTER = ((2.740826, -5.4816519, 2.740826), (1.0, -1.9444777, 0.94597794))
 
 
+def _check_pair(reference: torch.Tensor, decoded: torch.Tensor, minimum: int, model: str, unit: str) -> None:
+    """Both models' input check: two [B, T] signals of the same shape, at least `minimum` samples long."""
+    if reference.shape != decoded.shape or reference.dim() != 2:
+        raise ValueError(f"reference and decoded must both be [B, T]; got {tuple(reference.shape)} and "
+                         f"{tuple(decoded.shape)}")
+    if reference.shape[-1] < minimum:
+        raise ValueError(f"{model} needs at least {minimum} samples ({unit}); got {reference.shape[-1]}")
+
+
 @functools.lru_cache(maxsize=4)
 def _tables(device: str) -> dict[str, torch.Tensor]:
     """The model's constant tensors on `device` (built outside inference mode, as losses.py's filterbank)."""
@@ -154,12 +163,7 @@ class PesqDisturbanceLoss(nn.Module):
 
     def disturbances(self, reference: torch.Tensor, decoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(d_sym, d_asym) per clip [B]: P.862's symmetric and asymmetric disturbance."""
-        if reference.shape != decoded.shape or reference.dim() != 2:
-            raise ValueError(f"reference and decoded must both be [B, T]; got {tuple(reference.shape)} and "
-                             f"{tuple(decoded.shape)}")
-        if reference.shape[-1] < _N_FFT:
-            raise ValueError(f"the PESQ model needs at least {_N_FFT} samples (one 32-ms frame); "
-                             f"got {reference.shape[-1]}")
+        _check_pair(reference, decoded, _N_FFT, "the PESQ model", "one 32-ms frame")
         t = _tables(str(reference.device))
         threshold, exponent = t["threshold"], t["exponent"]
         ref, deg = self._bark_power(reference, t), self._bark_power(decoded, t)
@@ -188,8 +192,9 @@ class PesqDisturbanceLoss(nn.Module):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """P.862's partial compensation of a static filter and of a slow gain change ([B, frames, bands] each)."""
         # A static filter: the reference takes the decoded signal's long-term band balance.
-        speech = (self._audible(ref, threshold, 1e2).sum(-1) >= 1e7).to(ref.dtype)[..., None]
-        mean_ref = (self._audible(ref, threshold, 1e2) * speech).mean(1, keepdim=True)
+        audible_ref = self._audible(ref, threshold, 1e2)
+        speech = (audible_ref.sum(-1) >= 1e7).to(ref.dtype)[..., None]
+        mean_ref = (audible_ref * speech).mean(1, keepdim=True)
         mean_deg = (self._audible(deg, threshold, 1e2) * speech).mean(1, keepdim=True)
         ref = ref * ((mean_deg + 1000) / (mean_ref + 1000)).clamp(0.01, 100.0)
         # A slow gain change: the decoded frame is scaled to the reference's audible power (smoothed).
@@ -240,20 +245,19 @@ class StoiLoss(nn.Module):
         self.register_buffer("window", torch.hann_window(self.frame + 2, periodic=False)[1:-1], persistent=False)
 
     def forward(self, reference: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
-        if reference.shape != decoded.shape or reference.dim() != 2:
-            raise ValueError(f"reference and decoded must both be [B, T]; got {tuple(reference.shape)} and "
-                             f"{tuple(decoded.shape)}")
-        if reference.shape[-1] < self.frame:
-            raise ValueError(f"the STOI model needs at least {self.frame} samples (one frame); "
-                             f"got {reference.shape[-1]}")
-        x, y = self._envelopes(reference), self._envelopes(decoded)             # [B, frames, 15]
-        energy = reference.unfold(-1, self.frame, self.hop) * self.window
-        energy_db = 20 * torch.log10(energy.norm(dim=-1) + 1e-12)               # [B, frames]
+        _check_pair(reference, decoded, self.frame, "the STOI model", "one frame")
+        reference_frames = self._frames(reference)                             # [B, frames, frame]
+        x, y = self._envelopes(reference_frames), self._envelopes(self._frames(decoded))   # [B, frames, 15]
+        energy_db = 20 * torch.log10(reference_frames.norm(dim=-1) + 1e-12)    # [B, frames]
         loud = energy_db > energy_db.amax(-1, keepdim=True) - 40
         return torch.stack([1 - self._correlation(x[b, loud[b]], y[b, loud[b]]) for b in range(len(x))])
 
-    def _envelopes(self, audio: torch.Tensor) -> torch.Tensor:
-        frames = audio.unfold(-1, self.frame, self.hop) * self.window
+    def _frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """[B, T] -> windowed frames [B, frames, frame]."""
+        return audio.unfold(-1, self.frame, self.hop) * self.window
+
+    def _envelopes(self, frames: torch.Tensor) -> torch.Tensor:
+        """Windowed frames -> third-octave band envelopes [B, frames, 15]."""
         power = torch.fft.rfft(frames, self.n_fft).abs().square()
         return (power @ self.bands.T).clamp_min(1e-20).sqrt()
 
