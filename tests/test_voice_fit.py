@@ -1,0 +1,67 @@
+"""Fitting the shipped decoder's voice to a clip (codec/voice_fit.py)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codec.compress import compress_audio, decompress_codes
+from codec.config import CodecConfig
+from codec.loaders import load_codec
+from codec.losses import log_mel
+from codec.model import CodecModel
+from codec.voice_fit import VoiceFitOptions, fit_decoder_voice
+from tts.audio import read_audio
+from voice.encoder import load_encoder
+
+CLIP = Path(__file__).parent / "assets" / "unseen_awb.flac"  # a voice held out of codec training
+FEW_STEPS = VoiceFitOptions(steps=12)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, encoder = load_codec(), load_encoder()
+    x = read_audio(CLIP).samples.astype(np.float32)
+    return model, encoder, x, encoder.embed(x, model.sample_rate)
+
+
+def _mel_l1(ref: np.ndarray, deg: np.ndarray) -> float:
+    return float((log_mel(torch.from_numpy(deg)[None], 16_000) - log_mel(torch.from_numpy(ref)[None], 16_000))
+                 .abs().mean())
+
+
+def test_a_fitted_voice_reproduces_its_clip_better_and_leaves_the_model_alone(shipped):
+    model, encoder, x, start = shipped
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():   # as a caller decoding under inference mode would call it
+        fitted = fit_decoder_voice(model, x, start, FEW_STEPS)
+    assert fitted.shape == start.shape and fitted.dtype == np.float32 and np.isfinite(fitted).all()
+    assert not np.allclose(fitted, start)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    header, codes = compress_audio(model, x, 16_000, 3.0, encoder)
+    with torch.inference_mode():
+        in_start, in_fitted = (decompress_codes(model, header, codes, v) for v in (start, fitted))
+    assert _mel_l1(x, in_fitted) < _mel_l1(x, in_start) - 0.01
+
+
+def test_fitting_is_deterministic(shipped):
+    model, _, x, start = shipped
+    options = replace(FEW_STEPS, steps=3)
+    assert np.array_equal(fit_decoder_voice(model, x, start, options), fit_decoder_voice(model, x, start, options))
+
+
+def test_fitting_refuses_what_it_cannot_fit(shipped):
+    model, _, x, start = shipped
+    with pytest.raises(ValueError, match="192-d"):
+        fit_decoder_voice(model, x, start[:10], FEW_STEPS)
+    with pytest.raises(ValueError, match="finite"):
+        fit_decoder_voice(model, x, np.full_like(start, np.nan), FEW_STEPS)
+    with pytest.raises(ValueError, match="at least 1 s"):
+        fit_decoder_voice(model, x[:8000], start, FEW_STEPS)
+    plain = CodecModel(CodecConfig(channels=4, max_channels=16, dimension=8, n_q=2, card=16)).eval()
+    with pytest.raises(ValueError, match="follows no voice"):
+        fit_decoder_voice(plain, x, start, FEW_STEPS)
