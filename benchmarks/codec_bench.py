@@ -19,7 +19,8 @@ file round trip whose header carries the clip's own embedding (codec/bitstream.p
 are counted in the row's kbps, once per clip), and "in its voice", the same codes decoded
 with the embedding of another 10 s of the speaker (as the engine decodes speech in an
 enrolled voice, where the voice costs no bits). Its first row decodes the codes alone, in
-the decoder's default voice.
+the decoder's default voice. With `fit_voices`, "in its fitted voice" decodes them in the embedding
+fitted to that enrollment clip (codec/voice_fit.py), as an enrollment can fit it once per voice.
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ from codec.compress import compress_audio, decompress_codes
 from codec.metrics import quality_scores
 from codec.model import CodecModel
 from codec.onnx_runtime import CodecRuntime, onnx_capable
+from codec.voice_fit import fit_decoder_voice
 from tts.audio import read_audio
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from voice.encoder import SpeakerEncoder
+from voice.verification import REFERENCE_SECONDS, speaker_streams
 
 OPUS_KBPS = (6, 8, 12, 16)
 SR = 16_000
@@ -138,8 +141,9 @@ def pick_clips(corpus: str, n_utts: int, seed: int = 0,
 
 
 def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float, ...] = (1.5, 3.0, 6.0),
-        seed: int = 0, encoder: SpeakerEncoder | None = None) -> list[Row]:
-    """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps."""
+        seed: int = 0, encoder: SpeakerEncoder | None = None, fit_voices: bool = False) -> list[Row]:
+    """The table's rows; with a speaker `encoder`, each also says how much of the voice it keeps;
+    `fit_voices` adds the rows in each speaker's fitted voice (a speaker-conditioned codec only)."""
     unseen = read_manifest(corpus, ["unseen"])
     picks, clips = pick_clips(corpus, n_utts, seed, unseen)
     voice = _VoiceJudge(encoder, corpus, unseen, picks) if encoder is not None else None
@@ -151,6 +155,8 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
     enrolled = voice.enrollments() if voice is not None and model.speaker_conditioned else None
+    fitted = {speaker: fit_decoder_voice(model, clip, enrolled[speaker])
+              for speaker, clip in voice.enrollment_clips().items()} if enrolled and fit_voices else {}
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
         with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
@@ -159,6 +165,8 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
             with_voice = [decompress_codes(model, header, codes) for header, codes in streams] if enrolled else []
             in_voice = [decompress_codes(model, header, codes, enrolled[u.speaker])
                         for (header, codes), u in zip(streams, picks)] if enrolled else []
+            in_fitted = [decompress_codes(model, header, codes, fitted[u.speaker])
+                         for (header, codes), u in zip(streams, picks)] if fitted else []
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
@@ -170,6 +178,8 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
                                with_voice, float("nan")))
         if in_voice:
             rows.append(scored(f"ours q{n_q}, in its voice", model.config.kbps(n_q), in_voice, float("nan")))
+        if in_fitted:
+            rows.append(scored(f"ours q{n_q}, in its fitted voice", model.config.kbps(n_q), in_fitted, float("nan")))
     rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
                        float("nan")))
     for kbps in OPUS_KBPS:
@@ -199,6 +209,12 @@ class _VoiceJudge:
         """Per speaker, the embedding of another 10 s of its other sentences than its reference's: the voice a
         speaker-conditioned decoder is given, as an enrollment would give it."""
         return references(self.corpus, self.utts, set(self.speakers), self.excluded, self.encoder, last_first=True)
+
+    def enrollment_clips(self) -> dict[str, np.ndarray]:
+        """Per speaker, the samples of the 10 s `enrollments` embeds."""
+        pool = [u for u in self.utts if u.speaker in set(self.speakers) and u.id not in self.excluded]
+        streams = speaker_streams(self.corpus, pool, SR, max_seconds=REFERENCE_SECONDS, last_first=True)
+        return {speaker: x[:int(REFERENCE_SECONDS * SR)] for speaker, x in streams.items()}
 
     def judge(self, outputs: list[np.ndarray]) -> dict[str, float]:
         """The `Row` voice fields for these outputs (one per pick, in order)."""

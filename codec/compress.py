@@ -65,12 +65,14 @@ def header_voice(model: CodecModel, header: StreamHeader) -> np.ndarray | None:
 
 def followed_voice(model: CodecModel, embedding: np.ndarray, encoder_id: str) -> np.ndarray | None:
     """`embedding` (from speaker encoder `encoder_id`) where `model`'s decoder follows that encoder's voices, else
-    None (its default voice): a decoder that follows no voice, another encoder, or embeddings of another size.
+    None (its default voice): a decoder that follows no voice, another encoder, or voices of another size (a
+    voice fitted to a clip, codec/voice_fit.py, is also followed).
     Shared by stream files (`header_voice`) and a server's codec packets (`tts client say`)."""
     if not model.speaker_conditioned or encoder_id != model.speaker_encoder_id:
         return None
     embedding = np.asarray(embedding, dtype=np.float32)
-    return embedding if embedding.size == model.config.decoder_speaker_dim else None
+    sizes = (model.config.decoder_speaker_dim, model.decoder.speaker.voice_dim)   # an embedding or a fitted voice
+    return embedding if embedding.size in sizes else None
 
 
 def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:

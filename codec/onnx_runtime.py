@@ -89,7 +89,8 @@ class _EncoderStep(nn.Module):
 
 class _DecoderStep(nn.Module):
     """(codes [B, K, n], overlap tail [B, hop], body state...) -> (audio [B, 1, n frame], tail, body state...);
-    a speaker-conditioned decoder takes the voice's embedding [B, E] after the codes."""
+    a speaker-conditioned decoder takes the voice after the codes, in its fitted form [B, voice_dim]
+    (codec/modules/speaker.py: a plain embedding is padded with zero offsets)."""
 
     def __init__(self, model: CodecModel) -> None:
         super().__init__()
@@ -156,7 +157,7 @@ class CodecRuntime:
         self.encoder_state_shapes = [(1, c.conv.in_channels, c.context) for c in _convs_with_history(self.model)]
         self.decoder_state_shapes = [(1, decoder.hop)] + decoder.state_shapes()
         # a conditioned decoder's voice: an input of every call, before the state
-        self.speaker_shapes = [(1, decoder.speaker.speaker_dim)] if decoder.speaker is not None else []
+        self.speaker_shapes = [(1, decoder.speaker.voice_dim)] if decoder.speaker is not None else []
 
     def _get(self, cache: dict[int, object], n_q: int, build: Callable[[], object]):
         if not 1 <= n_q <= self.model.config.n_q:
@@ -214,7 +215,8 @@ class DecoderStream:
     """One stream's decoder state: codes in, samples out (as `CodecModel.decode` streaming).
 
     Like the PyTorch path, the output lags by `delay` samples and `flush` returns the samples held back.
-    `speaker`: the voice's embedding, which a speaker-conditioned decoder follows (as `CodecModel.decode`).
+    `speaker`: the voice's embedding or fitted voice, which a speaker-conditioned decoder follows (as
+    `CodecModel.decode`).
     """
 
     def __init__(self, runtime: CodecRuntime, n_q: int, speaker: np.ndarray | None = None) -> None:

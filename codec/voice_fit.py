@@ -7,10 +7,14 @@ decoder never trained on it is a poor guide: session 42 found the shipped decode
 on the held-out voice (an oracle) reached 2.9. The codes carry the voice; the decoder does not know how
 to render it.
 
-Here the embedding is the thing trained: starting from the speaker encoder's, a few dozen gradient
-steps move it to where the frozen decoder best reproduces a clip of the voice from that clip's own
-codes, under the trainer's losses (multi-resolution spectral, PESQ and STOI models). The result is still
-a 192-d embedding: streams carry it (codec/bitstream.py) and the engine decodes with it unchanged.
+Here the voice is the thing trained: starting from the speaker encoder's embedding, a hundred gradient
+steps move the voice the decoder reads to where the frozen decoder best reproduces a clip of the voice
+from that clip's own codes, under the trainer's losses (multi-resolution spectral, PESQ and STOI models).
+What moves is the fitted voice of codec/modules/speaker.py: the embedding and offsets of the shift and
+FiLM the decoder makes of it (960 numbers for the shipped decoder). Session 42, 26 unseen clips: moving
+the embedding alone lifted PESQ at 3 kbps on the held-out flite voice by 0.18, moving the offsets as
+well by 0.47. Every path that takes a voice (`CodecModel.decode`, the stream decoders, ONNX Runtime,
+stream headers) takes a fitted one.
 
 Written by hand: a dozen lines of optimisation over the trainer's own losses.
 """
@@ -38,8 +42,9 @@ class VoiceFitOptions:
 
 def fit_decoder_voice(model: CodecModel, audio: np.ndarray, embedding: np.ndarray,
                       options: VoiceFitOptions = VoiceFitOptions()) -> np.ndarray:
-    """The embedding under which `model`'s decoder best reproduces `audio` (mono, at the model's rate)
-    from its own codes, starting from `embedding` (the speaker encoder's for that audio or its speaker).
+    """The fitted voice [voice_dim] under which `model`'s decoder best reproduces `audio` (mono, at the
+    model's rate) from its own codes, starting from `embedding` (the speaker encoder's for that audio or its
+    speaker).
 
     Raises:
         ValueError: a decoder that follows no voice, an embedding of the wrong size, or under one second
@@ -63,7 +68,7 @@ def fit_decoder_voice(model: CodecModel, audio: np.ndarray, embedding: np.ndarra
         clip = torch.tensor(np.asarray(audio[:n], dtype=np.float32))[None, None]
         with torch.no_grad():
             latents = [model.quantizer.decode(model.encode(clip, n_q)) for n_q in options.n_qs]
-        voice = torch.tensor(start)[None].requires_grad_(True)
+        voice = model.decoder.speaker.resolve(torch.tensor(start), 1).clone().requires_grad_(True)
         opt = torch.optim.Adam([voice], lr=options.lr)
         for step in range(options.steps):
             decoded, reference = model.align(model.decoder(latents[step % len(latents)], speaker=voice), clip)

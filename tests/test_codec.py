@@ -142,8 +142,9 @@ def test_onnx_runtime_streams_equal_the_pytorch_streams(tiny_model):
 
 
 def test_a_speaker_conditioned_decoder_follows_the_voice_streaming_or_not(tiny_model):
-    """The voice's embedding steers the decoder alike offline, streaming and on ONNX Runtime; without one it
-    decodes in its default voice; other decoders ignore it; an embedding of the wrong size is refused."""
+    """The voice's embedding, or a voice fitted to a clip (codec/voice_fit.py), steers the decoder alike
+    offline, streaming and on ONNX Runtime; an embedding is the fitted form with zero offsets; without one it
+    decodes in its default voice; other decoders ignore it; a voice of the wrong size is refused."""
     from codec.onnx_runtime import CodecRuntime
 
     x = torch.randn(1, 1, 24 * TINY.hop_length)
@@ -152,16 +153,22 @@ def test_a_speaker_conditioned_decoder_follows_the_voice_streaming_or_not(tiny_m
     if not tiny_model.speaker_conditioned:
         assert torch.equal(tiny_model.decode(codes, voice), tiny_model.decode(codes))
         return
-    offline = tiny_model.decode(codes, voice)
-    assert not torch.allclose(offline, tiny_model.decode(codes), atol=1e-3)          # the voice is heard
-    torch.testing.assert_close(tiny_model.decode(codes, tiny_model.decoder.speaker.default), tiny_model.decode(codes))
-    with tiny_model.streaming(1):
-        streamed = torch.cat([tiny_model.decode(codes[..., i:i + n], voice) for i, n in _chunking(24, 1)], -1)
-    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
-    decoder = CodecRuntime(tiny_model).decoder_stream(3, voice.numpy())
-    ort_audio = np.concatenate([decoder.decode(codes[0, :, i:i + n].numpy()) for i, n in _chunking(24, 1)])
-    np.testing.assert_allclose(ort_audio, offline[0, 0].numpy(), atol=1e-5)
-    with pytest.raises(ValueError, match="speaker embedding"):
+    conditioning = tiny_model.decoder.speaker
+    padded = F.pad(voice, (0, conditioning.voice_dim - SPEAKER_DIM))
+    torch.testing.assert_close(tiny_model.decode(codes, padded), tiny_model.decode(codes, voice))
+    fitted = padded + 0.1 * torch.randn(conditioning.voice_dim) * (torch.arange(conditioning.voice_dim) >= SPEAKER_DIM)
+    assert not torch.allclose(tiny_model.decode(codes, fitted), tiny_model.decode(codes, voice), atol=1e-3)
+    for steer in (voice, fitted):
+        offline = tiny_model.decode(codes, steer)
+        assert not torch.allclose(offline, tiny_model.decode(codes), atol=1e-3)          # the voice is heard
+        with tiny_model.streaming(1):
+            streamed = torch.cat([tiny_model.decode(codes[..., i:i + n], steer) for i, n in _chunking(24, 1)], -1)
+        torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+        decoder = CodecRuntime(tiny_model).decoder_stream(3, steer.numpy())
+        ort_audio = np.concatenate([decoder.decode(codes[0, :, i:i + n].numpy()) for i, n in _chunking(24, 1)])
+        np.testing.assert_allclose(ort_audio, offline[0, 0].numpy(), atol=1e-5)
+    torch.testing.assert_close(tiny_model.decode(codes, conditioning.default), tiny_model.decode(codes))
+    with pytest.raises(ValueError, match="a voice for this decoder"):
         tiny_model.decode(codes, torch.zeros(SPEAKER_DIM + 1))
     # a decoder given a new conditioning decodes exactly as it did until the conditioning is trained
     plain = CodecModel(replace(tiny_model.config, decoder_speaker_dim=0)).eval()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec.compress import compress_audio, decompress_codes
+from codec.bitstream import StreamVoice
+from codec.compress import compress_audio, decompress_codes, header_voice
 from codec.config import CodecConfig
 from codec.loaders import load_codec
 from codec.losses import log_mel
@@ -38,8 +39,8 @@ def test_a_fitted_voice_reproduces_its_clip_better_and_leaves_the_model_alone(sh
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.inference_mode():   # as a caller decoding under inference mode would call it
         fitted = fit_decoder_voice(model, x, start, FEW_STEPS)
-    assert fitted.shape == start.shape and fitted.dtype == np.float32 and np.isfinite(fitted).all()
-    assert not np.allclose(fitted, start)
+    assert fitted.shape == (model.decoder.speaker.voice_dim,) and fitted.dtype == np.float32
+    assert np.isfinite(fitted).all() and not np.allclose(fitted[:start.size], start)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
     header, codes = compress_audio(model, x, 16_000, 3.0, encoder)
@@ -65,3 +66,16 @@ def test_fitting_refuses_what_it_cannot_fit(shipped):
     plain = CodecModel(CodecConfig(channels=4, max_channels=16, dimension=8, n_q=2, card=16)).eval()
     with pytest.raises(ValueError, match="follows no voice"):
         fit_decoder_voice(plain, x, start, FEW_STEPS)
+
+
+def test_a_stream_carries_a_fitted_voice_to_the_decoder(shipped):
+    model, encoder, x, start = shipped
+    fitted = fit_decoder_voice(model, x, start, replace(FEW_STEPS, steps=3))
+    header, codes = compress_audio(model, x, 16_000, 3.0, encoder)
+    header = replace(header, voice=StreamVoice.of(fitted, encoder.model_id))
+    carried = header_voice(model, header)
+    assert carried is not None and carried.shape == fitted.shape
+    np.testing.assert_allclose(carried, fitted, atol=np.abs(fitted).max() / 127)
+    with torch.inference_mode():
+        from_header = decompress_codes(model, header, codes)
+        np.testing.assert_allclose(from_header, decompress_codes(model, header, codes, carried))

@@ -726,7 +726,7 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
         print(codec_attribution.format_table(codec_attribution.run(model, args.corpus, args.utterances,
                                                                    args.attribution, encoder)))
         return 0
-    print(format_table(run(model, args.corpus, n_utts=args.utterances, encoder=encoder)))
+    print(format_table(run(model, args.corpus, n_utts=args.utterances, encoder=encoder, fit_voices=args.fit_voice)))
     return 0
 
 
@@ -1202,6 +1202,9 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--attribution", type=float, default=0, metavar="KBPS",
                     help="instead of the table: at this bitrate, how far the original's magnitudes or phases, in all "
                          "bins or below 1 and 4 kHz, would lift the scores (where the codec loses them)")
+    bc.add_argument("--fit-voice", action="store_true",
+                    help="also decode in each speaker's voice fitted to its enrollment clip (codec/voice_fit.py; "
+                         "about 40 s a speaker)")
     bc.set_defaults(func=_cmd_bench_codec)
     bv = bench.add_parser("voice", help="speaker verification EER on held-out speakers, embedding time")
     bv.add_argument("--corpus", default="data/corpus")

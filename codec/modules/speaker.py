@@ -9,6 +9,10 @@ features the decoder's blocks read and scales and shifts (FiLM) the features its
 Both layers start at zero, so a conditioned decoder made from a trained one starts as exactly that decoder.
 Where no voice is given (a bitstream decoded by `tts codec decode`), the decoder hears `default`: the
 mean of the training voices' embeddings, which the trainer stores (a buffer, saved with the weights).
+
+A voice may also come fitted (codec/voice_fit.py): the embedding followed by offsets of the shift and of
+the FiLM the layers make of it, `voice_dim` numbers in all, found by gradient steps on a clip of the voice.
+A plain embedding is the fitted form with zero offsets.
 """
 from __future__ import annotations
 
@@ -32,28 +36,40 @@ class SpeakerConditioning(nn.Module):
     def speaker_dim(self) -> int:
         return self.shift.in_features
 
+    @property
+    def voice_dim(self) -> int:
+        """Size of a fitted voice: the embedding, then offsets of the shift and of the FiLM."""
+        return self.speaker_dim + self.shift.out_features + self.film.out_features
+
     def resolve(self, speaker: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-        """The embeddings to condition on, [B, speaker_dim]: `speaker` ([speaker_dim] or [B, speaker_dim]),
-        or `default` for every row where none is given.
+        """The voices to condition on in their fitted form, [B, voice_dim]: `speaker` (an embedding,
+        [speaker_dim] or [B, speaker_dim], or a fitted voice, [voice_dim] or [B, voice_dim]), or `default`
+        for every row where none is given; an embedding gets zero offsets.
 
         Raises:
-            ValueError: an embedding of the wrong size.
+            ValueError: a voice of the wrong size.
         """
-        if speaker is None:
-            return self.default.expand(batch_size, -1)
-        speaker = speaker.to(self.default).reshape(-1, speaker.shape[-1])
-        if speaker.shape[-1] != self.speaker_dim or speaker.shape[0] not in (1, batch_size):
-            raise ValueError(f"a speaker embedding for this decoder is [{self.speaker_dim}] or "
-                             f"[{batch_size}, {self.speaker_dim}]; got {tuple(speaker.shape)}")
+        speaker = self.default if speaker is None else speaker.to(self.default)
+        speaker = speaker.reshape(-1, speaker.shape[-1])
+        if speaker.shape[-1] not in (self.speaker_dim, self.voice_dim) or speaker.shape[0] not in (1, batch_size):
+            raise ValueError(f"a voice for this decoder is an embedding, [{self.speaker_dim}] or "
+                             f"[{batch_size}, {self.speaker_dim}], or a fitted voice of {self.voice_dim}; "
+                             f"got {tuple(speaker.shape)}")
+        speaker = nn.functional.pad(speaker, (0, self.voice_dim - speaker.shape[-1]))
         return speaker.expand(batch_size, -1)
 
-    def shifted(self, x: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
-        """The blocks' input x [B, dim, T] plus the voice's shift (the same at every step)."""
-        return x + self.shift(speaker)[:, :, None]
+    def _parts(self, voice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return voice.split([self.speaker_dim, self.shift.out_features, self.film.out_features], dim=-1)
 
-    def modulated(self, h: torch.Tensor, speaker: torch.Tensor) -> torch.Tensor:
+    def shifted(self, x: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
+        """The blocks' input x [B, dim, T] plus the voice's shift (the same at every step)."""
+        embedding, shift_offset, _ = self._parts(voice)
+        return x + (self.shift(embedding) + shift_offset)[:, :, None]
+
+    def modulated(self, h: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
         """The heads' features h [B, T, dim], scaled and shifted for the voice."""
-        scale, bias = self.film(speaker).chunk(2, dim=-1)
+        embedding, _, film_offset = self._parts(voice)
+        scale, bias = (self.film(embedding) + film_offset).chunk(2, dim=-1)
         return h * (1 + scale[:, None]) + bias[:, None]
 
     @torch.no_grad()
