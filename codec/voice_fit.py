@@ -44,17 +44,20 @@ def fit_decoder_voice(model: CodecModel, audio: np.ndarray, embedding: np.ndarra
                       options: VoiceFitOptions = VoiceFitOptions()) -> np.ndarray:
     """The fitted voice [voice_dim] under which `model`'s decoder best reproduces `audio` (mono, at the
     model's rate) from its own codes, starting from `embedding` (the speaker encoder's for that audio or its
-    speaker).
+    speaker, or a voice fitted before).
 
     Raises:
-        ValueError: a decoder that follows no voice, an embedding of the wrong size, or under one second
-            of audio.
+        ValueError: a decoder that follows no voice or is streaming, a starting voice of the wrong size, or
+            under one second of audio.
     """
     if not model.speaker_conditioned:
         raise ValueError("this codec's decoder follows no voice: there is nothing to fit")
+    if model.is_streaming:
+        raise ValueError("fitting a voice decodes offline: finish the model's stream first")
     start = np.asarray(embedding, dtype=np.float32).ravel()
-    if start.size != model.config.decoder_speaker_dim or not np.isfinite(start).all():
-        raise ValueError(f"the starting voice must be a finite {model.config.decoder_speaker_dim}-d embedding; "
+    sizes = (model.config.decoder_speaker_dim, model.decoder.speaker.voice_dim)
+    if start.size not in sizes or not np.isfinite(start).all():
+        raise ValueError(f"the starting voice must be a finite {sizes[0]}-d embedding or a {sizes[1]}-d fitted voice; "
                          f"got {start.size} values")
     n = min(len(audio), int(options.max_seconds * model.sample_rate)) // model.hop_length * model.hop_length
     if n < model.sample_rate:

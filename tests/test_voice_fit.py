@@ -63,6 +63,8 @@ def test_fitting_refuses_what_it_cannot_fit(shipped):
         fit_decoder_voice(model, x, np.full_like(start, np.nan), FEW_STEPS)
     with pytest.raises(ValueError, match="at least 1 s"):
         fit_decoder_voice(model, x[:8000], start, FEW_STEPS)
+    with model.streaming(1), pytest.raises(ValueError, match="offline"):
+        fit_decoder_voice(model, x, start, FEW_STEPS)
     plain = CodecModel(CodecConfig(channels=4, max_channels=16, dimension=8, n_q=2, card=16)).eval()
     with pytest.raises(ValueError, match="follows no voice"):
         fit_decoder_voice(plain, x, start, FEW_STEPS)
