@@ -276,6 +276,29 @@ def test_engine_streams_segments_in_order_and_equals_offline_decode(engine, code
     np.testing.assert_allclose(streamed, np.concatenate(pieces), atol=5 * STREAM_ATOL)
 
 
+def test_engine_decodes_in_a_fitted_voice_where_given_and_the_backbone_still_reads_the_embedding(engine, codec):
+    """`decoder_voice` (codec/voice_fit.py's form: the embedding then offsets) changes only how the codes sound: a
+    zero-offset voice decodes as the embedding alone, and the stream's codes, decoded offline in the voice given,
+    match what the engine streamed."""
+    speaker = np.ones(192, np.float32) / np.sqrt(192)
+    options = SynthesisOptions(seed=5, sampling=FAST)
+    text = "One two three four five."
+    plain = np.concatenate(list(engine.synthesize(text, speaker, options)))
+    conditioning = codec.decoder.speaker
+    zero_offsets = np.pad(speaker, (0, conditioning.voice_dim - 192))
+    np.testing.assert_allclose(np.concatenate(list(engine.synthesize(text, speaker, options, zero_offsets))), plain,
+                               atol=STREAM_ATOL)
+    fitted = zero_offsets + np.where(np.arange(conditioning.voice_dim) >= 192, 0.05, 0).astype(np.float32)
+    streamed = np.concatenate(list(engine.synthesize(text, speaker, options, fitted)))
+    assert streamed.shape == plain.shape and not np.allclose(streamed, plain, atol=1e-3)
+    (seg,) = engine.segments(text, options)
+    req = Request(engine.tokenizer.encode(utterance_text(seg.text), normalized=True), torch.from_numpy(speaker),
+                  len(seg.text), options.seed, FAST)
+    codes = torch.stack(list(generate_frames(engine.backbone, req, engine.int8, engine.onnx_steps)), 1)
+    offline = codec.decode_aligned(codes[None], fitted)[0, 0].numpy()
+    np.testing.assert_allclose(streamed[:len(offline)], offline, atol=5 * STREAM_ATOL)
+
+
 @pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"),
                                            ("... --- !!!", "nothing that can be spoken")])
 def test_engine_refuses_text_it_cannot_speak(engine, text, message):

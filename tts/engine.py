@@ -60,13 +60,16 @@ class SynthesisOptions:
 class SpeechStream:
     """One listener's synthesis state (see module doc). PCM is float32 at the codec's sample rate."""
 
-    def __init__(self, engine: "Engine", speaker: np.ndarray, options: SynthesisOptions) -> None:
+    def __init__(self, engine: "Engine", speaker: np.ndarray, options: SynthesisOptions,
+                 decoder_voice: np.ndarray | None = None) -> None:
         self.engine = engine
         self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
         self.options = options
         self.segments: collections.deque[Segment] = collections.deque()
+        # the codec decodes in `decoder_voice` where given (a voice fitted to the speaker's clip, codec/voice_fit.py)
+        voice = self.speaker.numpy() if decoder_voice is None else np.asarray(decoder_voice, dtype=np.float32)
         self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
-                                      engine.codec_runtime, self.speaker.numpy())
+                                      engine.codec_runtime, voice)
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -248,13 +251,16 @@ class Engine:
 
     # ------------------------------------------------------------ synthesis
 
-    def stream(self, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions()) -> SpeechStream:
-        return SpeechStream(self, speaker, options)
+    def stream(self, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
+               decoder_voice: np.ndarray | None = None) -> SpeechStream:
+        """A stream in the voice `speaker` (the speaker encoder's embedding, which the backbone reads); the
+        codec decodes in `decoder_voice` where given: that voice fitted to its clip (codec/voice_fit.py)."""
+        return SpeechStream(self, speaker, options, decoder_voice)
 
-    def synthesize(self, text: str, speaker: np.ndarray,
-                   options: SynthesisOptions = SynthesisOptions()) -> Iterator[np.ndarray]:
-        """PCM chunks of one stream as they are produced (float32, codec sample rate)."""
-        stream = self.stream(speaker, options)
+    def synthesize(self, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
+                   decoder_voice: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """PCM chunks of one stream as they are produced (float32, codec sample rate); see `stream`."""
+        stream = self.stream(speaker, options, decoder_voice)
         stream.add_text(text)
         yield from run_stream(self, stream)
 
