@@ -19,7 +19,7 @@ file round trip whose header carries the clip's own embedding (codec/bitstream.p
 are counted in the row's kbps, once per clip), and "in its voice", the same codes decoded
 with the embedding of another 10 s of the speaker (as the engine decodes speech in an
 enrolled voice, where the voice costs no bits). Its first row decodes the codes alone, in
-the decoder's default voice. With `fit_voices`, "in its fitted voice" decodes them in the embedding
+the decoder's default voice. With `fit_voices`, "in its fitted voice" decodes them in the voice
 fitted to that enrollment clip (codec/voice_fit.py), as an enrollment can fit it once per voice.
 """
 from __future__ import annotations
