@@ -14,6 +14,7 @@ import torch
 
 from codec.bitstream import BitstreamError, StreamHeader, StreamVoice, read_stream, write_stream
 from codec.model import CodecModel
+from codec.voice_fit import VoiceFitOptions, fit_decoder_voice
 from tts.audio import read_audio, resample, write_audio
 
 if TYPE_CHECKING:
@@ -29,8 +30,10 @@ VOICE_SECONDS = 30.0
 STREAM_SUFFIX = ".sttc"
 
 
-def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder | None) -> StreamVoice | None:
-    """The voice a stream of `audio` (at the model's rate) carries for `model`'s decoder.
+def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder | None,
+                 fit: VoiceFitOptions | None = None) -> StreamVoice | None:
+    """The voice a stream of `audio` (at the model's rate) carries for `model`'s decoder; with `fit`, that
+    voice fitted to the audio's first seconds (codec/voice_fit.py: 960 levels instead of 192).
 
     None where it would not be used: a decoder that follows no voice or another speaker
     encoder's, no `encoder`, or audio with under half a second of sound to embed.
@@ -41,18 +44,22 @@ def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder |
         embedding = encoder.embed(audio[:int(VOICE_SECONDS * model.sample_rate)], model.sample_rate)
     except ValueError:   # too little sound: the decoder's default voice serves
         return None
+    if fit is not None and len(audio) >= model.sample_rate:   # under 1 s there is too little to fit to
+        embedding = fit_decoder_voice(model, audio, embedding, fit)
     return StreamVoice.of(embedding, encoder.model_id)
 
 
 def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbps: float,
-                   encoder: SpeakerEncoder | None = None) -> tuple[StreamHeader, np.ndarray]:
+                   encoder: SpeakerEncoder | None = None,
+                   fit: VoiceFitOptions | None = None) -> tuple[StreamHeader, np.ndarray]:
     """Encode mono samples at any rate -> (header, codes [F, n_q]); with the speaker `encoder` that a
-    speaker-conditioned decoder follows, the header carries the audio's voice (`stream_voice`)."""
+    speaker-conditioned decoder follows, the header carries the audio's voice (`stream_voice`, fitted with
+    `fit`)."""
     audio = resample(samples, sample_rate, model.sample_rate)
     n_q = model.config.n_q_for_kbps(kbps)
     codes = model.encode(torch.from_numpy(audio)[None, None], n_q, CHUNK_FRAMES)[0].T.numpy()
     header = StreamHeader(model.sample_rate, model.hop_length, n_q, model.config.bits_per_code,
-                          len(audio), codes.shape[0], model.tokens_id, stream_voice(model, audio, encoder))
+                          len(audio), codes.shape[0], model.tokens_id, stream_voice(model, audio, encoder, fit))
     return header, codes
 
 
@@ -105,10 +112,10 @@ def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray,
 
 
 def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, kbps: float,
-                encoder: SpeakerEncoder | None = None) -> StreamHeader:
-    """`compress_audio` into a file, written whole or not at all; `encoder`: see `compress_audio`."""
+                encoder: SpeakerEncoder | None = None, fit: VoiceFitOptions | None = None) -> StreamHeader:
+    """`compress_audio` into a file, written whole or not at all; `encoder`, `fit`: see `compress_audio`."""
     audio = read_audio(wav_in)
-    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder)
+    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder, fit)
     write_stream_file(stream_out, header, codes)
     return header
 
