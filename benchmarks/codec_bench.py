@@ -154,9 +154,11 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
 
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
-    enrolled = voice.enrollments() if voice is not None and model.speaker_conditioned else None
+    # each speaker's enrollment clip, read once for its embedding and for its fitted voice
+    enrollment_audio = voice.enrollment_clips() if voice is not None and model.speaker_conditioned else None
+    enrolled = voice.enrollments(enrollment_audio) if enrollment_audio is not None else None
     fitted = {speaker: fit_decoder_voice(model, clip, enrolled[speaker])
-              for speaker, clip in voice.enrollment_clips().items()} if enrolled and fit_voices else {}
+              for speaker, clip in enrollment_audio.items()} if enrolled and fit_voices else {}
     for kbps in our_kbps:
         n_q = model.config.n_q_for_kbps(kbps)
         with torch.inference_mode():  # the file round trip (codec/compress.py), delay-compensated
@@ -205,16 +207,17 @@ class _VoiceJudge:
         self.refs = references(corpus, utts, {u.speaker for u in picks}, self.excluded, encoder)
         self.speakers = [u.speaker for u in picks]
 
-    def enrollments(self) -> dict[str, np.ndarray]:
-        """Per speaker, the embedding of another 10 s of its other sentences than its reference's: the voice a
-        speaker-conditioned decoder is given, as an enrollment would give it."""
-        return references(self.corpus, self.utts, set(self.speakers), self.excluded, self.encoder, last_first=True)
-
     def enrollment_clips(self) -> dict[str, np.ndarray]:
-        """Per speaker, the samples of the 10 s `enrollments` embeds."""
+        """Per speaker, another 10 s of its other sentences than its reference's (from the last), as an
+        enrollment clip: the samples `references(..., last_first=True)` would embed."""
         pool = [u for u in self.utts if u.speaker in set(self.speakers) and u.id not in self.excluded]
         streams = speaker_streams(self.corpus, pool, SR, max_seconds=REFERENCE_SECONDS, last_first=True)
         return {speaker: x[:int(REFERENCE_SECONDS * SR)] for speaker, x in streams.items()}
+
+    def enrollments(self, clips: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per speaker, the embedding of its enrollment clip (`enrollment_clips`): the voice a
+        speaker-conditioned decoder is given, as an enrollment would give it."""
+        return {speaker: self.encoder.embed(x, SR) for speaker, x in clips.items()}
 
     def judge(self, outputs: list[np.ndarray]) -> dict[str, float]:
         """The `Row` voice fields for these outputs (one per pick, in order)."""
