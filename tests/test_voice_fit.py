@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,13 +11,12 @@ from codec.bitstream import StreamVoice
 from codec.compress import compress_audio, decompress_codes, header_voice
 from codec.config import CodecConfig
 from codec.loaders import load_codec
-from codec.losses import log_mel
 from codec.model import CodecModel
 from codec.voice_fit import VoiceFitOptions, fit_decoder_voice
+from tests.test_codec_shipped import CLIP, _mel_l1   # a voice held out of codec training; log-mel L1
 from tts.audio import read_audio
 from voice.encoder import load_encoder
 
-CLIP = Path(__file__).parent / "assets" / "unseen_awb.flac"  # a voice held out of codec training
 FEW_STEPS = VoiceFitOptions(steps=12)
 
 
@@ -27,11 +25,6 @@ def shipped():
     model, encoder = load_codec(), load_encoder()
     x = read_audio(CLIP).samples.astype(np.float32)
     return model, encoder, x, encoder.embed(x, model.sample_rate)
-
-
-def _mel_l1(ref: np.ndarray, deg: np.ndarray) -> float:
-    return float((log_mel(torch.from_numpy(deg)[None], 16_000) - log_mel(torch.from_numpy(ref)[None], 16_000))
-                 .abs().mean())
 
 
 def test_a_fitted_voice_reproduces_its_clip_better_and_leaves_the_model_alone(shipped):
