@@ -71,6 +71,13 @@ class MultiResolutionSpectralLoss(nn.Module):
         return {"stft_lin": lin / n, "stft_log": logm / n, "mel": mel / n}
 
 
+def spectral_total(parts: dict[str, torch.Tensor], lin: float = 1.0, log: float = 1.0, mel: float = 2.0
+                   ) -> torch.Tensor:
+    """`MultiResolutionSpectralLoss`'s parts weighted into one loss; the defaults are the codec trainer's
+    (`TrainConfig.lambda_lin`, `lambda_log`, `lambda_mel`), which a voice fit (codec/voice_fit.py) also uses."""
+    return lin * parts["stft_lin"] + log * parts["stft_log"] + mel * parts["mel"]
+
+
 class SpectralContrastLoss(nn.Module):
     """L1 between the decoded and the real audio's harmonic contrast, in loud frames of a band.
 

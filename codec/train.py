@@ -37,7 +37,7 @@ from codec.loaders import load_weights, read_codec_file, save_codec, speaker_enc
 from codec.losses import (MultiResolutionSpectralLoss, PhaseDerivativeLoss, SpeakerConsistencyLoss,
                           SpectralContrastLoss, feature_matching_loss, generator_adversarial_loss,
                           harmonic_amplitude_loss, hinge_discriminator_loss,
-                          instantaneous_frequency_loss, log_mel)
+                          instantaneous_frequency_loss, log_mel, spectral_total)
 from codec.metrics import perceptual_metrics_available, quality_scores
 from codec.model import CodecModel
 from codec.modules.harmonic import PITCH_BIN_CENTS, HarmonicSource
@@ -489,8 +489,8 @@ def train(cfg: TrainConfig) -> dict:
                                                    target_f0, target_voiced)
             y, x = model.align(y, x)
             losses = {**spectral(y, x), **extra_losses}
-            total = (cfg.lambda_lin * losses["stft_lin"] + cfg.lambda_log * losses["stft_log"]
-                     + cfg.lambda_mel * losses["mel"] + cfg.lambda_commit * q.commitment_loss)
+            total = (spectral_total(losses, cfg.lambda_lin, cfg.lambda_log, cfg.lambda_mel)
+                     + cfg.lambda_commit * q.commitment_loss)
             if cfg.lambda_phase:
                 losses["phase"] = phase(y, x)
                 total = total + cfg.lambda_phase * losses["phase"]
