@@ -33,7 +33,7 @@ STREAM_SUFFIX = ".sttc"
 def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder | None,
                  fit: VoiceFitOptions | None = None) -> StreamVoice | None:
     """The voice a stream of `audio` (at the model's rate) carries for `model`'s decoder; with `fit`, that
-    voice fitted to the audio's first seconds (codec/voice_fit.py: 960 levels instead of 192).
+    voice fitted to the audio's first seconds (codec/voice_fit.py: 4 544 levels instead of 192).
 
     None where it would not be used: a decoder that follows no voice or another speaker
     encoder's, no `encoder`, or audio with under half a second of sound to embed.
@@ -78,8 +78,7 @@ def followed_voice(model: CodecModel, embedding: np.ndarray, encoder_id: str) ->
     if not model.speaker_conditioned or encoder_id != model.speaker_encoder_id:
         return None
     embedding = np.asarray(embedding, dtype=np.float32)
-    sizes = (model.config.decoder_speaker_dim, model.decoder.speaker.voice_dim)   # an embedding or a fitted voice
-    return embedding if embedding.size in sizes else None
+    return embedding if embedding.size in model.decoder.speaker.voice_sizes else None  # an embedding or a fitted voice
 
 
 def require_tokens(model: CodecModel, tokens_id: str, source: str) -> None:

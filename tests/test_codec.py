@@ -158,6 +158,13 @@ def test_a_speaker_conditioned_decoder_follows_the_voice_streaming_or_not(tiny_m
     torch.testing.assert_close(tiny_model.decode(codes, padded), tiny_model.decode(codes, voice))
     fitted = padded + 0.1 * torch.randn(conditioning.voice_dim) * (torch.arange(conditioning.voice_dim) >= SPEAKER_DIM)
     assert not torch.allclose(tiny_model.decode(codes, fitted), tiny_model.decode(codes, voice), atol=1e-3)
+    # the LayerNorm offsets alone are heard; a voice fitted without them (session 42's) is padded
+    assert conditioning.norms == len(tiny_model.decoder.blocks) + 1
+    in_norms = torch.arange(conditioning.voice_dim) >= conditioning.head_dim
+    assert not torch.allclose(tiny_model.decode(codes, torch.where(in_norms, fitted, padded)),
+                              tiny_model.decode(codes, voice), atol=1e-3)
+    torch.testing.assert_close(tiny_model.decode(codes, fitted[:conditioning.head_dim]),
+                               tiny_model.decode(codes, torch.where(in_norms, padded, fitted)))
     for steer in (voice, fitted):
         offline = tiny_model.decode(codes, steer)
         assert not torch.allclose(offline, tiny_model.decode(codes), atol=1e-3)          # the voice is heard

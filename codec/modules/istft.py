@@ -38,7 +38,7 @@ from torch import nn
 
 from codec.modules.harmonic import HarmonicSource
 from codec.modules.phase import accumulate_phase
-from codec.modules.speaker import SpeakerConditioning
+from codec.modules.speaker import SpeakerConditioning, offset_layer_norm
 from codec.modules.streaming import StreamingModule
 
 
@@ -65,9 +65,11 @@ class CausalConvNeXtBlock(nn.Module):
         self.pw2 = nn.Linear(hidden, dim)
         self.scale = nn.Parameter(torch.full((dim,), 0.1))
 
-    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, C, T]; `history` [B, C, kernel - 1] is the input just before x (zeros at the start).
-        Returns (output, the new history)."""
+    def forward(self, x: torch.Tensor, history: torch.Tensor | None = None, norm_offset: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, C, T]; `history` [B, C, kernel - 1] is the input just before x (zeros at the start);
+        `norm_offset` [B, 2, C]: a fitted voice's offsets of the LayerNorm's scale and bias
+        (codec/modules/speaker.py). Returns (output, the new history)."""
         if history is None:
             history = x.new_zeros(x.shape[0], x.shape[1], self.kernel - 1)
         padded = torch.cat([history, x], dim=-1)
@@ -78,7 +80,7 @@ class CausalConvNeXtBlock(nn.Module):
             # this is several times faster than the conv kernel (measured), and identical.
             taps = padded.unfold(-1, self.kernel, 1)                      # [B, C, T, kernel]
             h = torch.einsum("bctk,ck->btc", taps, self.dwconv.weight[:, 0]) + self.dwconv.bias
-        h = self.pw2(F.gelu(self.pw1(self.norm(h))))
+        h = self.pw2(F.gelu(self.pw1(offset_layer_norm(self.norm, h, norm_offset))))
         return x + (self.scale * h).transpose(1, 2), padded[..., -(self.kernel - 1):]
 
 
@@ -109,7 +111,7 @@ class IstftDecoder(StreamingModule):
         # Optional oscillators at the pitch's multiples (codec/modules/harmonic.py) for the voiced part.
         self.source = HarmonicSource(dim, hop, sample_rate, harmonics) if harmonics else None
         # Optional steering by the voice's speaker embedding (codec/modules/speaker.py).
-        self.speaker = SpeakerConditioning(speaker_dim, dim) if speaker_dim else None
+        self.speaker = SpeakerConditioning(speaker_dim, dim, layers + 1) if speaker_dim else None  # + the heads' norm
         self.register_buffer("window", torch.hann_window(self.n_fft, periodic=True), persistent=False)
         real, imag = _windowed_inverse_dft(self.n_fft, self.window)
         self.register_buffer("idft_real", real, persistent=False)
@@ -175,19 +177,25 @@ class IstftDecoder(StreamingModule):
 
     def hidden(self, z: torch.Tensor, histories: list | None = None, speaker: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, list]:
-        """z [B, D, F] -> the blocks' output [B, F * upsample, dim], carrying each block's conv history;
-        `speaker`: the resolved embeddings [B, speaker_dim] of a conditioned decoder."""
+        """z [B, D, F] -> the features both heads read [B, F * upsample, dim] (the blocks' output, normalised
+        and, for a conditioned decoder, modulated), carrying each block's conv history;
+        `speaker`: the resolved voices [B, voice_dim] of a conditioned decoder."""
         B, _, Fr = z.shape
         # A kernel-1 conv applied as a matrix product (cheaper per call).
         x = F.linear(z.transpose(1, 2), self.inp.weight[..., 0], self.inp.bias)          # [B, F, dim * up]
         x = x.view(B, Fr, -1, self.upsample).permute(0, 2, 1, 3).reshape(B, -1, Fr * self.upsample)
+        norm_offsets: list = [None] * (len(self.blocks) + 1)
         if self.speaker is not None:
             x = self.speaker.shifted(x, speaker)
+            norm_offsets = self.speaker.norm_offsets(speaker)
         new_histories = []
         for i, block in enumerate(self.blocks):
-            x, hist = block(x, histories[i] if histories else None)
+            x, hist = block(x, histories[i] if histories else None, norm_offsets[i])
             new_histories.append(hist)
-        return x.transpose(1, 2), new_histories
+        h = offset_layer_norm(self.norm, x.transpose(1, 2), norm_offsets[-1])
+        if self.speaker is not None:
+            h = self.speaker.modulated(h, speaker)
+        return h, new_histories
 
     def overlap_add(self, frames: torch.Tensor, tail: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames [B, T, 2 hop] -> (final samples [B, 1, T hop], the unfinished last hop [B, hop])."""
@@ -240,9 +248,6 @@ class IstftDecoder(StreamingModule):
         if self.speaker is not None:
             speaker = self.speaker.resolve(speaker, z.shape[0])
         h, histories = self.hidden(z, state[:n] if state else None, speaker)
-        h = self.norm(h)      # the features both heads read
-        if self.speaker is not None:
-            h = self.speaker.modulated(h, speaker)
         rest = state[n:] if state else []
         integrated = self.phase == "integrated"
         extras: dict[str, torch.Tensor | None] = {"phase_steps": None, "pitch_logits": None, "voicing": None,

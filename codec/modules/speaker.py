@@ -11,8 +11,9 @@ Where no voice is given (a bitstream decoded by `tts codec decode`), the decoder
 mean of the training voices' embeddings, which the trainer stores (a buffer, saved with the weights).
 
 A voice may also come fitted (codec/voice_fit.py): the embedding followed by offsets of the shift and of
-the FiLM the layers make of it, `voice_dim` numbers in all, found by gradient steps on a clip of the voice.
-A plain embedding is the fitted form with zero offsets.
+the FiLM the layers make of it, then offsets of the scale and bias of each LayerNorm of the decoder (`norms`
+of them: one per block, then the heads'), `voice_dim` numbers in all, found by gradient steps on a clip of the voice. A plain embedding is the fitted
+form with zero offsets, and so is a shorter fitted voice (session 42's had no block offsets): it is padded.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from torch import nn
 class SpeakerConditioning(nn.Module):
     """Speaker embedding [B, speaker_dim] -> a shift of the blocks' input and a FiLM of the heads' features."""
 
-    def __init__(self, speaker_dim: int, dim: int) -> None:
+    def __init__(self, speaker_dim: int, dim: int, norms: int = 0) -> None:
         super().__init__()
+        self.norms = norms   # LayerNorms whose scale and bias a fitted voice offsets (no weights: offsets only)
         self.shift = nn.Linear(speaker_dim, dim)
         self.film = nn.Linear(speaker_dim, 2 * dim)
         for layer in (self.shift, self.film):
@@ -37,29 +39,45 @@ class SpeakerConditioning(nn.Module):
         return self.shift.in_features
 
     @property
-    def voice_dim(self) -> int:
-        """Size of a fitted voice: the embedding, then offsets of the shift and of the FiLM."""
+    def head_dim(self) -> int:
+        """Size of a fitted voice without LayerNorm offsets: the embedding, then offsets of the shift and the FiLM."""
         return self.speaker_dim + self.shift.out_features + self.film.out_features
+
+    @property
+    def voice_dim(self) -> int:
+        """Size of a fitted voice: `head_dim`, then each LayerNorm's scale and bias offsets."""
+        return self.head_dim + self.norms * self.film.out_features
+
+    @property
+    def voice_sizes(self) -> tuple[int, ...]:
+        """The sizes of voice `resolve` takes: an embedding, a voice fitted without LayerNorm offsets, a whole one."""
+        return tuple(sorted({self.speaker_dim, self.head_dim, self.voice_dim}))
 
     def resolve(self, speaker: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         """The voices to condition on in their fitted form, [B, voice_dim]: `speaker` (an embedding,
-        [speaker_dim] or [B, speaker_dim], or a fitted voice, [voice_dim] or [B, voice_dim]), or `default`
-        for every row where none is given; an embedding gets zero offsets.
+        [speaker_dim] or [B, speaker_dim], or a fitted voice, [S] or [B, S] for a size S of `voice_sizes`),
+        or `default` for every row where none is given; the offsets a voice lacks are zero.
 
         Raises:
             ValueError: a voice of the wrong size.
         """
         speaker = self.default if speaker is None else speaker.to(self.default)
         speaker = speaker.reshape(-1, speaker.shape[-1])
-        if speaker.shape[-1] not in (self.speaker_dim, self.voice_dim) or speaker.shape[0] not in (1, batch_size):
+        if speaker.shape[-1] not in self.voice_sizes or speaker.shape[0] not in (1, batch_size):
             raise ValueError(f"a voice for this decoder is an embedding, [{self.speaker_dim}] or "
-                             f"[{batch_size}, {self.speaker_dim}], or a fitted voice of {self.voice_dim}; "
-                             f"got {tuple(speaker.shape)}")
+                             f"[{batch_size}, {self.speaker_dim}], or a fitted voice of "
+                             f"{' or '.join(map(str, self.voice_sizes[1:]))}; got {tuple(speaker.shape)}")
         speaker = nn.functional.pad(speaker, (0, self.voice_dim - speaker.shape[-1]))
         return speaker.expand(batch_size, -1)
 
     def _parts(self, voice: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return voice.split([self.speaker_dim, self.shift.out_features, self.film.out_features], dim=-1)
+        return voice[..., :self.head_dim].split([self.speaker_dim, self.shift.out_features,
+                                                 self.film.out_features], dim=-1)
+
+    def norm_offsets(self, voice: torch.Tensor) -> list[torch.Tensor]:
+        """Each LayerNorm's offsets in the resolved `voice` [B, voice_dim]: [B, 2, dim] (scale, bias)."""
+        offsets = voice[..., self.head_dim:].unflatten(-1, (self.norms, 2, -1))
+        return list(offsets.unbind(1))
 
     def shifted(self, x: torch.Tensor, voice: torch.Tensor) -> torch.Tensor:
         """The blocks' input x [B, dim, T] plus the voice's shift (the same at every step)."""
@@ -76,3 +94,11 @@ class SpeakerConditioning(nn.Module):
     def set_default(self, voice: torch.Tensor) -> None:
         """`default` := this voice [speaker_dim] (the trainer's: the training voices' normalised mean)."""
         self.default.copy_(voice)
+
+
+def offset_layer_norm(norm: nn.LayerNorm, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+    """`norm`(x) for x [B, T, dim], its scale and bias moved by a fitted voice's `offset` [B, 2, dim] where given."""
+    if offset is None:
+        return norm(x)
+    scale, bias = norm.weight + offset[:, 0], norm.bias + offset[:, 1]
+    return nn.functional.layer_norm(x, norm.normalized_shape, eps=norm.eps) * scale[:, None] + bias[:, None]
