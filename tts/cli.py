@@ -940,7 +940,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "one, which the shipped codec follows)")
     enc.add_argument("--fit-voice", action="store_true",
                      help="fit the voice the stream carries to the input's first 10 s (codec/voice_fit.py): a new "
-                          "voice decodes closer to the input, for 768 more bytes and up to 40 s of CPU")
+                          "voice decodes closer to the input, for 4 352 more bytes and up to 40 s of CPU")
     enc.set_defaults(func=_cmd_codec_encode)
     dec = codec.add_parser("decode", help="codec stream -> WAV")
     dec.add_argument("input")
@@ -1215,7 +1215,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "bins or below 1 and 4 kHz, would lift the scores (where the codec loses them)")
     bc.add_argument("--fit-voice", action="store_true",
                     help="also decode in each speaker's voice fitted to its enrollment clip (codec/voice_fit.py; "
-                         "about 40 s a speaker)")
+                         "about 35 s a speaker)")
     bc.set_defaults(func=_cmd_bench_codec)
     bv = bench.add_parser("voice", help="speaker verification EER on held-out speakers, embedding time")
     bv.add_argument("--corpus", default="data/corpus")
