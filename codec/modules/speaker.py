@@ -12,8 +12,9 @@ mean of the training voices' embeddings, which the trainer stores (a buffer, sav
 
 A voice may also come fitted (codec/voice_fit.py): the embedding followed by offsets of the shift and of
 the FiLM the layers make of it, then offsets of the scale and bias of each LayerNorm of the decoder (`norms`
-of them: one per block, then the heads'), `voice_dim` numbers in all, found by gradient steps on a clip of the voice. A plain embedding is the fitted
-form with zero offsets, and so is a shorter fitted voice (session 42's had no block offsets): it is padded.
+of them: one per block, then the heads'), `voice_dim` numbers in all, found by gradient steps on a clip of
+the voice. A plain embedding is the fitted form with zero offsets, and so is a shorter fitted voice
+(session 42's had no LayerNorm offsets): it is padded.
 """
 from __future__ import annotations
 
