@@ -78,7 +78,8 @@ def fit_decoder_voice(model: CodecModel, audio: np.ndarray, embedding: np.ndarra
         stoi = StoiLoss(model.sample_rate)
         clip = torch.tensor(np.asarray(audio[:n], dtype=np.float32))[None, None]
         with torch.no_grad():
-            latents = [model.quantizer.decode(model.encode(clip, n_q)) for n_q in options.n_qs]
+            # a codec with fewer quantizers than a rate asks fits at all of its own
+            latents = [model.quantizer.decode(model.encode(clip, min(n_q, model.config.n_q))) for n_q in options.n_qs]
         # two leaves, each with its own step size: the embedding with its shift and FiLM offsets, and the
         # LayerNorm offsets
         voice = conditioning.resolve(torch.tensor(start), 1)

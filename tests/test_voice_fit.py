@@ -63,6 +63,18 @@ def test_fitting_refuses_what_it_cannot_fit(shipped):
         fit_decoder_voice(plain, x, start, FEW_STEPS)
 
 
+def test_a_codec_with_fewer_quantizers_than_the_fit_asks_fits_at_its_own(shipped):
+    """The fit's default rates (12 and 24 quantizers) are the shipped codec's; a smaller conditioned codec (2
+    quantizers, 2 blocks) fits with all of its own, to a voice of its own size."""
+    _, _, x, start = shipped
+    small = CodecModel(CodecConfig(channels=4, max_channels=16, dimension=8, n_q=2, card=16, decoder="istft",
+                                   decoder_dim=16, decoder_hidden=24, decoder_layers=2,
+                                   decoder_speaker_dim=start.size)).eval()
+    fitted = fit_decoder_voice(small, x, start, replace(FEW_STEPS, steps=2))
+    assert fitted.shape == (small.decoder.speaker.voice_dim,) == (start.size + 3 * 16 + 3 * 2 * 16,)
+    assert np.isfinite(fitted).all()
+
+
 def test_a_stream_carries_a_fitted_voice_to_the_decoder(shipped):
     model, encoder, x, start = shipped
     fitted = fit_decoder_voice(model, x, start, replace(FEW_STEPS, steps=3))
