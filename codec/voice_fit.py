@@ -19,8 +19,9 @@ kbps's 2.48, and on a second draw of 40 clips to 2.44 against 2.48. Session 43 (
 draws, 3 kbps): adding offsets of every LayerNorm gave 2.56 / 0.929 and 2.52 / 0.924 (Opus 6 kbps
 2.48 / 0.921 and 2.48 / 0.920); offsets of every bias of the decoder as well, 2.54 / 0.931 and 2.52 /
 0.926, not enough more for three times the numbers; fitting all its weights, 2.48 / 0.926 on the first
-(worse: with 2.8 M weights, 10 s of one voice is more likely learnt as a clip than as a voice). Every path that takes a voice (`CodecModel.decode`, the stream
-decoders, ONNX Runtime, stream headers) takes a fitted one.
+(worse: with 2.8 M weights, 10 s of one voice is more likely learnt as a clip than as a voice). Every
+path that takes a voice (`CodecModel.decode`, the stream decoders, ONNX Runtime, stream headers) takes a
+fitted one.
 
 Written by hand: a dozen lines of optimisation over the trainer's own losses.
 """
