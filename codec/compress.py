@@ -50,16 +50,18 @@ def stream_voice(model: CodecModel, audio: np.ndarray, encoder: SpeakerEncoder |
 
 
 def compress_audio(model: CodecModel, samples: np.ndarray, sample_rate: int, kbps: float,
-                   encoder: SpeakerEncoder | None = None,
-                   fit: VoiceFitOptions | None = None) -> tuple[StreamHeader, np.ndarray]:
-    """Encode mono samples at any rate -> (header, codes [F, n_q]); with the speaker `encoder` that a
-    speaker-conditioned decoder follows, the header carries the audio's voice (`stream_voice`, fitted with
-    `fit`)."""
+                   encoder: SpeakerEncoder | None = None, fit: VoiceFitOptions | None = None,
+                   voice: StreamVoice | None = None) -> tuple[StreamHeader, np.ndarray]:
+    """Encode mono samples at any rate -> (header, codes [F, n_q]); the header carries `voice` where given (an
+    enrolled voice, say), else with the speaker `encoder` that a speaker-conditioned decoder follows the audio's
+    own voice (`stream_voice`, fitted with `fit`)."""
     audio = resample(samples, sample_rate, model.sample_rate)
     n_q = model.config.n_q_for_kbps(kbps)
     codes = model.encode(torch.from_numpy(audio)[None, None], n_q, CHUNK_FRAMES)[0].T.numpy()
+    if voice is None:
+        voice = stream_voice(model, audio, encoder, fit)
     header = StreamHeader(model.sample_rate, model.hop_length, n_q, model.config.bits_per_code,
-                          len(audio), codes.shape[0], model.tokens_id, stream_voice(model, audio, encoder, fit))
+                          len(audio), codes.shape[0], model.tokens_id, voice)
     return header, codes
 
 
@@ -111,10 +113,11 @@ def decompress_codes(model: CodecModel, header: StreamHeader, codes: np.ndarray,
 
 
 def encode_file(model: CodecModel, wav_in: str | Path, stream_out: str | Path, kbps: float,
-                encoder: SpeakerEncoder | None = None, fit: VoiceFitOptions | None = None) -> StreamHeader:
-    """`compress_audio` into a file, written whole or not at all; `encoder`, `fit`: see `compress_audio`."""
+                encoder: SpeakerEncoder | None = None, fit: VoiceFitOptions | None = None,
+                voice: StreamVoice | None = None) -> StreamHeader:
+    """`compress_audio` into a file, written whole or not at all; `encoder`, `fit`, `voice`: see `compress_audio`."""
     audio = read_audio(wav_in)
-    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder, fit)
+    header, codes = compress_audio(model, audio.samples, audio.sample_rate, kbps, encoder, fit, voice)
     write_stream_file(stream_out, header, codes)
     return header
 
@@ -131,12 +134,14 @@ def write_stream_file(path: str | Path, header: StreamHeader, codes: np.ndarray)
     tmp.replace(path)
 
 
-def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path) -> StreamHeader:
-    """Decodes in the stream's voice where it carries one for this decoder.
+def decode_file(model: CodecModel, stream_in: str | Path, wav_out: str | Path,
+                voice: np.ndarray | None = None) -> StreamHeader:
+    """Decodes in `voice` where given (an enrolled voice the listener holds), else in the stream's voice where it
+    carries one for this decoder.
 
     Raises BitstreamError for foreign, truncated or corrupt input (nothing is written then)."""
     with open(stream_in, "rb") as f:
         header, codes = read_stream(f)
     require_tokens(model, header.model_id, "stream")
-    write_audio(wav_out, decompress_codes(model, header, codes), model.sample_rate)
+    write_audio(wav_out, decompress_codes(model, header, codes, voice), model.sample_rate)
     return header

@@ -422,3 +422,36 @@ def test_voice_fine_tune_with_speaker_augmentation(tmp_path):
     assert (exported.channels, exported.pitch_bins) == (16, 8)
     with pytest.raises(ValueError, match="warp factors"):
         train_voice(VoiceTrainConfig(corpus=str(corpus), out_dir=str(tmp_path / "bad"), warp_factors=(3.0,)))
+
+
+def test_a_decoder_voice_is_kept_per_decoder_and_goes_with_its_voice(encoder, tmp_path):
+    """The store keeps a voice fitted for a codec decoder beside the voice, one per decoder; re-embedding or
+    deleting the voice drops it (it was fitted from the old embedding), and an unknown voice has none."""
+    fitted = np.linspace(-1, 1, 40, dtype=np.float32)
+    with VoiceStore(tmp_path / "v.db") as store:
+        enroll(store, encoder, to_bytes(speechlike(6.0)), "kept", CONSENT, keep_clip=True)
+        enroll(store, encoder, to_bytes(speechlike(6.0, f0=200)), "other", CONSENT)
+        assert store.decoder_voice("kept", "codec-a") is None
+        store.set_decoder_voice("kept", "codec-a", fitted)
+        store.set_decoder_voice("other", "codec-a", -fitted)
+        store.set_decoder_voice("kept", "codec-b", 2 * fitted)
+    with VoiceStore(tmp_path / "v.db") as store:   # it lasts
+        np.testing.assert_array_equal(store.decoder_voice("kept", "codec-a"), fitted)
+        np.testing.assert_array_equal(store.decoder_voice("kept", "codec-b"), 2 * fitted)
+        store.set_decoder_voice("kept", "codec-a", 3 * fitted)   # replaced, not added
+        np.testing.assert_array_equal(store.decoder_voice("kept", "codec-a"), 3 * fitted)
+        with pytest.raises(VoiceNotFoundError):
+            store.set_decoder_voice("nobody", "codec-a", fitted)
+        with pytest.raises(VoiceStoreError, match="finite"):
+            store.set_decoder_voice("kept", "codec-a", np.array([np.nan], np.float32))
+        newer = SpeakerEncoder(encoder.config).eval()
+        newer.model_id = "test-encoder-v2"
+        reembed(store, newer, "kept")
+        assert store.decoder_voice("kept", "codec-a") is None and store.decoder_voice("kept", "codec-b") is None
+        store.delete("other")
+        enroll(store, encoder, to_bytes(speechlike(6.0, f0=200)), "other", CONSENT)   # a new voice of that name
+        assert store.decoder_voice("other", "codec-a") is None
+        assert store.integrity_ok()
+        with pytest.raises(VoiceNotFoundError):   # a failed delete changes nothing
+            store.delete("nobody")
+        assert [v.name for v in store.list()] == ["kept", "other"]

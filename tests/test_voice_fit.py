@@ -105,3 +105,108 @@ def test_codec_encode_fits_the_streams_voice_to_its_input(tmp_path, capsys):
     assert _mel_l1(x, decoded["fitted"]) < _mel_l1(x, decoded["plain"]) - 0.02
     assert main(["codec", "encode", str(CLIP), str(tmp_path / "n.sttc"), "--fit-voice", "--no-voice"]) == 2
     assert "--fit-voice" in capsys.readouterr().err and not (tmp_path / "n.sttc").exists()
+
+
+def _enrollment_clip() -> bytes:
+    """The held-out clip twice over (5.3 s): enough speech to enroll."""
+    import io
+
+    import soundfile as sf
+
+    x = read_audio(CLIP).samples.astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, np.concatenate([x, np.zeros(4000, np.float32), x]), 16_000, format="WAV")
+    return buf.getvalue()
+
+
+CONSENT = "I am the speaker in this clip and I consent to cloning my voice."
+
+
+def test_an_enrolled_voice_is_fitted_to_its_clip_once_per_decoder(shipped, tmp_path, monkeypatch):
+    import codec.voice_fit
+    from voice.enroll import EnrollmentError, decoder_voice, enroll
+    from voice.store import VoiceStore
+
+    model, encoder, _, _ = shipped
+    calls = []
+    real_fit = codec.voice_fit.fit_decoder_voice
+    monkeypatch.setattr(codec.voice_fit, "fit_decoder_voice", lambda *a: calls.append(1) or real_fit(*a))
+    options = replace(FEW_STEPS, steps=2)
+    with VoiceStore(tmp_path / "v.db") as store:
+        enroll(store, encoder, _enrollment_clip(), "ann", CONSENT, keep_clip=True)
+        enroll(store, encoder, _enrollment_clip(), "bob", CONSENT)
+        fitted = decoder_voice(store, model, "ann", options)
+        assert fitted.shape == (model.decoder.speaker.voice_dim,) and np.isfinite(fitted).all()
+        assert not np.allclose(fitted[:192], store.get("ann").embedding)
+        np.testing.assert_array_equal(decoder_voice(store, model, "ann", options), fitted)
+        assert len(calls) == 1   # the second time it comes from the store
+        with pytest.raises(EnrollmentError, match="without keeping its clip.*--keep-clip"):
+            decoder_voice(store, model, "bob", options)
+        with pytest.raises(EnrollmentError, match="built-in voice"):
+            decoder_voice(store, model, "slt", options)
+        plain = CodecModel(CodecConfig(channels=4, max_channels=16, dimension=8, n_q=2, card=16)).eval()
+        with pytest.raises(EnrollmentError, match="follows no voice"):
+            decoder_voice(store, plain, "ann", options)
+
+
+def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:
+    """A store with voice "ann" (the enrollment clip, kept) and a decoder voice for the shipped codec as a fit
+    would leave it (none runs here): (its path, ann's embedding, that voice)."""
+    from voice.enroll import enroll
+    from voice.store import VoiceStore
+
+    model, encoder, _, _ = shipped
+    db = str(tmp_path / "v.db")
+    with VoiceStore(db) as store:
+        enroll(store, encoder, _enrollment_clip(), "ann", CONSENT, keep_clip=True)
+        ann = store.get("ann").embedding
+        kept = np.concatenate([ann, np.linspace(-0.1, 0.1, model.decoder.speaker.voice_dim - ann.size)])
+        store.set_decoder_voice("ann", model.model_id, kept.astype(np.float32))
+    return db, ann, kept.astype(np.float32)
+
+
+def test_codec_encode_carries_an_enrolled_voice(shipped, tmp_path, capsys):
+    """`tts codec encode --voice NAME`: the stream carries the enrolled voice's embedding, or with --fit-voice
+    the voice fitted to its clip as the store keeps it; an unknown voice or --no-voice is refused, writing
+    nothing."""
+    from codec.bitstream import read_stream
+    from tts.cli import main
+
+    model = shipped[0]
+    db, ann, kept = _store_with_a_kept_voice(shipped, tmp_path)
+    args = ["--voice", "ann", "--store", db]
+    assert main(["codec", "encode", str(CLIP), str(tmp_path / "e.sttc"), *args]) == 0
+    assert main(["codec", "encode", str(CLIP), str(tmp_path / "f.sttc"), *args, "--fit-voice"]) == 0
+    out = capsys.readouterr().out
+    assert "voice 'ann' (214 bytes)" in out and "voice 'ann' fitted (4566 bytes)" in out
+    for name, want in (("e", ann), ("f", kept)):
+        with open(tmp_path / f"{name}.sttc", "rb") as f:
+            header, _ = read_stream(f)
+        np.testing.assert_allclose(header_voice(model, header), want, atol=np.abs(want).max() / 127)
+    assert main(["codec", "encode", str(CLIP), str(tmp_path / "n.sttc"), "--voice", "nobody", "--store", db]) == 2
+    assert "unknown voice 'nobody'" in capsys.readouterr().err
+    assert main(["codec", "encode", str(CLIP), str(tmp_path / "n.sttc"), *args, "--no-voice"]) == 2
+    assert "--voice" in capsys.readouterr().err and not (tmp_path / "n.sttc").exists()
+
+
+def test_codec_decode_speaks_in_an_enrolled_voice_the_stream_leaves_out(shipped, tmp_path, capsys):
+    """A stream without its voice (`--no-voice`) decoded with `--voice NAME --fit-voice` speaks in the voice the
+    listener's store keeps for that decoder, as if the stream had carried it; --fit-voice alone is refused."""
+    from codec.bitstream import read_stream
+    from tts.cli import main
+
+    model = shipped[0]
+    db, _, kept = _store_with_a_kept_voice(shipped, tmp_path)
+    stream, wav = tmp_path / "n.sttc", tmp_path / "n.wav"
+    assert main(["codec", "encode", str(CLIP), str(stream), "--no-voice"]) == 0
+    assert main(["codec", "decode", str(stream), str(wav), "--voice", "ann", "--store", db, "--fit-voice"]) == 0
+    assert "in voice 'ann' fitted" in capsys.readouterr().out
+    with open(stream, "rb") as f:
+        header, codes = read_stream(f)
+    assert header.voice is None
+    with torch.inference_mode():
+        want = decompress_codes(model, header, codes, kept)
+    np.testing.assert_allclose(read_audio(wav).samples, want, atol=1 / 32768 + 1e-6)
+    wav.unlink()
+    assert main(["codec", "decode", str(stream), str(wav), "--fit-voice"]) == 2
+    assert "--voice" in capsys.readouterr().err and not wav.exists()

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:   # names for type hints only: the CLI imports its heavy modules inside each command
+    import numpy as np
+
     from codec.bitstream import StreamHeader
+    from codec.model import CodecModel
     from serve.generated.tts_pb2 import CodecInfo
     from tts.stream.decoder import ChunkedDecoder
 
@@ -150,6 +153,8 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
     if args.kbps > top + step / 2:   # would be served at `top`: say so instead of writing another rate
         raise UserError(f"--kbps {args.kbps:g} is above this codec's highest bitrate; it encodes "
                         f"{step:g} to {top:g} kbps in steps of {step:g}")
+    if args.voice is not None:
+        return _encode_in_stored_voice(args, model)
     encoder = None
     if model.speaker_conditioned and not args.no_voice:   # the decoder follows the voice: the stream carries it
         from voice.encoder import load_encoder
@@ -168,11 +173,43 @@ def _cmd_codec_encode(args: argparse.Namespace) -> int:
 
         fit = VoiceFitOptions()
     header = encode_file(model, args.input, args.output, args.kbps, encoder, fit)
-    size = Path(args.output).stat().st_size
-    voice = f"its voice ({len(header.voice.pack())} bytes)" if header.voice else "no voice"
-    print(f"{args.output}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, {voice}, "
-          f"{size} bytes ({size * 8 / max(header.num_samples / header.sample_rate, 1e-9) / 1000:.2f} kbps in all)")
+    _print_encoded(args.output, header, "its voice")
     return 0
+
+
+def _encode_in_stored_voice(args: argparse.Namespace, model: CodecModel) -> int:
+    """`tts codec encode --voice NAME`: the stream carries an enrolled (or built-in) voice rather than its input's:
+    with --fit-voice, that voice fitted to its enrollment clip (fitted once per decoder, then kept in the store)."""
+    from codec.bitstream import StreamVoice
+    from codec.compress import encode_file
+
+    if args.no_voice:
+        raise UserError("--voice names the voice the stream carries: leave out --no-voice (or leave out --voice, "
+                        "and give it to `tts codec decode --voice` instead)")
+    header = encode_file(model, args.input, args.output, args.kbps,
+                         voice=StreamVoice.of(_stored_voice(args, model), model.speaker_encoder_id))
+    _print_encoded(args.output, header, f"voice {args.voice!r}" + (" fitted" if args.fit_voice else ""))
+    return 0
+
+
+def _stored_voice(args: argparse.Namespace, model: CodecModel) -> np.ndarray:
+    """`--voice NAME` from the store as `model`'s decoder takes it: the embedding, or with --fit-voice the voice
+    fitted to its enrollment clip (voice/enroll.py: decoder_voice)."""
+    from voice.enroll import decoder_voice, resolve_voice
+
+    if not model.speaker_conditioned:
+        raise UserError("--voice: this codec's decoder follows no voice")
+    with _open_store(args) as store:
+        if args.fit_voice:
+            return decoder_voice(store, model, args.voice)
+        return resolve_voice(store, args.voice, model.speaker_encoder_id).embedding
+
+
+def _print_encoded(path: str, header: StreamHeader, voice_name: str) -> None:
+    size = Path(path).stat().st_size
+    voice = f"{voice_name} ({len(header.voice.pack())} bytes)" if header.voice else "no voice"
+    print(f"{path}: {header.num_frames} frames, {header.n_q} quantizers = {header.kbps:.2f} kbps, {voice}, "
+          f"{size} bytes ({size * 8 / max(header.num_samples / header.sample_rate, 1e-9) / 1000:.2f} kbps in all)")
 
 
 def _cmd_codec_decode(args: argparse.Namespace) -> int:
@@ -182,10 +219,15 @@ def _cmd_codec_decode(args: argparse.Namespace) -> int:
     _check_audio_out(args.output)
     if not Path(args.input).is_file():
         raise UserError(f"codec stream not found: {args.input}")
+    if args.fit_voice and args.voice is None:
+        raise UserError("--fit-voice decodes in an enrolled voice fitted to its clip: name it with --voice")
     model = load_codec(args.model)
-    header = decode_file(model, args.input, args.output)
+    stored = _stored_voice(args, model) if args.voice is not None else None
+    header = decode_file(model, args.input, args.output, stored)
     voice = ""
-    if model.speaker_conditioned:   # say which voice it speaks in, and why where it is not the stream's
+    if stored is not None:
+        voice = f", in voice {args.voice!r}" + (" fitted" if args.fit_voice else "")
+    elif model.speaker_conditioned:   # say which voice it speaks in, and why where it is not the stream's
         if header_voice(model, header) is not None:
             voice = ", in its voice"
         elif header.voice is None:
@@ -940,12 +982,25 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "one, which the shipped codec follows)")
     enc.add_argument("--fit-voice", action="store_true",
                      help="fit the voice the stream carries to the input's first 10 s (codec/voice_fit.py): a new "
-                          "voice decodes closer to the input, for 4 352 more bytes and up to 40 s of CPU")
+                          "voice decodes closer to the input, for 4 352 more bytes and up to 40 s of CPU; with "
+                          "--voice, that voice fitted to its enrollment clip, once, then kept in the store")
+    enc.add_argument("--voice", default=None, metavar="NAME",
+                     help="carry this enrolled or built-in voice instead of the input's (for many short "
+                          "recordings of one enrolled speaker; add --fit-voice for the best rendering)")
+    enc.add_argument("--store", default=None, help="voice store file for --voice (default: $TTS_HOME/voices.db or "
+                                                   "~/.local/share/tts/voices.db)")
     enc.set_defaults(func=_cmd_codec_encode)
     dec = codec.add_parser("decode", help="codec stream -> WAV")
     dec.add_argument("input")
     dec.add_argument("output")
     dec.add_argument("--model", default=None)
+    dec.add_argument("--voice", default=None, metavar="NAME",
+                     help="decode in this enrolled or built-in voice instead of the stream's (a stream encoded "
+                          "with --no-voice saves the voice's bytes when the listener holds the voice)")
+    dec.add_argument("--fit-voice", action="store_true",
+                     help="with --voice: that voice fitted to its enrollment clip (fitted once, then kept)")
+    dec.add_argument("--store", default=None, help="voice store file for --voice (default: $TTS_HOME/voices.db or "
+                                                   "~/.local/share/tts/voices.db)")
     dec.set_defaults(func=_cmd_codec_decode)
 
     voice = sub.add_parser("voice", help="enroll and manage voices").add_subparsers(dest="voice_command",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,6 +15,11 @@ from tts.audio import SAMPLE_RATE, Audio, AudioError, active_speech_seconds, rea
 from voice.encoder import SpeakerEncoder
 from voice.presets import load_presets
 from voice.store import VoiceNotFoundError, VoiceRecord, VoiceStore, VoiceStoreError, validate_consent, validate_name
+
+if TYPE_CHECKING:
+    from codec.model import CodecModel
+    from codec.voice_fit import VoiceFitOptions
+
 
 class EnrollmentError(ValueError):
     """The clip (or the request) cannot be enrolled; the message says why and what is accepted."""
@@ -133,3 +139,36 @@ def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRe
         raise StaleVoiceError(f"voice {name!r} was embedded by encoder {record.encoder_version}, "
                               f"the current encoder is {encoder_version}: {hint}")
     return record
+
+
+def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
+                  options: "VoiceFitOptions | None" = None) -> np.ndarray:
+    """The voice `name` as `model`'s decoder (one that follows the voice) best renders it: its embedding fitted
+    to its enrollment clip (codec/voice_fit.py), fitted on first use and kept in the store per decoder, since a
+    fit takes tens of seconds of CPU and the clip does not change.
+
+    Raises:
+        VoiceNotFoundError / StaleVoiceError: no such voice, or one embedded by another speaker encoder than the
+            one the decoder follows.
+        EnrollmentError: a decoder that follows no voice, or a voice with no clip to fit to (a built-in voice,
+            or one enrolled without keeping its clip).
+    """
+    from codec.voice_fit import VoiceFitOptions, fit_decoder_voice
+
+    if not model.speaker_conditioned:
+        raise EnrollmentError("this codec's decoder follows no voice: there is no voice to fit")
+    record = resolve_voice(store, name, model.speaker_encoder_id)
+    if not record.preset:
+        kept = store.decoder_voice(name, model.model_id)
+        if kept is not None and kept.size in model.decoder.speaker.voice_sizes:
+            return kept
+    stored = None if record.preset else store.clip(name)
+    if stored is None:
+        what = "a built-in voice" if record.preset else "enrolled without keeping its clip"
+        raise EnrollmentError(f"voice {name!r} is {what}: there is no clip to fit the decoder's voice to "
+                              f"(enroll it with --keep-clip)")
+    audio, _ = check_clip(stored[0])
+    fitted = fit_decoder_voice(model, resample(audio.samples, audio.sample_rate, model.sample_rate),
+                               record.embedding, options or VoiceFitOptions())
+    store.set_decoder_voice(name, model.model_id, fitted)
+    return fitted

@@ -9,6 +9,7 @@ constraint, so two processes racing for one name cannot both win.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import sqlite3
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -37,6 +39,12 @@ CREATE TABLE IF NOT EXISTS voices (
     consent         TEXT NOT NULL CHECK (length(trim(consent)) > 0),
     clip            BLOB,
     clip_format     TEXT
+);
+CREATE TABLE IF NOT EXISTS decoder_voices (
+    voice_id        TEXT NOT NULL,
+    codec_id        TEXT NOT NULL,
+    voice           BLOB NOT NULL CHECK (length(voice) > 0 AND length(voice) % 4 = 0),
+    PRIMARY KEY (voice_id, codec_id)
 );
 """
 
@@ -209,17 +217,51 @@ class VoiceStore:
         return record
 
     def delete(self, name: str) -> None:
-        """Remove a voice. Raises VoiceNotFoundError when there is none of that name."""
-        if self._db.execute("DELETE FROM voices WHERE name = ?", (name,)).rowcount == 0:
-            raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
+        """Remove a voice and its decoder voices. Raises VoiceNotFoundError when there is none of that name."""
+        with self._transaction() as db:
+            self._forget_decoder_voices(db, name)
+            if db.execute("DELETE FROM voices WHERE name = ?", (name,)).rowcount == 0:
+                raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
 
     def update_embedding(self, name: str, embedding: np.ndarray, encoder_version: str) -> None:
-        """Replace a voice's embedding after re-embedding its stored clip with a newer encoder."""
+        """Replace a voice's embedding after re-embedding its stored clip with a newer encoder (its decoder voices,
+        fitted from the old embedding, are dropped with it)."""
         emb = _check_embedding(embedding)
-        cur = self._db.execute("UPDATE voices SET embedding = ?, dim = ?, encoder_version = ? WHERE name = ?",
-                               (emb.tobytes(), int(emb.size), encoder_version, name))
-        if cur.rowcount == 0:
-            raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
+        with self._transaction() as db:
+            self._forget_decoder_voices(db, name)
+            cur = db.execute("UPDATE voices SET embedding = ?, dim = ?, encoder_version = ? WHERE name = ?",
+                             (emb.tobytes(), int(emb.size), encoder_version, name))
+            if cur.rowcount == 0:
+                raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
+
+    def set_decoder_voice(self, name: str, codec_id: str, voice: np.ndarray) -> None:
+        """Keep the voice fitted to `name`'s clip for the codec decoder `codec_id` (codec/voice_fit.py), replacing
+        an earlier one: fitting takes tens of seconds, so a voice is fitted once per decoder."""
+        vec = np.asarray(voice, dtype=np.float32).reshape(-1)
+        if vec.size == 0 or not np.isfinite(vec).all():
+            raise VoiceStoreError("a decoder voice must be a finite, non-empty vector")
+        with self._transaction() as db:
+            row = db.execute("SELECT id FROM voices WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
+            db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) VALUES (?,?,?)",
+                       (row[0], codec_id, vec.tobytes()))
+
+    @staticmethod
+    def _forget_decoder_voices(db: sqlite3.Connection, name: str) -> None:
+        db.execute("DELETE FROM decoder_voices WHERE voice_id IN (SELECT id FROM voices WHERE name = ?)", (name,))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Statements that stand or fall together (the connection is otherwise in autocommit)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # ------------------------------------------------------------ reads
 
@@ -247,6 +289,12 @@ class VoiceStore:
         if row is None:
             raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
         return None if row[0] is None else (bytes(row[0]), row[1])
+
+    def decoder_voice(self, name: str, codec_id: str) -> np.ndarray | None:
+        """The voice fitted to `name`'s clip for codec decoder `codec_id`, or None where none was kept."""
+        row = self._db.execute("SELECT d.voice FROM decoder_voices d JOIN voices v ON v.id = d.voice_id "
+                               "WHERE v.name = ? AND d.codec_id = ?", (name, codec_id)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
