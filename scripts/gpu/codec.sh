@@ -49,6 +49,11 @@
 # and 0.005 STOI on unseen speakers in 5 500 CPU steps (shipped); run them longer, and under the discriminator, e.g.
 #   INIT_FROM=assets/codec.safetensors CODEC_ARGS="--decoder-only --pitch-teacher 0.25 --focus-n-q 4
 #   --adv-start 1000000 --speaker-loss 2 --pesq-loss 0.3 --pesq-compensate --stoi-loss 3"
+# Sessions 42-44: fitting the voice to a 10-s clip (codec/voice_fit.py) brings an unseen voice to what a decoder
+# trained on it reaches; what is left (6 kbps at about 2.6 PESQ against Opus 8 kbps's 3.24) is the decoder's own
+# ceiling, which only training raises: the next run is the decoder under the discriminator, keeping the tokens, e.g.
+#   INIT_FROM=assets/codec.safetensors CODEC_ARGS="--decoder-only --pitch-teacher 0.25 --focus-n-q 4 --adv-start 0
+#   --speaker-loss 2 --pesq-loss 0.3 --pesq-compensate --stoi-loss 3"   (score it with `tts bench codec --fit-voice`)
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
