@@ -65,6 +65,8 @@ class TrainConfig(TrainerOptions):
     segment_seconds: float = 1.0
     lr: float = 3e-4
     adv_start: int = 20_000
+    disc_warmup: int = 0              # steps from adv_start where only the discriminator learns, so a new one
+                                      # does not push a trained decoder with noise (the decoder holds still)
     lambda_lin: float = 1.0
     lambda_log: float = 1.0
     lambda_mel: float = 2.0
@@ -522,9 +524,10 @@ def train(cfg: TrainConfig) -> dict:
             for group in opt_g.param_groups + opt_d.param_groups:
                 group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
             opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)
-            opt_g.step()
+            if not (adversarial and step < cfg.adv_start + cfg.disc_warmup):   # the decoder waits for the judge
+                total.backward()
+                torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)
+                opt_g.step()
             if adversarial:
                 real_logits, _ = train_disc(x)
                 fake_logits, _ = train_disc(y.detach())

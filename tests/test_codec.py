@@ -641,6 +641,21 @@ def test_training_resumes_and_starts_from_a_shipped_model(tmp_path):
     train(TrainConfig(**{**go_on.__dict__, "out_dir": str(tmp_path / "run11")}))
     fresh = load_file(disc_path(str(tmp_path / "k_last.safetensors")))
     assert not all(torch.equal(fresh[k], v) for k, v in critic.items())
+    # A discriminator warm-up: from adv_start, for disc_warmup steps, only the discriminator learns; the decoder
+    # of a decoder-only run holds still (and moves once the warm-up is over).
+    warm = TrainConfig(**{**go_on.__dict__, "out_dir": str(tmp_path / "run15"), "steps": 4, "adv_start": 2,
+                          "disc_warmup": 2, "decoder_only": True, "loader_workers": 0,
+                          "init_disc": disc_path(str(tmp_path / "j_last.safetensors")),
+                          "export_last": str(tmp_path / "warm_last.safetensors")})
+    assert train(warm)["step"] == 4
+    start, held = (load_codec(tmp_path / f).state_dict() for f in ("j_last.safetensors", "warm_last.safetensors"))
+    assert all(torch.equal(start[k], held[k]) for k in start if k.startswith("decoder."))
+    judged = load_file(disc_path(str(tmp_path / "warm_last.safetensors")))
+    assert not all(torch.equal(judged[k], v) for k, v in critic.items())
+    warm.steps = 6   # resumed past the warm-up: the decoder learns
+    assert train(warm)["step"] == 6
+    moved = load_codec(tmp_path / "warm_last.safetensors").state_dict()
+    assert any(not torch.equal(start[k], moved[k]) for k in start if k.startswith("decoder."))
     assert any("pitch" in json.loads(line) for line in open(tmp_path / "run9" / "train.log"))
     with pytest.raises(ValueError, match="keeps the encoder"):
         train(TrainConfig(**{**istft_cfg.__dict__, "out_dir": str(tmp_path / "run6"), "codec": {"n_q": 2}}))

@@ -349,7 +349,7 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
     from codec.train import TrainConfig, train
 
     cfg = TrainConfig(corpus=args.corpus, extra_corpora=args.extra_corpus, batch_size=args.batch_size,
-                      adv_start=args.adv_start,
+                      adv_start=args.adv_start, disc_warmup=args.disc_warmup,
                       init_from=args.init_from, decoder_only=args.decoder_only, focus_n_q=args.focus_n_q,
                       decay_from=args.decay_from, lr_final=args.lr_final, select_by=args.select_by,
                       lambda_phase=args.phase_loss, lambda_if=args.if_loss, lambda_pitch=args.pitch_loss,
@@ -1043,6 +1043,9 @@ def build_parser() -> argparse.ArgumentParser:
     tc = train.add_parser("codec", help="train the neural codec (resumes from OUT/last.pt)")
     _add_trainer_args(tc, "codec", steps=100_000, batch_size=8, lr=3e-4, valid_every=500)
     tc.add_argument("--adv-start", type=int, default=20_000, help="step at which the discriminator joins")
+    tc.add_argument("--disc-warmup", type=int, default=0,
+                    help="for this many steps from --adv-start only the discriminator learns (a new discriminator "
+                         "joining a trained decoder: e.g. --adv-start 46500 --disc-warmup 500 from the shipped codec)")
     tc.add_argument("--init-from", default="",
                     help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
     tc.add_argument("--decoder-only", action="store_true",
