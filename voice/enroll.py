@@ -96,12 +96,22 @@ def enroll(store: VoiceStore, encoder: SpeakerEncoder, clip: bytes, name: str, c
 
 def reembed(store: VoiceStore, encoder: SpeakerEncoder, name: str) -> VoiceRecord:
     """Re-embed a voice from its stored clip with the current encoder (after an encoder update)."""
-    stored = store.clip(name)
-    if stored is None:
-        raise EnrollmentError(f"voice {name!r} was enrolled without keeping its clip; enroll it again")
-    audio, _ = check_clip(stored[0])
+    audio = kept_clip(store, name)
     store.update_embedding(name, encoder.embed(audio.samples, audio.sample_rate), encoder.model_id)
     return store.get(name)
+
+
+def kept_clip(store: VoiceStore, name: str) -> Audio:
+    """The clip voice `name` was enrolled with, checked as at enrollment: re-embedding and fitting start from it.
+
+    Raises:
+        EnrollmentError: the voice was enrolled without keeping its clip.
+    """
+    stored = store.clip(name)
+    if stored is None:
+        raise EnrollmentError(f"voice {name!r} was enrolled without keeping its clip; enroll it again with "
+                              f"--keep-clip")
+    return check_clip(stored[0])[0]
 
 
 def all_voices(store: VoiceStore) -> list[VoiceRecord]:
@@ -158,16 +168,12 @@ def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
     if not model.speaker_conditioned:
         raise EnrollmentError("this codec's decoder follows no voice: there is no voice to fit")
     record = resolve_voice(store, name, model.speaker_encoder_id)
-    if not record.preset:
-        kept = store.decoder_voice(name, model.model_id)
-        if kept is not None and kept.size in model.decoder.speaker.voice_sizes:
-            return kept
-    stored = None if record.preset else store.clip(name)
-    if stored is None:
-        what = "a built-in voice" if record.preset else "enrolled without keeping its clip"
-        raise EnrollmentError(f"voice {name!r} is {what}: there is no clip to fit the decoder's voice to "
-                              f"(enroll it with --keep-clip)")
-    audio, _ = check_clip(stored[0])
+    if record.preset:
+        raise EnrollmentError(f"voice {name!r} is a built-in voice: there is no clip to fit the decoder's voice to")
+    kept = store.decoder_voice(name, model.model_id)
+    if kept is not None and kept.size in model.decoder.speaker.voice_sizes:
+        return kept
+    audio = kept_clip(store, name)
     fitted = fit_decoder_voice(model, resample(audio.samples, audio.sample_rate, model.sample_rate),
                                record.embedding, options or VoiceFitOptions())
     store.set_decoder_voice(name, model.model_id, fitted)
