@@ -76,6 +76,24 @@ def test_training_setup_errors_are_messages(tmp_path, capsys):
     assert "no training checkpoint" in err and "Traceback" not in err
 
 
+def test_no_trainer_writes_into_the_shipped_models_by_default(tmp_path):
+    """A run without --export keeps its best model under its own --out folder: a smoke run once replaced
+    assets/codec.safetensors. Shipping a model is a deliberate copy."""
+    from tts.cli import _trainer_options, build_parser
+
+    parser = build_parser()
+    runs = tmp_path / "runs"
+    for trainer, best in [("codec", "best.safetensors"), ("voice", "best.safetensors"),
+                          ("backbone", "best.safetensors"), ("aligner", "aligner.pt")]:
+        options = _trainer_options(parser.parse_args(["train", trainer, "--out", str(runs / trainer)]))
+        assert options["export"] == str(runs / trainer / best)
+        assert "assets" not in _trainer_options(parser.parse_args(["train", trainer]))["export"]
+        mine = str(tmp_path / "mine.safetensors")
+        assert _trainer_options(parser.parse_args(["train", trainer, "--export", mine]))["export"] == mine
+    for maker in ("tokenizer", "phonemes"):
+        assert "assets" not in parser.parse_args(["train", maker]).out
+
+
 @pytest.mark.parametrize("command, out_flag", [
     (["say", "Hello.", "--backbone", "none.safetensors"], "--out"),   # the missing model would be the error
     (["codec", "decode", "in.sttc", "--model", "none.safetensors"], ""),  # if anything loaded first

@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+# A trainer's best model, under its --out folder unless --export names another file (see _add_trainer_args).
+BEST_EXPORT = "best.safetensors"
+
 if TYPE_CHECKING:   # names for type hints only: the CLI imports its heavy modules inside each command
     import numpy as np
 
@@ -372,7 +375,8 @@ def _cmd_train_codec(args: argparse.Namespace) -> int:
 
 def _trainer_options(args: argparse.Namespace) -> dict:
     """The tts.training.TrainerOptions fields set by `_add_trainer_args`."""
-    return dict(out_dir=args.out, export=args.export, steps=args.steps, lr=args.lr, valid_every=args.valid_every,
+    export = args.export or str(Path(args.out) / args.export_name)
+    return dict(out_dir=args.out, export=export, steps=args.steps, lr=args.lr, valid_every=args.valid_every,
                 device=args.device, threads=args.threads, max_minutes=args.max_minutes, log_every=args.log_every)
 
 
@@ -853,11 +857,17 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
 
 
 def _add_trainer_args(p: argparse.ArgumentParser, name: str, steps: int, batch_size: int | None, lr: float,
-                      valid_every: int, export: str | None = None) -> None:
-    """Options every trainer shares (same names, same meaning)."""
+                      valid_every: int, export_name: str = BEST_EXPORT) -> None:
+    """Options every trainer shares (same names, same meaning).
+
+    The best model goes under the run's own folder unless --export says otherwise: a run never
+    replaces the shipped model in assets/ by default (shipping is a deliberate copy)."""
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--out", default=f"runs/{name}", help="checkpoints and train.log")
-    p.add_argument("--export", default=export or f"assets/{name}.safetensors", help="where the best model is written")
+    p.add_argument("--export", default=None,
+                   help=f"where the best model is written (default: OUT/{export_name}; to ship it, copy it into "
+                   f"assets/)")
+    p.set_defaults(export_name=export_name)
     p.add_argument("--steps", type=int, default=steps)
     if batch_size is not None:
         p.add_argument("--batch-size", type=int, default=batch_size)
@@ -1127,8 +1137,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "so adversarial training continued from an export keeps its critic")
     tc.set_defaults(func=_cmd_train_codec)
     tv = train.add_parser("voice", help="train the speaker encoder (resumes from OUT/last.pt)")
-    _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250,
-                      export="assets/voice_encoder.safetensors")
+    _add_trainer_args(tv, "voice", steps=2500, batch_size=48, lr=2e-3, valid_every=250)
     tv.add_argument("--seconds-per-speaker", type=float, default=600.0,
                     help="audio loaded per training speaker (bounds memory)")
     tv.add_argument("--init-from", default="",
@@ -1193,13 +1202,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     tt = train.add_parser("tokenizer", help="train the sentencepiece text tokenizer on a corpus's transcripts")
     tt.add_argument("--corpus", default="data/corpus")
-    tt.add_argument("--out", default="assets/tokenizer.model")
+    tt.add_argument("--out", default="runs/tokenizer/tokenizer.model", help="(copy it into assets/ to ship it)")
     tt.add_argument("--vocab-size", type=int, default=384)
     tt.set_defaults(func=_cmd_train_tokenizer)
     tp = train.add_parser("phonemes", help="make the phoneme inventory (espeak-ng) of a corpus's transcripts, "
                           "the text tokens of a phoneme backbone")
     tp.add_argument("--corpus", default="data/corpus")
-    tp.add_argument("--out", default="assets/phonemes.json")
+    tp.add_argument("--out", default="runs/phonemes/phonemes.json", help="(copy it into assets/ to ship it)")
     tp.add_argument("--voice", default="en-us", help="espeak-ng voice whose pronunciations are used")
     tp.set_defaults(func=_cmd_train_phonemes)
     rt = train.add_parser("retokenize", help="a copy of a token cache with its texts cut by another tokenizer "
@@ -1211,7 +1220,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta = train.add_parser("aligner", help="train the CTC aligner that finds where each text token of a token cache "
                           "is spoken (for the backbone's read pointer or alignment guide)")
     _add_trainer_args(ta, "aligner", steps=3000, batch_size=None, lr=2e-3, valid_every=250,
-                      export="runs/aligner/aligner.pt")
+                      export_name="aligner.pt")
     ta.add_argument("--cache", default="runs/backbone/cache_ph.npz", help="token cache to learn from")
     ta.add_argument("--batch-frames", type=int, default=4000, help="codec frames per batch")
     ta.set_defaults(func=_cmd_train_aligner)
