@@ -239,6 +239,9 @@ def test_stale_voices_are_refused_and_reembedded(encoder, tmp_path):
 def test_export_import_round_trip(encoder, tmp_path):
     with VoiceStore(tmp_path / "a.db") as a, VoiceStore(tmp_path / "b.db") as b:
         enroll(a, encoder, to_bytes(speechlike(6.0)), "Carol", CONSENT, keep_clip=True)
+        fitted = np.linspace(-1, 1, 40, dtype=np.float32)
+        a.set_decoder_voice("Carol", "codec-a", fitted)
+        a.set_decoder_voice("Carol", "codec-b", 2 * fitted)
         a.export("Carol", tmp_path / "carol.voice.json")
         got = b.import_file(tmp_path / "carol.voice.json")
         src = a.get("Carol")
@@ -246,20 +249,28 @@ def test_export_import_round_trip(encoder, tmp_path):
         assert (got.consent, got.clip_sha256, got.encoder_version, got.created) == (
             src.consent, src.clip_sha256, src.encoder_version, src.created)
         assert b.clip("Carol") == a.clip("Carol")
+        got_voices = b.decoder_voices("Carol")   # the fitted decoder voices travel with it: no fit again
+        assert sorted(got_voices) == ["codec-a", "codec-b"]
+        np.testing.assert_array_equal(got_voices["codec-a"], fitted)
+        np.testing.assert_array_equal(got_voices["codec-b"], 2 * fitted)
         with pytest.raises(VoiceExistsError):
             b.import_file(tmp_path / "carol.voice.json")
         assert b.import_file(tmp_path / "carol.voice.json", name="Carol 2").name == "Carol 2"
         data = json.loads((tmp_path / "carol.voice.json").read_text())
         for damage, message in [({"format": "x"}, "not a voice export"), ({"version": 9}, "export version"),
                                 ({"embedding": [0.5, float("nan")]}, "finite unit-length"),
-                                ({"consent": ""}, "consent"), ({"embedding": "abc"}, "damaged|finite")]:
+                                ({"consent": ""}, "consent"), ({"embedding": "abc"}, "damaged|finite"),
+                                ({"decoder_voices": [{"codec_id": "c", "float32_base64": "AAA="}]}, "damaged"),
+                                ({"decoder_voices": [{"codec_id": "c", "float32_base64": "AADAfw=="}]}, "finite"),
+                                ({"decoder_voices": [{"codec_id": "c"}]}, "damaged")]:
             (tmp_path / "bad.json").write_text(json.dumps({**data, **damage, "name": "Dave"}))
             with pytest.raises(VoiceStoreError, match=message):
                 b.import_file(tmp_path / "bad.json")
         (tmp_path / "junk.json").write_bytes(b"\xff\xfe junk")
         with pytest.raises(VoiceStoreError, match="cannot read"):
             b.import_file(tmp_path / "junk.json")
-        assert [v.name for v in b.list()] == ["Carol", "Carol 2"]
+        assert [v.name for v in b.list()] == ["Carol", "Carol 2"]   # a refused file adds nothing, voice or part
+        assert b.integrity_ok() and len(b._db.execute("SELECT * FROM decoder_voices").fetchall()) == 4
 
 
 def _enroll_many(db: str, prefix: str, n: int) -> None:
@@ -444,10 +455,16 @@ def test_a_decoder_voice_is_kept_per_decoder_and_goes_with_its_voice(encoder, tm
             store.set_decoder_voice("nobody", "codec-a", fitted)
         with pytest.raises(VoiceStoreError, match="finite"):
             store.set_decoder_voice("kept", "codec-a", np.array([np.nan], np.float32))
+        before = store.get("kept").embedding
         newer = SpeakerEncoder(encoder.config).eval()
         newer.model_id = "test-encoder-v2"
         reembed(store, newer, "kept")
         assert store.decoder_voice("kept", "codec-a") is None and store.decoder_voice("kept", "codec-b") is None
+        # A fit that started before the re-embed (another process) is not kept; one from the new embedding is.
+        assert not store.set_decoder_voice("kept", "codec-a", fitted, fitted_from=before)
+        assert store.decoder_voice("kept", "codec-a") is None
+        assert store.set_decoder_voice("kept", "codec-a", fitted, fitted_from=store.get("kept").embedding)
+        np.testing.assert_array_equal(store.decoder_voice("kept", "codec-a"), fitted)
         store.delete("other")
         enroll(store, encoder, to_bytes(speechlike(6.0, f0=200)), "other", CONSENT)   # a new voice of that name
         assert store.decoder_voice("other", "codec-a") is None

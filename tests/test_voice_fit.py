@@ -149,6 +149,36 @@ def test_an_enrolled_voice_is_fitted_to_its_clip_once_per_decoder(shipped, tmp_p
             decoder_voice(store, plain, "ann", options)
 
 
+def test_a_voice_re_embedded_during_its_fit_is_fitted_again_from_the_new_embedding(shipped, tmp_path, monkeypatch):
+    """A fit takes tens of seconds: where another process re-embeds the voice meanwhile, the voice fitted from
+    the old embedding is not kept, and the fit runs again from the new one."""
+    import codec.voice_fit
+    from voice.enroll import decoder_voice, enroll
+    from voice.store import VoiceStore
+
+    model, encoder, _, _ = shipped
+    starts = []
+    rest = np.zeros(model.decoder.speaker.voice_dim - 192, np.float32)
+
+    def fit_while_re_embedded(model, samples, start, options):
+        starts.append(np.array(start))
+        if len(starts) == 1:   # the other process re-embeds while this fit runs
+            with VoiceStore(tmp_path / "v.db") as other:
+                moved = other.get("ann").embedding[::-1].copy()
+                other.update_embedding("ann", moved, other.get("ann").encoder_version)
+        return np.concatenate([start, rest + len(starts)]).astype(np.float32)
+
+    monkeypatch.setattr(codec.voice_fit, "fit_decoder_voice", fit_while_re_embedded)
+    with VoiceStore(tmp_path / "v.db") as store:
+        enroll(store, encoder, _enrollment_clip(), "ann", CONSENT, keep_clip=True)
+        first = store.get("ann").embedding
+        fitted = decoder_voice(store, model, "ann")
+        now = store.get("ann").embedding
+        assert len(starts) == 2 and np.array_equal(starts[0], first) and np.array_equal(starts[1], now)
+        assert not np.array_equal(first, now) and np.array_equal(fitted[:192], now) and fitted[-1] == 2
+        np.testing.assert_array_equal(store.decoder_voice("ann", model.model_id), fitted)
+
+
 def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:
     """A store with voice "ann" (the enrollment clip, kept) and a decoder voice for the shipped codec as a fit
     would leave it (none runs here): (its path, ann's embedding, that voice)."""

@@ -151,6 +151,10 @@ def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRe
     return record
 
 
+# Fits of a decoder voice tried before giving up, where another process re-embeds the voice during each.
+FIT_ATTEMPTS = 2
+
+
 def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
                   options: "VoiceFitOptions | None" = None) -> np.ndarray:
     """The voice `name` as `model`'s decoder (one that follows the voice) best renders it: its embedding fitted
@@ -173,8 +177,12 @@ def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
     kept = store.decoder_voice(name, model.model_id)
     if kept is not None and kept.size in model.decoder.speaker.voice_sizes:
         return kept
-    audio = kept_clip(store, name)
-    fitted = fit_decoder_voice(model, resample(audio.samples, audio.sample_rate, model.sample_rate),
-                               record.embedding, options or VoiceFitOptions())
-    store.set_decoder_voice(name, model.model_id, fitted)
-    return fitted
+    audio = kept_clip(store, name)   # a re-embed keeps the clip
+    samples = resample(audio.samples, audio.sample_rate, model.sample_rate)
+    for _ in range(FIT_ATTEMPTS):
+        fitted = fit_decoder_voice(model, samples, record.embedding, options or VoiceFitOptions())
+        if store.set_decoder_voice(name, model.model_id, fitted, fitted_from=record.embedding):
+            return fitted
+        record = resolve_voice(store, name, model.speaker_encoder_id)   # re-embedded meanwhile: fit from the new one
+    raise EnrollmentError(f"voice {name!r} was re-embedded during each of {FIT_ATTEMPTS} fits of its decoder "
+                          f"voice; try again")

@@ -112,6 +112,13 @@ def validate_consent(consent: str | None) -> str:
     return consent.strip()
 
 
+def _check_decoder_voice(voice: np.ndarray) -> np.ndarray:
+    vec = np.asarray(voice, dtype=np.float32).reshape(-1)
+    if vec.size == 0 or not np.isfinite(vec).all():
+        raise VoiceStoreError("a decoder voice must be a finite, non-empty vector")
+    return vec
+
+
 def _check_embedding(embedding: np.ndarray) -> np.ndarray:
     emb = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if emb.size == 0 or not np.isfinite(emb).all() or abs(float(np.linalg.norm(emb)) - 1.0) > 1e-3:
@@ -234,18 +241,24 @@ class VoiceStore:
             if cur.rowcount == 0:
                 raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
 
-    def set_decoder_voice(self, name: str, codec_id: str, voice: np.ndarray) -> None:
+    def set_decoder_voice(self, name: str, codec_id: str, voice: np.ndarray,
+                          fitted_from: np.ndarray | None = None) -> bool:
         """Keep the voice fitted to `name`'s clip for the codec decoder `codec_id` (codec/voice_fit.py), replacing
-        an earlier one: fitting takes tens of seconds, so a voice is fitted once per decoder."""
-        vec = np.asarray(voice, dtype=np.float32).reshape(-1)
-        if vec.size == 0 or not np.isfinite(vec).all():
-            raise VoiceStoreError("a decoder voice must be a finite, non-empty vector")
+        an earlier one: fitting takes tens of seconds, so a voice is fitted once per decoder.
+
+        `fitted_from`: the embedding the fit started from. A fit is long enough for another process to re-embed
+        the voice meanwhile; then nothing is kept and the answer is False (fit again from the new embedding).
+        """
+        vec = _check_decoder_voice(voice)
         with self._transaction() as db:
-            row = db.execute("SELECT id FROM voices WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT id, embedding FROM voices WHERE name = ?", (name,)).fetchone()
             if row is None:
                 raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
+            if fitted_from is not None and bytes(row[1]) != np.asarray(fitted_from, dtype=np.float32).tobytes():
+                return False
             db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) VALUES (?,?,?)",
                        (row[0], codec_id, vec.tobytes()))
+        return True
 
     @staticmethod
     def _forget_decoder_voices(db: sqlite3.Connection, name: str) -> None:
@@ -296,6 +309,12 @@ class VoiceStore:
                                "WHERE v.name = ? AND d.codec_id = ?", (name, codec_id)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).copy()
 
+    def decoder_voices(self, name: str) -> dict[str, np.ndarray]:
+        """Every decoder voice kept for `name`, by codec id."""
+        rows = self._db.execute("SELECT d.codec_id, d.voice FROM decoder_voices d JOIN voices v ON v.id = d.voice_id "
+                                "WHERE v.name = ? ORDER BY d.codec_id", (name,)).fetchall()
+        return {codec_id: np.frombuffer(blob, dtype=np.float32).copy() for codec_id, blob in rows}
+
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -309,6 +328,12 @@ class VoiceStore:
         data.pop("preset")
         if clip is not None:
             data["clip"] = {"format": clip[1], "base64": base64.b64encode(clip[0]).decode("ascii")}
+        # Optional (readers of this version that predate it ignore it): the fitted decoder voices, so the
+        # importing store need not fit them again (tens of seconds each) or, without the clip, cannot.
+        decoder_voices = self.decoder_voices(name)
+        if decoder_voices:
+            data["decoder_voices"] = [{"codec_id": codec_id, "float32_base64": base64.b64encode(v.tobytes()).decode(
+                "ascii")} for codec_id, v in decoder_voices.items()]
         path = Path(path)
         tmp = path.with_name(path.name + ".part")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -328,11 +353,19 @@ class VoiceStore:
         try:
             clip = data.get("clip")
             clip_bytes = base64.b64decode(clip["base64"], validate=True) if clip else None
-            return self.add(name or data["name"], np.asarray(data["embedding"], dtype=np.float32),
-                            str(data["encoder_version"]), data.get("consent"), float(data["clip_seconds"]),
-                            str(data["clip_sha256"]), clip_bytes, clip["format"] if clip else None,
-                            created=str(data["created"]) if data.get("created") else None)
-        except (KeyError, TypeError, ValueError) as exc:
+            decoder_voices = [(str(d["codec_id"]), _check_decoder_voice(np.frombuffer(
+                base64.b64decode(d["float32_base64"], validate=True), dtype=np.float32)))
+                for d in data.get("decoder_voices") or []]
+            with self._transaction():   # the voice and its decoder voices stand or fall together
+                record = self.add(name or data["name"], np.asarray(data["embedding"], dtype=np.float32),
+                                  str(data["encoder_version"]), data.get("consent"), float(data["clip_seconds"]),
+                                  str(data["clip_sha256"]), clip_bytes, clip["format"] if clip else None,
+                                  created=str(data["created"]) if data.get("created") else None)
+                for codec_id, voice in decoder_voices:
+                    self._db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) "
+                                     "VALUES (?,?,?)", (record.id, codec_id, voice.tobytes()))
+            return record
+        except (KeyError, TypeError, ValueError) as exc:   # binascii.Error is a ValueError
             if isinstance(exc, VoiceStoreError):
                 raise
             raise VoiceStoreError(f"{path} is a damaged voice export file ({exc})") from exc
