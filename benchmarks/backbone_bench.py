@@ -35,6 +35,7 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
+from benchmarks.stats import Z95, ratio_interval, wilson_interval
 from benchmarks.token_reader import INSERTION_WINDOW, TokenReader
 from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
@@ -178,6 +179,7 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine.encoder)
         ours = [0, 0]
         real = [0, 0]
+        errors = {"ours": [], "real": []}   # per sentence: the intervals resample sentences
         through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
         read = {"ours": [0, 0], "real": [0, 0]}   # the reader's token errors and tokens
         voice = {name: IdentityTally() for name in ("ours", "real", "codec")}
@@ -185,9 +187,11 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
             e, n, _ = _errors(recognizer, pcm, u.text)
             ours = [ours[0] + e, ours[1] + n]
+            errors["ours"].append(e)
             truth, _ = sf.read(str(audio_path(corpus, u)), dtype="float32")
             e, n, _ = _errors(recognizer, truth, u.text)
             real = [real[0] + e, real[1] + n]
+            errors["real"].append(e)
             round_trip = codec_round_trip(engine, truth, refs[u.speaker])
             e, n, _ = _errors(recognizer, round_trip, u.text)
             through_codec = [through_codec[0] + e, through_codec[1] + n]
@@ -206,7 +210,8 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          "between_speakers": float(np.mean(cross)) if cross else float("nan"),
                          "identified": voice["ours"].closest_share,
                          "identified_real": voice["real"].closest_share,
-                         "identified_codec": voice["codec"].closest_share}
+                         "identified_codec": voice["codec"].closest_share,
+                         **uncertainty(errors["ours"], errors["real"], voice["ours"], voice["codec"], seed)}
         if reader is not None:
             result[split].update({f"reader_ter_{name}": e / max(1, n) for name, (e, n) in read.items()})
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling,
@@ -297,6 +302,19 @@ def _real_audio_check(recognizer: Recognizer, corpus: str, held_out: list[Uttera
             "reader_ter_by_voice": reader_ter if reader is not None else None}
 
 
+def uncertainty(our_errors: list[int], real_errors: list[int], ours: IdentityTally, codec: IdentityTally,
+                seed: int) -> dict:
+    """95 % intervals of one split's criteria (benchmarks/stats.py): the WER ratio (a bootstrap over its sentences,
+    each keeping its errors on our audio and on the real audio), the closest-to-own shares, the mean cosine's
+    standard error. One sentence of 30 moves a share by 3.3 points: decisions need these."""
+    n = len(ours.cosines)
+    cosine_se = float(np.std(ours.cosines, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"wer_ratio_interval": ratio_interval(our_errors, real_errors, seed=seed),
+            "identified_interval": wilson_interval(ours.closest, n),
+            "identified_codec_interval": wilson_interval(codec.closest, len(codec.cosines)),
+            "similarity_se": cosine_se}
+
+
 def format_report(result: dict) -> str:
     lines = [f"backbone {result['backbone']} (step {result['step']}, guidance {result.get('guidance', 1.0)}, "
              f"temperature {result.get('temperature', 0.8)}), "
@@ -314,6 +332,14 @@ def format_report(result: dict) -> str:
                      f"{r['between_speakers']:.2f} | {r['identified'] * 100:.0f} / "
                      f"{r.get('identified_real', float('nan')) * 100:.0f} / "
                      f"{r.get('identified_codec', float('nan')) * 100:.0f} % |")
+    for split, label in (("test", "training speakers"), ("unseen", "new speakers")):
+        r = result[split]
+        if "wer_ratio_interval" in r:
+            (lo, hi), (a, b), (c, d) = (r["wer_ratio_interval"], r["identified_interval"],
+                                        r["identified_codec_interval"])
+            lines.append(f"{label}, 95 % intervals: WER ratio {lo:.2f}-{hi:.2f}x; closest to own reference, ours "
+                         f"{a * 100:.0f}-{b * 100:.0f} %, through the codec {c * 100:.0f}-{d * 100:.0f} %; cosine to "
+                         f"own {r['similarity']:.3f} \u00b1 {Z95 * r['similarity_se']:.3f}")
     if "reader_ter_ours" in result["test"]:
         lines.append("the reader's phoneme-token error rate, ours / real audio: " + "; ".join(
             f"{label} {result[split]['reader_ter_ours'] * 100:.0f} / {result[split]['reader_ter_real'] * 100:.0f} %"

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from benchmarks.stats import Z95, paired_mean_se
 from benchmarks.voice_identity import IdentityTally, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
 from codec.metrics import quality_scores
@@ -60,6 +61,63 @@ class Row:
     onnx_ms_per_20ms_chunked: float = float("nan")
     voice_cosine: float = float("nan")          # to the speaker's own reference
     voice_closest: float = float("nan")         # share of clips closest to their own speaker's reference
+    codes_kbps: float = float("nan")            # ours: the codes' rate, whatever else the row's kbps counts
+    per_clip: np.ndarray | None = None          # [clips, 2]: each clip's PESQ-WB and STOI (paired comparisons)
+
+
+# The issue's targets: our codes at this rate against Opus at that one, on both PESQ-WB and STOI.
+OPUS_TARGETS = ((3.0, 6), (6.0, 8), (3.0, 12))
+# A difference counts as resolved when it is this many standard errors from zero (about 95 % two-sided).
+RESOLVED_SE = Z95
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One of our rows against Opus on the same clips: mean per-clip differences and their standard errors."""
+    ours: str
+    opus_kbps: float
+    pesq_diff: float
+    pesq_se: float
+    stoi_diff: float
+    stoi_se: float
+    clips: int
+
+    @property
+    def verdict(self) -> str:
+        """'above' only when both differences are positive beyond their noise; 'below' when either is negative
+        beyond it; else 'not resolved' (more clips, or a real tie)."""
+        pairs = ((self.pesq_diff, self.pesq_se), (self.stoi_diff, self.stoi_se))
+        if all(d - RESOLVED_SE * se > 0 for d, se in pairs):
+            return "above"
+        if any(d + RESOLVED_SE * se < 0 for d, se in pairs):
+            return "below"
+        return "not resolved"
+
+
+def paired_comparisons(rows: list[Row]) -> list[Comparison]:
+    """Each of our rows at a target rate (`OPUS_TARGETS`) against its Opus row, clip by clip: the table's means
+    alone cannot say whether a 0.02 PESQ lead is more than the draw."""
+    opus = {r.kbps: r for r in rows if r.name == "opus voip" and r.per_clip is not None}
+    out = []
+    for ours_kbps, opus_kbps in OPUS_TARGETS:
+        if opus_kbps not in opus:
+            continue
+        for r in rows:
+            if r.per_clip is None or not math.isclose(r.codes_kbps, ours_kbps):
+                continue
+            pesq = paired_mean_se(r.per_clip[:, 0], opus[opus_kbps].per_clip[:, 0])
+            stoi = paired_mean_se(r.per_clip[:, 1], opus[opus_kbps].per_clip[:, 1])
+            out.append(Comparison(r.name, opus_kbps, pesq[0], pesq[1], stoi[0], stoi[1], min(pesq[2], stoi[2])))
+    return out
+
+
+def format_comparisons(comparisons: list[Comparison]) -> str:
+    lines = ["| ours | against | PESQ-WB difference | STOI difference | clips | verdict |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lines.append(f"| {c.ours} | opus voip {c.opus_kbps:g} kbps | {c.pesq_diff:+.3f} \u00b1 {c.pesq_se:.3f} | "
+                     f"{c.stoi_diff:+.4f} \u00b1 {c.stoi_se:.4f} | {c.clips} | {c.verdict} |")
+    return "\n".join(lines) + (f"\n(mean per-clip difference \u00b1 its standard error; 'above' and 'below' are "
+                               f"beyond {RESOLVED_SE} standard errors)")
 
 
 def opus_round_trip(x: np.ndarray, kbps: float) -> np.ndarray:
@@ -148,9 +206,12 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
     picks, clips = pick_clips(corpus, n_utts, seed, unseen)
     voice = _VoiceJudge(encoder, corpus, unseen, picks) if encoder is not None else None
 
-    def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float) -> Row:
-        p, s, m = np.mean([quality_scores(x, y, SR) for x, y in zip(clips, outputs)], axis=0)
-        return Row(name, kbps, p, s, m, *speed, **(voice.judge(outputs) if voice else {}))
+    def scored(name: str, kbps: float, outputs: list[np.ndarray], *speed: float,
+               codes_kbps: float = float("nan")) -> Row:
+        scores = np.array([quality_scores(x, y, SR) for x, y in zip(clips, outputs)])
+        p, s, m = np.nanmean(scores, axis=0)   # PESQ is NaN on a clip it finds silent (codec/metrics.py)
+        return Row(name, kbps, p, s, m, *speed, **(voice.judge(outputs) if voice else {}), codes_kbps=codes_kbps,
+                   per_clip=scores[:, :2])
 
     rows: list[Row] = []
     runtime = CodecRuntime(model) if onnx_capable(model) else None
@@ -172,16 +233,17 @@ def run(model: CodecModel, corpus: str, n_utts: int = 40, our_kbps: tuple[float,
         speed = [streaming_ms_per_20ms(model, n_q, chunk_frames=n) for n in (1, 4)]
         if runtime is not None:
             speed += [streaming_ms_per_20ms(model, n_q, chunk_frames=n, runtime=runtime) for n in (1, 4)]
-        rows.append(scored(f"ours q{n_q}", model.config.kbps(n_q), outputs, *speed))
+        rate = model.config.kbps(n_q)
+        rows.append(scored(f"ours q{n_q}", rate, outputs, *speed, codes_kbps=rate))
         if with_voice:   # the voice's bytes are paid once a stream: spread over these clips' lengths
             voice_kbps = np.mean([len(h.voice.pack()) * 8 / (h.num_samples / SR) / 1000 if h.voice else 0.0
                                   for h, _ in streams])
-            rows.append(scored(f"ours q{n_q}, its voice in the stream", model.config.kbps(n_q) + voice_kbps,
-                               with_voice, float("nan")))
+            rows.append(scored(f"ours q{n_q}, its voice in the stream", rate + voice_kbps, with_voice,
+                               float("nan"), codes_kbps=rate))
         if in_voice:
-            rows.append(scored(f"ours q{n_q}, in its voice", model.config.kbps(n_q), in_voice, float("nan")))
+            rows.append(scored(f"ours q{n_q}, in its voice", rate, in_voice, float("nan"), codes_kbps=rate))
         if in_fitted:
-            rows.append(scored(f"ours q{n_q}, in its fitted voice", model.config.kbps(n_q), in_fitted, float("nan")))
+            rows.append(scored(f"ours q{n_q}, in its fitted voice", rate, in_fitted, float("nan"), codes_kbps=rate))
     rows.append(scored("ours, no quantizer (ceiling)", float("nan"), [unquantized_round_trip(model, x) for x in clips],
                        float("nan")))
     for kbps in OPUS_KBPS:

@@ -405,6 +405,30 @@ def test_backbone_bench_helpers():
     assert len(chosen) == 4 and len({u.speaker for u in chosen[:3]}) == 3    # every voice before any twice
 
 
+def test_the_benchmarks_intervals():
+    """benchmarks/stats.py: the intervals the benches print around a share, a paired difference and a ratio."""
+    from benchmarks.backbone_bench import uncertainty
+    from benchmarks.stats import paired_mean_se, ratio_interval, wilson_interval
+    from benchmarks.voice_identity import IdentityTally
+
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    lo, hi = wilson_interval(21, 30)
+    assert lo == pytest.approx(0.521, abs=1e-3) and hi == pytest.approx(0.833, abs=1e-3)
+    assert np.isnan(wilson_interval(0, 0)[0])
+    mean, se, n = paired_mean_se(np.array([1.0, 2.0, np.nan, 4.0]), np.array([0.5, 1.0, 1.0, 3.0]))
+    assert (mean, n) == (pytest.approx(2.5 / 3), 3) and se == pytest.approx(np.std([0.5, 1, 1], ddof=1) / np.sqrt(3))
+    ours, real = np.array([3, 5, 2, 8] * 10), np.array([2, 4, 2, 5] * 10)
+    lo, hi = ratio_interval(ours, real)
+    assert lo < ours.sum() / real.sum() < hi and hi - lo < ratio_interval(ours[:8], real[:8])[1] - \
+        ratio_interval(ours[:8], real[:8])[0]                       # more sentences, a narrower interval
+    assert np.isnan(ratio_interval(ours, 0 * real)[0])
+    tally = IdentityTally()
+    for i in range(30):
+        tally.add({"a": 0.8, "b": 0.7 if i < 21 else 0.9}, "a")
+    got = uncertainty(list(ours[:30]), list(real[:30]), tally, tally, seed=0)
+    assert got["identified_interval"] == wilson_interval(21, 30) and got["similarity_se"] == pytest.approx(0.0)
+
+
 def _step_input(step_model, model: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """What a step model takes for one step's tokens [B, K]: the tokens, or their embeddings."""
     return tokens if step_model.takes_tokens else model.embed_audio(tokens[:, :, None])[:, 0]

@@ -764,7 +764,7 @@ def _cmd_client_voices(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_codec(args: argparse.Namespace) -> int:
-    from benchmarks.codec_bench import format_table, run
+    from benchmarks.codec_bench import format_comparisons, format_table, paired_comparisons, run
     from codec.loaders import load_codec
     from voice.encoder import load_encoder
 
@@ -780,7 +780,10 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
         print(codec_attribution.format_table(codec_attribution.run(model, args.corpus, args.utterances,
                                                                    args.attribution, encoder)))
         return 0
-    print(format_table(run(model, args.corpus, n_utts=args.utterances, encoder=encoder, fit_voices=args.fit_voice)))
+    rows = run(model, args.corpus, n_utts=args.utterances, encoder=encoder, fit_voices=args.fit_voice)
+    print(format_table(rows))
+    print("\npaired with Opus on the same clips (the issue's targets):")
+    print(format_comparisons(paired_comparisons(rows)))
     return 0
 
 
