@@ -472,59 +472,63 @@ def train(cfg: TrainConfig) -> dict:
                 voice = voices.draw([data.speaker_of(i) for i in index.tolist()], warps.tolist()).to(device)
                 unknown = torch.rand(len(voice), device=device) < cfg.voice_dropout
                 decoder_options["speaker"] = torch.where(unknown[:, None], model.decoder.speaker.default, voice)
-            if cfg.decoder_only:
-                with torch.no_grad():
-                    q = model.quantize(x, n_q)
-                y = train_model(q.quantized, **decoder_options)
-            else:
-                y, q = train_model(x, n_q, **decoder_options)
-            y, extras = y if decoder_options.get("with_extras") else (y, {})
-            extra_losses = {}
-            if cfg.lambda_if:
-                extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
-            if cfg.lambda_harmonic:   # the setup refused it without a source
-                extra_losses["harmonic"] = harmonic_amplitude_loss(extras["log_amplitudes"], x, target_f0,
-                                                                   target_voiced, codec_cfg.sample_rate,
-                                                                   model.decoder.hop)
-            if has_source:
-                extra_losses["pitch"] = pitch_loss(model.decoder.source, extras["pitch_logits"], extras["voicing"],
-                                                   target_f0, target_voiced)
-            y, x = model.align(y, x)
-            losses = {**spectral(y, x), **extra_losses}
-            total = (spectral_total(losses, cfg.lambda_lin, cfg.lambda_log, cfg.lambda_mel)
-                     + cfg.lambda_commit * q.commitment_loss)
-            if cfg.lambda_phase:
-                losses["phase"] = phase(y, x)
-                total = total + cfg.lambda_phase * losses["phase"]
-            if pesq_model is not None:
-                losses["pesq"] = pesq_model(x.flatten(1), y.flatten(1)).mean()
-                total = total + cfg.lambda_pesq * losses["pesq"]
-            if stoi_model is not None:
-                losses["stoi"] = stoi_model(x.flatten(1), y.flatten(1)).mean()
-                total = total + cfg.lambda_stoi * losses["stoi"]
-            if cfg.lambda_contrast:
-                losses["contrast"] = contrast(y, x)
-                total = total + cfg.lambda_contrast * losses["contrast"]
-            if cfg.lambda_if:
-                total = total + cfg.lambda_if * losses["if"]
-            if speaker is not None:
-                losses["speaker"] = speaker(y, x)
-                total = total + cfg.lambda_speaker * losses["speaker"]
-            if has_source:
-                total = total + cfg.lambda_pitch * losses["pitch"]
-            if cfg.lambda_harmonic:
-                total = total + cfg.lambda_harmonic * losses["harmonic"]
             adversarial = step >= cfg.adv_start
-            if adversarial:
-                fake_logits, fake_feats = train_disc(y)
-                _, real_feats = train_disc(x)
-                losses["adv"] = generator_adversarial_loss(fake_logits)
-                losses["fm"] = feature_matching_loss(real_feats, fake_feats)
-                total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
+            # During the discriminator's warm-up the decoder holds still: its pass builds no graph, and the
+            # discriminator judges its output only for its own step (not twice more for adversarial terms).
+            warming = adversarial and step < cfg.adv_start + cfg.disc_warmup
+            with torch.set_grad_enabled(not warming):
+                if cfg.decoder_only:
+                    with torch.no_grad():
+                        q = model.quantize(x, n_q)
+                    y = train_model(q.quantized, **decoder_options)
+                else:
+                    y, q = train_model(x, n_q, **decoder_options)
+                y, extras = y if decoder_options.get("with_extras") else (y, {})
+                extra_losses = {}
+                if cfg.lambda_if:
+                    extra_losses["if"] = instantaneous_frequency_loss(extras["phase_steps"], x, model.decoder.hop)
+                if cfg.lambda_harmonic:   # the setup refused it without a source
+                    extra_losses["harmonic"] = harmonic_amplitude_loss(extras["log_amplitudes"], x, target_f0,
+                                                                       target_voiced, codec_cfg.sample_rate,
+                                                                       model.decoder.hop)
+                if has_source:
+                    extra_losses["pitch"] = pitch_loss(model.decoder.source, extras["pitch_logits"], extras["voicing"],
+                                                       target_f0, target_voiced)
+                y, x = model.align(y, x)
+                losses = {**spectral(y, x), **extra_losses}
+                total = (spectral_total(losses, cfg.lambda_lin, cfg.lambda_log, cfg.lambda_mel)
+                         + cfg.lambda_commit * q.commitment_loss)
+                if cfg.lambda_phase:
+                    losses["phase"] = phase(y, x)
+                    total = total + cfg.lambda_phase * losses["phase"]
+                if pesq_model is not None:
+                    losses["pesq"] = pesq_model(x.flatten(1), y.flatten(1)).mean()
+                    total = total + cfg.lambda_pesq * losses["pesq"]
+                if stoi_model is not None:
+                    losses["stoi"] = stoi_model(x.flatten(1), y.flatten(1)).mean()
+                    total = total + cfg.lambda_stoi * losses["stoi"]
+                if cfg.lambda_contrast:
+                    losses["contrast"] = contrast(y, x)
+                    total = total + cfg.lambda_contrast * losses["contrast"]
+                if cfg.lambda_if:
+                    total = total + cfg.lambda_if * losses["if"]
+                if speaker is not None:
+                    losses["speaker"] = speaker(y, x)
+                    total = total + cfg.lambda_speaker * losses["speaker"]
+                if has_source:
+                    total = total + cfg.lambda_pitch * losses["pitch"]
+                if cfg.lambda_harmonic:
+                    total = total + cfg.lambda_harmonic * losses["harmonic"]
+                if adversarial and not warming:
+                    fake_logits, fake_feats = train_disc(y)
+                    _, real_feats = train_disc(x)
+                    losses["adv"] = generator_adversarial_loss(fake_logits)
+                    losses["fm"] = feature_matching_loss(real_feats, fake_feats)
+                    total = total + cfg.lambda_adv * losses["adv"] + cfg.lambda_fm * losses["fm"]
             for group in opt_g.param_groups + opt_d.param_groups:
                 group["lr"] = _lr_at(step, cfg) * group.get("lr_scale", 1.0)
             opt_g.zero_grad(set_to_none=True)
-            if not (adversarial and step < cfg.adv_start + cfg.disc_warmup):   # the decoder waits for the judge
+            if not warming:
                 total.backward()
                 torch.nn.utils.clip_grad_norm_(trained.parameters(), 10.0)
                 opt_g.step()
