@@ -179,6 +179,39 @@ def test_a_voice_re_embedded_during_its_fit_is_fitted_again_from_the_new_embeddi
         np.testing.assert_array_equal(store.decoder_voice("ann", model.model_id), fitted)
 
 
+def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, tmp_path, monkeypatch, capsys):
+    """`tts voice fit NAME` (and `tts voice enroll --keep-clip --fit-codec`) do the tens-of-seconds fit up front, so
+    the first codec command in the voice does not; a second call finds it kept; no clip, no fit."""
+    import codec.voice_fit
+    from tts.cli import main
+    from voice.store import VoiceStore
+
+    model = shipped[0]
+    calls = []
+
+    def quick_fit(model, samples, start, options):   # the real fit is tested above; here, the commands
+        calls.append(1)
+        return np.concatenate([start, np.full(model.decoder.speaker.voice_dim - 192, 0.01, np.float32)])
+
+    monkeypatch.setattr(codec.voice_fit, "fit_decoder_voice", quick_fit)
+    clip, db = tmp_path / "ann.wav", str(tmp_path / "v.db")
+    clip.write_bytes(_enrollment_clip())
+    enroll = ["voice", "enroll", str(clip), "--consent", CONSENT, "--store", db]
+    assert main([*enroll, "--name", "bob", "--fit-codec"]) == 2
+    assert "add --keep-clip" in capsys.readouterr().err
+    assert main([*enroll, "--name", "ann", "--keep-clip", "--fit-codec"]) == 0
+    assert "fitted voice 'ann' for codec" in capsys.readouterr().out and len(calls) == 1
+    with VoiceStore(db) as store:
+        assert [v.name for v in store.list()] == ["ann"]   # the refused enrollment left nothing
+        kept = store.decoder_voice("ann", model.model_id)
+        assert kept is not None and kept[-1] == np.float32(0.01)
+    assert main(["voice", "fit", "ann", "--store", db]) == 0
+    assert "already fitted" in capsys.readouterr().out and len(calls) == 1
+    assert main([*enroll, "--name", "cat"]) == 0
+    assert main(["voice", "fit", "cat", "--store", db]) == 2
+    assert "--keep-clip" in capsys.readouterr().err and len(calls) == 1
+
+
 def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:
     """A store with voice "ann" (the enrollment clip, kept) and a decoder voice for the shipped codec as a fit
     would leave it (none runs here): (its path, ann's embedding, that voice)."""

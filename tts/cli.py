@@ -259,10 +259,34 @@ def _cmd_voice_enroll(args: argparse.Namespace) -> int:
     path = Path(args.clip)
     if not path.is_file():
         raise UserError(f"clip not found: {path}")
+    if args.fit_codec and not args.keep_clip:
+        raise UserError("--fit-codec fits the codec's decoder to the clip, which the store must keep: add --keep-clip")
     with _open_store(args) as store:
         record = enroll(store, load_encoder(args.encoder), path.read_bytes(), args.name, args.consent,
                         keep_clip=args.keep_clip)
     print(f"enrolled voice {record.name!r} ({record.clip_seconds:.1f} s of speech) in {store.path}")
+    return _cmd_voice_fit(args) if args.fit_codec else 0
+
+
+def _cmd_voice_fit(args: argparse.Namespace) -> int:
+    """Fit the codec decoder's voice to an enrolled voice's kept clip now (tens of seconds), so that the first
+    `tts codec encode/decode --voice NAME --fit-voice` need not; kept in the store per decoder."""
+    import time
+
+    from codec.loaders import load_codec
+    from voice.enroll import decoder_voice
+
+    model = load_codec(args.codec)
+    if not model.speaker_conditioned:
+        raise UserError("this codec's decoder follows no voice: there is no voice to fit")
+    with _open_store(args) as store:
+        if store.decoder_voice(args.name, model.model_id) is not None:
+            print(f"voice {args.name!r} is already fitted for codec {model.model_id}")
+            return 0
+        started = time.perf_counter()
+        decoder_voice(store, model, args.name)
+    print(f"fitted voice {args.name!r} for codec {model.model_id} in {time.perf_counter() - started:.0f} s "
+          f"(use it with --voice {args.name} --fit-voice)")
     return 0
 
 
@@ -1033,6 +1057,9 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--consent", required=True,
                     help="the consent statement the speaker affirmed (stored with the voice)")
     ve.add_argument("--keep-clip", action="store_true", help="also store the clip (to re-embed it later)")
+    ve.add_argument("--fit-codec", action="store_true", help="also fit the codec's decoder to the kept clip now "
+                    "(as 'tts voice fit'; needs --keep-clip)")
+    ve.add_argument("--codec", default=None, help="with --fit-codec: codec model file (default: the shipped one)")
     voice_cmd("list", _cmd_voice_list, "list built-in and enrolled voices").add_argument("--json", action="store_true")
     voice_cmd("show", _cmd_voice_show, "show one voice's metadata").add_argument("name")
     voice_cmd("delete", _cmd_voice_delete, "delete an enrolled voice").add_argument("name")
@@ -1043,6 +1070,10 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("file")
     vi.add_argument("--name", default=None, help="store it under another name")
     voice_cmd("reembed", _cmd_voice_reembed, "re-embed a voice from its kept clip").add_argument("name")
+    vf = voice_cmd("fit", _cmd_voice_fit, "fit the codec's decoder to a voice's kept clip now, for codec "
+                   "--voice NAME --fit-voice (tens of seconds, once per decoder)")
+    vf.add_argument("name")
+    vf.add_argument("--codec", default=None, help="codec model file (default: the shipped one)")
     vp = voice_cmd("presets", _cmd_voice_presets, "rebuild the built-in voices from a corpus (developers)")
     vp.add_argument("--corpus", default="data/corpus")
     vp.add_argument("--out", default=None)
