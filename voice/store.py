@@ -256,9 +256,13 @@ class VoiceStore:
                 raise VoiceNotFoundError(f"no enrolled voice named {name!r}")
             if fitted_from is not None and bytes(row[1]) != np.asarray(fitted_from, dtype=np.float32).tobytes():
                 return False
-            db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) VALUES (?,?,?)",
-                       (row[0], codec_id, vec.tobytes()))
+            self._put_decoder_voice(db, row[0], codec_id, vec)
         return True
+
+    @staticmethod
+    def _put_decoder_voice(db: sqlite3.Connection, voice_id: str, codec_id: str, voice: np.ndarray) -> None:
+        db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) VALUES (?,?,?)",
+                   (voice_id, codec_id, voice.tobytes()))
 
     @staticmethod
     def _forget_decoder_voices(db: sqlite3.Connection, name: str) -> None:
@@ -356,14 +360,13 @@ class VoiceStore:
             decoder_voices = [(str(d["codec_id"]), _check_decoder_voice(np.frombuffer(
                 base64.b64decode(d["float32_base64"], validate=True), dtype=np.float32)))
                 for d in data.get("decoder_voices") or []]
-            with self._transaction():   # the voice and its decoder voices stand or fall together
+            with self._transaction() as db:   # the voice and its decoder voices stand or fall together
                 record = self.add(name or data["name"], np.asarray(data["embedding"], dtype=np.float32),
                                   str(data["encoder_version"]), data.get("consent"), float(data["clip_seconds"]),
                                   str(data["clip_sha256"]), clip_bytes, clip["format"] if clip else None,
                                   created=str(data["created"]) if data.get("created") else None)
                 for codec_id, voice in decoder_voices:
-                    self._db.execute("INSERT OR REPLACE INTO decoder_voices (voice_id, codec_id, voice) "
-                                     "VALUES (?,?,?)", (record.id, codec_id, voice.tobytes()))
+                    self._put_decoder_voice(db, record.id, codec_id, voice)
             return record
         except (KeyError, TypeError, ValueError) as exc:   # binascii.Error is a ValueError
             if isinstance(exc, VoiceStoreError):
