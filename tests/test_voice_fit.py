@@ -199,6 +199,8 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     enroll = ["voice", "enroll", str(clip), "--consent", CONSENT, "--store", db]
     assert main([*enroll, "--name", "bob", "--fit-codec"]) == 2
     assert "add --keep-clip" in capsys.readouterr().err
+    assert main([*enroll, "--name", "bob", "--keep-clip", "--fit-codec", "--codec", str(tmp_path / "none")]) == 2
+    assert "Traceback" not in capsys.readouterr().err          # the codec is checked before the voice is stored
     assert main([*enroll, "--name", "ann", "--keep-clip", "--fit-codec"]) == 0
     assert "fitted voice 'ann' for codec" in capsys.readouterr().out and len(calls) == 1
     with VoiceStore(db) as store:

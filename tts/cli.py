@@ -261,32 +261,44 @@ def _cmd_voice_enroll(args: argparse.Namespace) -> int:
         raise UserError(f"clip not found: {path}")
     if args.fit_codec and not args.keep_clip:
         raise UserError("--fit-codec fits the codec's decoder to the clip, which the store must keep: add --keep-clip")
+    codec = _voice_following_codec(args.codec) if args.fit_codec else None   # refused before anything is stored
     with _open_store(args) as store:
         record = enroll(store, load_encoder(args.encoder), path.read_bytes(), args.name, args.consent,
                         keep_clip=args.keep_clip)
     print(f"enrolled voice {record.name!r} ({record.clip_seconds:.1f} s of speech) in {store.path}")
-    return _cmd_voice_fit(args) if args.fit_codec else 0
+    if codec is not None:
+        _fit_decoder_voice(args, codec, record.name)
+    return 0
+
+
+def _voice_following_codec(path: str | None) -> CodecModel:
+    from codec.loaders import load_codec
+
+    model = load_codec(path)
+    if not model.speaker_conditioned:
+        raise UserError("this codec's decoder follows no voice: there is no voice to fit")
+    return model
+
+
+def _fit_decoder_voice(args: argparse.Namespace, model: CodecModel, name: str) -> None:
+    """Fit `model`'s decoder voice to voice `name`'s kept clip now (tens of seconds), so that the first
+    `tts codec encode/decode --voice NAME --fit-voice` need not; the store keeps it per decoder."""
+    import time
+
+    from voice.enroll import decoder_voice, kept_decoder_voice
+
+    with _open_store(args) as store:
+        if kept_decoder_voice(store, model, name) is not None:
+            print(f"voice {name!r} is already fitted for codec {model.model_id}")
+            return
+        started = time.perf_counter()
+        decoder_voice(store, model, name)
+    print(f"fitted voice {name!r} for codec {model.model_id} in {time.perf_counter() - started:.0f} s "
+          f"(use it with --voice {name} --fit-voice)")
 
 
 def _cmd_voice_fit(args: argparse.Namespace) -> int:
-    """Fit the codec decoder's voice to an enrolled voice's kept clip now (tens of seconds), so that the first
-    `tts codec encode/decode --voice NAME --fit-voice` need not; kept in the store per decoder."""
-    import time
-
-    from codec.loaders import load_codec
-    from voice.enroll import decoder_voice
-
-    model = load_codec(args.codec)
-    if not model.speaker_conditioned:
-        raise UserError("this codec's decoder follows no voice: there is no voice to fit")
-    with _open_store(args) as store:
-        if store.decoder_voice(args.name, model.model_id) is not None:
-            print(f"voice {args.name!r} is already fitted for codec {model.model_id}")
-            return 0
-        started = time.perf_counter()
-        decoder_voice(store, model, args.name)
-    print(f"fitted voice {args.name!r} for codec {model.model_id} in {time.perf_counter() - started:.0f} s "
-          f"(use it with --voice {args.name} --fit-voice)")
+    _fit_decoder_voice(args, _voice_following_codec(args.codec), args.name)
     return 0
 
 

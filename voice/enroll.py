@@ -151,6 +151,13 @@ def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRe
     return record
 
 
+def kept_decoder_voice(store: VoiceStore, model: "CodecModel", name: str) -> np.ndarray | None:
+    """The decoder voice the store keeps for `name` and `model`'s decoder, if one of a size it takes (one imported
+    from another build may not be), else None."""
+    kept = store.decoder_voice(name, model.model_id)
+    return kept if kept is not None and kept.size in model.decoder.speaker.voice_sizes else None
+
+
 # Fits of a decoder voice tried before giving up, where another process re-embeds the voice during each.
 FIT_ATTEMPTS = 2
 
@@ -174,8 +181,8 @@ def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
     record = resolve_voice(store, name, model.speaker_encoder_id)
     if record.preset:
         raise EnrollmentError(f"voice {name!r} is a built-in voice: there is no clip to fit the decoder's voice to")
-    kept = store.decoder_voice(name, model.model_id)
-    if kept is not None and kept.size in model.decoder.speaker.voice_sizes:
+    kept = kept_decoder_voice(store, model, name)
+    if kept is not None:
         return kept
     audio = kept_clip(store, name)   # a re-embed keeps the clip
     samples = resample(audio.samples, audio.sample_rate, model.sample_rate)
