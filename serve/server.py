@@ -164,7 +164,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
     def _format(self, out: OutputFormat, job: StreamJob) -> pb.AudioFormat:
         if out.kind == "codec":
             codec = self.engine.codec
-            voice = job.stream.speaker.tolist() if codec.speaker_conditioned else []
+            # the voice the server's own decoder uses (a calibrated one where kept), so the client's audio is ours
+            voice = job.stream.decoder_voice.tolist() if codec.speaker_conditioned else []
             info = pb.CodecInfo(model_id=codec.tokens_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
                                 hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q), voice_embedding=voice,
                                 voice_encoder_id=codec.speaker_encoder_id if voice else "")
@@ -180,8 +181,9 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                           f"all {self.config.max_streams} synthesis streams are busy; retry later")
         out = self._output(config.audio)
         options = self._options(config)
-        speaker = self.engine.voice_embedding(config.voice or self.config.default_voice, self.store)
-        stream = self.engine.stream(speaker, options)
+        name = config.voice or self.config.default_voice
+        speaker = self.engine.voice_embedding(name, self.store)
+        stream = self.engine.stream(speaker, options, self.engine.speech_voice(name, self.store))
         if text is not None:
             stream.add_text(text)      # SynthesisError for empty, unspeakable or too long text
         job = StreamJob(stream, out, asyncio.get_running_loop())

@@ -174,6 +174,32 @@ def test_enroll_get_synthesize_delete(client):
     assert code_of(lambda: client.get_voice("Ada"))[0] == grpc.StatusCode.NOT_FOUND
 
 
+def test_an_enrolled_voice_with_a_calibrated_voice_is_decoded_in_it_and_its_packets_say_so(engine, tmp_path):
+    """A voice calibrated on the backbone's speech (tts voice fit) is what the server decodes the voice's speech in,
+    and what its codec packets tell the client to decode them in: the client's audio is the server's."""
+    from tts.voice_calibration import speech_voice_key
+
+    srv = start(engine, tmp_path)
+    try:
+        with TtsClient(srv.target, timeout=60) as c:
+            c.enroll("Cal", open("tests/assets/voice_a1.flac", "rb").read(), CONSENT)
+            before = c.synthesize("Good morning.", voice="Cal", seed=5).audio
+            with VoiceStore(tmp_path / "voices.db") as store:   # as `tts voice fit` leaves it
+                start_voice = engine.codec.decoder.speaker.resolve(torch.from_numpy(store.get("Cal").embedding), 1)
+                calibrated = (start_voice[0] * 1.1).numpy()
+                store.set_decoder_voice("Cal", speech_voice_key(engine), calibrated)
+            pcm = c.synthesize("Good morning.", voice="Cal", seed=5).audio
+            assert pcm != before
+            chunks = list(c.stream("Good morning.", voice="Cal", seed=5, encoding=pb.CODEC, codec_kbps=1.0))
+            info = chunks[0].format.codec
+            np.testing.assert_allclose(np.asarray(info.voice_embedding, np.float32), calibrated, atol=1e-6)
+            codes = unpack_frames(b"".join(ch.audio for ch in chunks), info.n_q, info.bits_per_code)
+            decoded = engine.codec.decode_aligned(torch.from_numpy(codes).T[None], calibrated)[0, 0].numpy()
+            np.testing.assert_allclose(decoded, np.frombuffer(pcm, "<i2") / 32768.0, atol=1e-3)
+    finally:
+        srv.stop()
+
+
 def test_malformed_bytes_do_not_crash_the_server(client):
     raw = client.channel.unary_unary("/tts.v1.TextToSpeech/Synthesize", request_serializer=lambda b: b,
                                      response_deserializer=lambda b: b)

@@ -183,7 +183,9 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     """`tts voice fit NAME` (and `tts voice enroll --keep-clip --fit-codec`) do the tens-of-seconds fit up front, so
     the first codec command in the voice does not; a second call finds it kept; no clip, no fit."""
     import codec.voice_fit
+    import tts.voice_calibration
     from tts.cli import main
+    from tts.voice_calibration import speech_voice_key
     from voice.store import VoiceStore
 
     model = shipped[0]
@@ -194,6 +196,14 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
         return np.concatenate([start, np.full(model.decoder.speaker.voice_dim - 192, 0.01, np.float32)])
 
     monkeypatch.setattr(codec.voice_fit, "fit_decoder_voice", quick_fit)
+    calibrations = []
+
+    def quick_calibration(engine, samples, start, options):   # tested in test_stream.py
+        calibrations.append(1)
+        rest = np.full(engine.codec.decoder.speaker.voice_dim - 192, 0.02, np.float32)
+        return tts.voice_calibration.Calibration(np.concatenate([start, rest]), 1.0, 0.5)
+
+    monkeypatch.setattr(tts.voice_calibration, "calibrate_speech_voice", quick_calibration)
     clip, db = tmp_path / "ann.wav", str(tmp_path / "v.db")
     clip.write_bytes(_enrollment_clip())
     enroll = ["voice", "enroll", str(clip), "--consent", CONSENT, "--store", db]
@@ -202,16 +212,37 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     assert main([*enroll, "--name", "bob", "--keep-clip", "--fit-codec", "--codec", str(tmp_path / "none")]) == 2
     assert "Traceback" not in capsys.readouterr().err          # the codec is checked before the voice is stored
     assert main([*enroll, "--name", "ann", "--keep-clip", "--fit-codec"]) == 0
-    assert "fitted voice 'ann' for codec" in capsys.readouterr().out and len(calls) == 1
+    out = capsys.readouterr().out
+    assert "fitted the codec's voice" in out and "fitted its speech" in out
+    assert len(calls) == 1 and len(calibrations) == 1
+    from tts.engine import Engine
+
+    engine = Engine.load()
     with VoiceStore(db) as store:
         assert [v.name for v in store.list()] == ["ann"]   # the refused enrollment left nothing
         kept = store.decoder_voice("ann", model.model_id)
         assert kept is not None and kept[-1] == np.float32(0.01)
+        speech = store.decoder_voice("ann", speech_voice_key(engine))
+        assert speech is not None and speech[-1] == np.float32(0.02)
+        # what tts say and the server decode the voice's speech in: the calibrated voice; a built-in voice has none
+        np.testing.assert_array_equal(engine.speech_voice("ann", store), speech)
+        assert engine.speech_voice("slt", store) is None
     assert main(["voice", "fit", "ann", "--store", db]) == 0
-    assert "already fitted" in capsys.readouterr().out and len(calls) == 1
+    assert capsys.readouterr().out.count("already fitted") == 2 and len(calls) == 1 and len(calibrations) == 1
     assert main([*enroll, "--name", "cat"]) == 0
     assert main(["voice", "fit", "cat", "--store", db]) == 2
     assert "--keep-clip" in capsys.readouterr().err and len(calls) == 1
+    # tts say speaks a fitted voice's speech in its calibrated voice
+    import soundfile as sf
+
+    assert main([*enroll, "--name", "dan", "--keep-clip"]) == 0
+    said = []
+    for _ in range(2):
+        assert main(["say", "Hello there.", "--voice", "dan", "--store", db, "--seed", "1",
+                     "--out", str(tmp_path / "dan.wav")]) == 0
+        said.append(sf.read(str(tmp_path / "dan.wav"))[0])
+        assert main(["voice", "fit", "dan", "--store", db]) == 0
+    assert len(said[0]) == len(said[1]) and not np.allclose(said[0], said[1], atol=1e-3)
 
 
 def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:
@@ -275,3 +306,27 @@ def test_codec_decode_speaks_in_an_enrolled_voice_the_stream_leaves_out(shipped,
     wav.unlink()
     assert main(["codec", "decode", str(stream), str(wav), "--fit-voice"]) == 2
     assert "--voice" in capsys.readouterr().err and not wav.exists()
+
+
+def test_a_voice_calibrated_on_the_backbones_speech_matches_its_clips_spectrum(shipped):
+    """tts/voice_calibration.py: the decoder voice moves until the backbone's speech in the voice has the clip's
+    long-term spectrum; the models' weights stay; the same seeds give the same voice; a stream decodes in it."""
+    from tts.engine import Engine, SynthesisOptions
+    from tts.voice_calibration import CalibrationOptions, calibrate_speech_voice
+
+    engine = Engine.load()
+    clip = read_audio(CLIP).samples.astype(np.float32)
+    start = engine.encoder.embed(clip, 16_000)
+    weights = {k: v.clone() for k, v in engine.codec.state_dict().items()}
+    options = CalibrationOptions(texts=("A short sentence to calibrate with.",), steps=4)
+    result = calibrate_speech_voice(engine, clip, start, options)
+    assert result.voice.shape == (engine.codec.decoder.speaker.voice_dim,) and np.isfinite(result.voice).all()
+    assert result.distance_after < result.distance_before
+    assert all(torch.equal(weights[k], v) for k, v in engine.codec.state_dict().items())
+    np.testing.assert_array_equal(calibrate_speech_voice(engine, clip, start, options).voice, result.voice)
+    plain, calibrated = (np.concatenate(list(engine.synthesize("Hello there.", start, SynthesisOptions(seed=3), v)))
+                         for v in (None, result.voice))
+    assert len(plain) == len(calibrated) and np.isfinite(calibrated).all()   # the same tokens, another rendering
+    assert not np.allclose(plain, calibrated, atol=1e-3)
+    with pytest.raises(ValueError, match="at least 1 s"):
+        calibrate_speech_voice(engine, clip[:8000], start, options)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:   # names for type hints only: the CLI imports its heavy modul
     from codec.bitstream import StreamHeader
     from codec.model import CodecModel
     from serve.generated.tts_pb2 import CodecInfo
+    from tts.engine import Engine
     from tts.stream.decoder import ChunkedDecoder
 
 # One thread per process is fastest on small CPUs; set before torch is imported anywhere.
@@ -261,44 +262,52 @@ def _cmd_voice_enroll(args: argparse.Namespace) -> int:
         raise UserError(f"clip not found: {path}")
     if args.fit_codec and not args.keep_clip:
         raise UserError("--fit-codec fits the codec's decoder to the clip, which the store must keep: add --keep-clip")
-    codec = _voice_following_codec(args.codec) if args.fit_codec else None   # refused before anything is stored
+    engine = _voice_engine(args) if args.fit_codec else None   # refused before anything is stored
     with _open_store(args) as store:
         record = enroll(store, load_encoder(args.encoder), path.read_bytes(), args.name, args.consent,
                         keep_clip=args.keep_clip)
     print(f"enrolled voice {record.name!r} ({record.clip_seconds:.1f} s of speech) in {store.path}")
-    if codec is not None:
-        _fit_decoder_voice(args, codec, record.name)
+    if engine is not None:
+        _fit_voice(args, engine, record.name)
     return 0
 
 
-def _voice_following_codec(path: str | None) -> CodecModel:
-    from codec.loaders import load_codec
+def _voice_engine(args: argparse.Namespace) -> Engine:
+    """The engine a voice is fitted for (its codec must follow voices)."""
+    from tts.engine import Engine
 
-    model = load_codec(path)
-    if not model.speaker_conditioned:
+    engine = Engine.load(codec=args.codec, backbone=args.backbone)
+    if not engine.codec.speaker_conditioned:
         raise UserError("this codec's decoder follows no voice: there is no voice to fit")
-    return model
+    return engine
 
 
-def _fit_decoder_voice(args: argparse.Namespace, model: CodecModel, name: str) -> None:
-    """Fit `model`'s decoder voice to voice `name`'s kept clip now (tens of seconds), so that the first
-    `tts codec encode/decode --voice NAME --fit-voice` need not; the store keeps it per decoder."""
+def _fit_voice(args: argparse.Namespace, engine: Engine, name: str) -> None:
+    """Fit voice `name`'s kept clip now (tens of seconds each), so that no later command waits for it; the store
+    keeps both: the codec decoder's voice fitted to the clip's own codes (for `tts codec encode/decode --voice
+    NAME --fit-voice`), and the decoder voice calibrated on the backbone's speech (`tts say --voice NAME` and the
+    server use it)."""
     import time
 
+    from tts.voice_calibration import calibrate_enrolled_voice, kept_speech_voice
     from voice.enroll import decoder_voice, kept_decoder_voice
 
     with _open_store(args) as store:
-        if kept_decoder_voice(store, model, name) is not None:
-            print(f"voice {name!r} is already fitted for codec {model.model_id}")
-            return
-        started = time.perf_counter()
-        decoder_voice(store, model, name)
-    print(f"fitted voice {name!r} for codec {model.model_id} in {time.perf_counter() - started:.0f} s "
-          f"(use it with --voice {name} --fit-voice)")
+        for what, kept, fit in (
+                ("the codec's voice", kept_decoder_voice(store, engine.codec, name),
+                 lambda: decoder_voice(store, engine.codec, name)),
+                ("its speech", kept_speech_voice(store, engine, name),
+                 lambda: calibrate_enrolled_voice(store, engine, name))):
+            if kept is not None:
+                print(f"voice {name!r}: {what} is already fitted")
+                continue
+            started = time.perf_counter()
+            fit()
+            print(f"voice {name!r}: fitted {what} in {time.perf_counter() - started:.0f} s")
 
 
 def _cmd_voice_fit(args: argparse.Namespace) -> int:
-    _fit_decoder_voice(args, _voice_following_codec(args.codec), args.name)
+    _fit_voice(args, _voice_engine(args), args.name)
     return 0
 
 
@@ -593,6 +602,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
     options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
     segments = engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
+    decoder_voice = engine.speech_voice(args.voice) if clip is None else None   # a calibrated enrolled voice
     bar = None
 
     def on_segment(index: int, total: int) -> None:
@@ -603,7 +613,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
             bar.update(1)
 
     report = say(engine, segments, speaker, options, out=args.out, play=args.play, sample_rate=args.sample_rate,
-                 on_segment=on_segment)
+                 on_segment=on_segment, decoder_voice=decoder_voice)
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()
@@ -1069,9 +1079,10 @@ def build_parser() -> argparse.ArgumentParser:
     ve.add_argument("--consent", required=True,
                     help="the consent statement the speaker affirmed (stored with the voice)")
     ve.add_argument("--keep-clip", action="store_true", help="also store the clip (to re-embed it later)")
-    ve.add_argument("--fit-codec", action="store_true", help="also fit the codec's decoder to the kept clip now "
-                    "(as 'tts voice fit'; needs --keep-clip)")
+    ve.add_argument("--fit-codec", action="store_true", help="also fit the voice to the kept clip now, as 'tts voice "
+                    "fit' (needs --keep-clip)")
     ve.add_argument("--codec", default=None, help="with --fit-codec: codec model file (default: the shipped one)")
+    ve.add_argument("--backbone", default=None, help="with --fit-codec: backbone model file (default: the shipped one)")
     voice_cmd("list", _cmd_voice_list, "list built-in and enrolled voices").add_argument("--json", action="store_true")
     voice_cmd("show", _cmd_voice_show, "show one voice's metadata").add_argument("name")
     voice_cmd("delete", _cmd_voice_delete, "delete an enrolled voice").add_argument("name")
@@ -1082,10 +1093,11 @@ def build_parser() -> argparse.ArgumentParser:
     vi.add_argument("file")
     vi.add_argument("--name", default=None, help="store it under another name")
     voice_cmd("reembed", _cmd_voice_reembed, "re-embed a voice from its kept clip").add_argument("name")
-    vf = voice_cmd("fit", _cmd_voice_fit, "fit the codec's decoder to a voice's kept clip now, for codec "
-                   "--voice NAME --fit-voice (tens of seconds, once per decoder)")
+    vf = voice_cmd("fit", _cmd_voice_fit, "fit a voice to its kept clip now (about a minute, once per codec and "
+                   "backbone): its speech in 'tts say' and the server, and 'tts codec ... --voice NAME --fit-voice'")
     vf.add_argument("name")
     vf.add_argument("--codec", default=None, help="codec model file (default: the shipped one)")
+    vf.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     vp = voice_cmd("presets", _cmd_voice_presets, "rebuild the built-in voices from a corpus (developers)")
     vp.add_argument("--corpus", default="data/corpus")
     vp.add_argument("--out", default=None)

@@ -66,10 +66,10 @@ class SpeechStream:
         self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
         self.options = options
         self.segments: collections.deque[Segment] = collections.deque()
-        # the codec decodes in `decoder_voice` where given (a voice fitted to the speaker's clip, codec/voice_fit.py)
-        voice = self.speaker.numpy() if decoder_voice is None else np.asarray(decoder_voice, dtype=np.float32)
+        # the codec decodes in `decoder_voice` where given (a calibrated or fitted voice, tts/voice_calibration.py)
+        self.decoder_voice = self.speaker.numpy() if decoder_voice is None else np.asarray(decoder_voice, np.float32)
         self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
-                                      engine.codec_runtime, voice)
+                                      engine.codec_runtime, self.decoder_voice)
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -214,11 +214,20 @@ class Engine:
         Raises:
             VoiceNotFoundError, StaleVoiceError: see voice.enroll.resolve_voice.
         """
-        if store is None:
-            if self.store is None:
-                self.store = VoiceStore()
-            store = self.store
-        return resolve_voice(store, name, self.encoder_id).embedding
+        return resolve_voice(store if store is not None else self._store(), name, self.encoder_id).embedding
+
+    def speech_voice(self, name: str, store: VoiceStore | None = None) -> np.ndarray | None:
+        """The voice the codec decodes this engine's speech in for voice `name`: the calibrated one the store keeps
+        for an enrolled voice (tts/voice_calibration.py, made by `tts voice fit`), else None (decode in the
+        embedding): built-in voices and voices not calibrated for this codec and backbone."""
+        from tts.voice_calibration import kept_speech_voice
+
+        return kept_speech_voice(store if store is not None else self._store(), self, name)
+
+    def _store(self) -> VoiceStore:
+        if self.store is None:
+            self.store = VoiceStore()
+        return self.store
 
     def clone_embedding(self, clip: bytes, limits: ClipLimits = ClipLimits()) -> np.ndarray:
         """Embedding of a reference clip, checked as enrollment checks it (nothing is stored).

@@ -112,11 +112,11 @@ def deliver(chunks: Iterator[np.ndarray], sample_rate: int, out: str | Path | No
 
 def say(engine: Engine, text: str | list[Segment], speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
         out: str | Path | None = None, play: bool = False, sample_rate: int | None = None,
-        on_segment: Callable[[int, int], None] | None = None) -> SayReport:
+        on_segment: Callable[[int, int], None] | None = None, decoder_voice: np.ndarray | None = None) -> SayReport:
     """Speak `text` (or its segments from `Engine.segments`) into `out` (WAV/FLAC, 16-bit) and/or the
-    speakers; returns the measurements."""
+    speakers; returns the measurements. `decoder_voice`: see `Engine.stream`."""
     rate = sample_rate or engine.sample_rate
-    stream = engine.stream(speaker, options)
+    stream = engine.stream(speaker, options, decoder_voice)
     if isinstance(text, str):
         stream.add_text(text)
     else:

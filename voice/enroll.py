@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 
@@ -158,6 +158,8 @@ def kept_decoder_voice(store: VoiceStore, model: "CodecModel", name: str) -> np.
     return kept if kept is not None and kept.size in model.decoder.speaker.voice_sizes else None
 
 
+T = TypeVar("T")
+
 # Fits of a decoder voice tried before giving up, where another process re-embeds the voice during each.
 FIT_ATTEMPTS = 2
 
@@ -184,12 +186,28 @@ def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
     kept = kept_decoder_voice(store, model, name)
     if kept is not None:
         return kept
+    return fit_and_keep(store, name, model.model_id, model.speaker_encoder_id, model.sample_rate,
+                        lambda samples, start: fit_decoder_voice(model, samples, start, options or VoiceFitOptions()))
+
+
+def fit_and_keep(store: VoiceStore, name: str, key: str, encoder_id: str, sample_rate: int,
+                 fit: Callable[[np.ndarray, np.ndarray], T], voice_of: Callable[[T], np.ndarray] = lambda v: v) -> T:
+    """Fit something to enrolled voice `name`'s kept clip (at `sample_rate`) from its embedding, and keep its
+    voice (`voice_of` the result) in the store under `key`. A fit takes tens of seconds: where another process
+    re-embeds the voice meanwhile, nothing is kept and the fit runs again from the new embedding.
+
+    Raises:
+        VoiceNotFoundError / StaleVoiceError: no such voice, or one from another speaker encoder than `encoder_id`.
+        EnrollmentError: a built-in voice, one enrolled without keeping its clip, or re-embedded during every fit.
+    """
+    record = resolve_voice(store, name, encoder_id)
+    if record.preset:
+        raise EnrollmentError(f"voice {name!r} is a built-in voice: there is no clip to fit to")
     audio = kept_clip(store, name)   # a re-embed keeps the clip
-    samples = resample(audio.samples, audio.sample_rate, model.sample_rate)
+    samples = resample(audio.samples, audio.sample_rate, sample_rate)
     for _ in range(FIT_ATTEMPTS):
-        fitted = fit_decoder_voice(model, samples, record.embedding, options or VoiceFitOptions())
-        if store.set_decoder_voice(name, model.model_id, fitted, fitted_from=record.embedding):
-            return fitted
-        record = resolve_voice(store, name, model.speaker_encoder_id)   # re-embedded meanwhile: fit from the new one
-    raise EnrollmentError(f"voice {name!r} was re-embedded during each of {FIT_ATTEMPTS} fits of its decoder "
-                          f"voice; try again")
+        result = fit(samples, record.embedding)
+        if store.set_decoder_voice(name, key, voice_of(result), fitted_from=record.embedding):
+            return result
+        record = resolve_voice(store, name, encoder_id)   # re-embedded meanwhile: fit from the new one
+    raise EnrollmentError(f"voice {name!r} was re-embedded during each of {FIT_ATTEMPTS} fits; try again")
