@@ -115,23 +115,26 @@ def calibrate_speech_voice(engine: "Engine", clip: np.ndarray, embedding: np.nda
             speech = torch.cat([codec.decoder(z, speaker=voice)[0] for z in latents], dim=-1)
             return (long_term_spectrum(speech, codec.sample_rate, options.loud_db) - target).abs().mean()
 
-        before = float(distance().detach())
+        distances = []
         for _ in range(options.steps):
             loss = distance()
+            distances.append(float(loss.detach()))
             head.grad, norms.grad = torch.autograd.grad(loss, [head, norms])   # the model's weights get none
             opt.step()
         after = float(distance().detach())
-    return Calibration(torch.cat([head, norms], dim=-1).detach()[0].numpy(), before, after)
+    return Calibration(torch.cat([head, norms], dim=-1).detach()[0].numpy(), distances[0] if distances else after,
+                       after)
 
 
 def kept_speech_voice(store: "VoiceStore", engine: "Engine", name: str) -> np.ndarray | None:
     """The calibrated voice the store keeps for enrolled voice `name` and this engine's codec and backbone, if one
     of a size the decoder takes; None otherwise (a built-in voice, none calibrated yet, or a re-embedded voice:
     re-embedding drops it)."""
+    from voice.enroll import kept_decoder_voice
+
     if not engine.codec.speaker_conditioned:
         return None
-    kept = store.decoder_voice(name, speech_voice_key(engine))
-    return kept if kept is not None and kept.size in engine.codec.decoder.speaker.voice_sizes else None
+    return kept_decoder_voice(store, engine.codec, name, speech_voice_key(engine))
 
 
 def calibrate_enrolled_voice(store: "VoiceStore", engine: "Engine", name: str,

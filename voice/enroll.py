@@ -151,10 +151,11 @@ def resolve_voice(store: VoiceStore, name: str, encoder_version: str) -> VoiceRe
     return record
 
 
-def kept_decoder_voice(store: VoiceStore, model: "CodecModel", name: str) -> np.ndarray | None:
-    """The decoder voice the store keeps for `name` and `model`'s decoder, if one of a size it takes (one imported
-    from another build may not be), else None."""
-    kept = store.decoder_voice(name, model.model_id)
+def kept_decoder_voice(store: VoiceStore, model: "CodecModel", name: str, key: str | None = None) -> np.ndarray | None:
+    """The decoder voice the store keeps for `name` under `key` (default: `model`'s decoder, the voice fitted to the
+    clip's codes; tts/voice_calibration.py keeps another kind under its own key), if one of a size `model`'s decoder
+    takes (one imported from another build may not be), else None."""
+    kept = store.decoder_voice(name, model.model_id if key is None else key)
     return kept if kept is not None and kept.size in model.decoder.speaker.voice_sizes else None
 
 
@@ -180,9 +181,7 @@ def decoder_voice(store: VoiceStore, model: "CodecModel", name: str,
 
     if not model.speaker_conditioned:
         raise EnrollmentError("this codec's decoder follows no voice: there is no voice to fit")
-    record = resolve_voice(store, name, model.speaker_encoder_id)
-    if record.preset:
-        raise EnrollmentError(f"voice {name!r} is a built-in voice: there is no clip to fit the decoder's voice to")
+    resolve_voice(store, name, model.speaker_encoder_id)   # no kept voice serves a stale one
     kept = kept_decoder_voice(store, model, name)
     if kept is not None:
         return kept
