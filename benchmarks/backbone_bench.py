@@ -35,13 +35,14 @@ import torch
 
 from backbone.generate import BatchGenerator, Request, SamplingConfig
 from benchmarks.intelligibility import Recognizer, word_errors, words_of
-from benchmarks.stats import Z95, ratio_interval, wilson_interval
+from benchmarks.stats import Z95, ratio_interval, sign_test, wilson_interval
 from benchmarks.token_reader import INSERTION_WINDOW, TokenReader
-from benchmarks.voice_identity import IdentityTally, references, speaker_scores
+from benchmarks.voice_identity import IdentityTally, reference_clips, references, speaker_scores
 from codec.compress import compress_audio, decompress_codes
 from tts.corpus.manifest import Utterance, audio_path, read_manifest
 from tts.engine import Engine, SynthesisOptions
 from tts.text import normalize_text
+from tts.voice_calibration import calibrate_speech_voice
 
 SANE_DURATION = (0.5, 2.0)     # output length against the corpus's speaking rate
 LOOP_WORDS = 4                 # longest phrase checked for being said twice (`repeats_phrase`)
@@ -68,8 +69,10 @@ def pick(utts: list[Utterance], n: int, rng: random.Random) -> list[Utterance]:
 
 
 def synthesize(engine: Engine, text: str, speaker: np.ndarray, seed: int,
-               sampling: SamplingConfig = SamplingConfig()) -> np.ndarray:
-    pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed, sampling=sampling)))
+               sampling: SamplingConfig = SamplingConfig(), decoder_voice: np.ndarray | None = None) -> np.ndarray:
+    """The engine's speech of `text` in `speaker`; the codec decodes it in `decoder_voice` where given (the same
+    seed gives the same tokens, so two decodes of one sentence differ in the rendering only)."""
+    pieces = list(engine.synthesize(text, speaker, SynthesisOptions(seed=seed, sampling=sampling), decoder_voice))
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
 
@@ -163,8 +166,11 @@ def step_speed(engine: Engine, speaker: np.ndarray, batch: int, int8: bool, onnx
 
 
 def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100, seed: int = 0,
-        sampling: SamplingConfig = SamplingConfig(), reader: TokenReader | None = None) -> dict:
-    """All four figures (see module doc); needs the corpus's audio and pocketsphinx."""
+        sampling: SamplingConfig = SamplingConfig(), reader: TokenReader | None = None,
+        calibrated: bool = True) -> dict:
+    """All four figures (see module doc); needs the corpus's audio and pocketsphinx. `calibrated`: new speakers'
+    sentences are also decoded in each voice calibrated on the backbone's speech, as `tts voice fit` makes it for
+    an enrolled voice (tts/voice_calibration.py; about 20 s a voice)."""
     rng = random.Random(seed)
     recognizer = Recognizer()
     if engine.sample_rate != 16000:
@@ -179,12 +185,18 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
         refs = references(corpus, all_utts, {u.speaker for u in chosen}, {u.id for u in chosen}, engine.encoder)
         ours = [0, 0]
         real = [0, 0]
-        errors = {"ours": [], "real": []}   # per sentence: the intervals resample sentences
+        errors = {"ours": [], "real": [], "calibrated": []}   # per sentence: the intervals resample sentences
         through_codec = [0, 0]  # the real audio encoded and decoded at the backbone's codebooks: its ceiling
         read = {"ours": [0, 0], "real": [0, 0]}   # the reader's token errors and tokens
-        voice = {name: IdentityTally() for name in ("ours", "real", "codec")}
+        voice = {name: IdentityTally() for name in ("ours", "real", "codec", "calibrated")}
+        voices = (calibrated_voices(engine, corpus, all_utts, refs, {u.id for u in chosen})
+                  if split == "unseen" and calibrated and engine.codec.speaker_conditioned else {})
         for i, u in enumerate(chosen):
             pcm = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling)
+            if voices:   # the same tokens, decoded in the calibrated voice
+                speech = synthesize(engine, u.text, refs[u.speaker], seed + i, sampling, voices[u.speaker])
+                errors["calibrated"].append(_errors(recognizer, speech, u.text)[0])
+                voice["calibrated"].add(speaker_scores(engine.encoder, speech, engine.sample_rate, refs), u.speaker)
             e, n, _ = _errors(recognizer, pcm, u.text)
             ours = [ours[0] + e, ours[1] + n]
             errors["ours"].append(e)
@@ -214,10 +226,34 @@ def run(engine: Engine, corpus: str, utterances: int = 30, sentences: int = 100,
                          **uncertainty(errors["ours"], errors["real"], voice["ours"], voice["codec"], seed)}
         if reader is not None:
             result[split].update({f"reader_ter_{name}": e / max(1, n) for name, (e, n) in read.items()})
+        if voices:
+            result[split]["calibrated"] = calibrated_figures(errors, ours[1], voice["ours"], voice["calibrated"],
+                                                             seed)
     result["robustness"] = _robustness(engine, recognizer, all_utts, corpus, sentences, rng, seed, sampling,
                                        reader)
     result["speed"] = speed_table(engine, next(iter(refs.values())), sampling)
     return result
+
+
+def calibrated_voices(engine: Engine, corpus: str, all_utts: list[Utterance], refs: dict[str, np.ndarray],
+                      exclude: set[str]) -> dict[str, np.ndarray]:
+    """Per speaker, the decoder voice calibrated on the backbone's speech in its reference embedding against the
+    10-s clip that embedding was made from (what `tts voice fit` does with an enrollment clip)."""
+    clips = reference_clips(corpus, all_utts, set(refs), exclude, engine.sample_rate)
+    return {s: calibrate_speech_voice(engine, clips[s], refs[s]).voice for s in sorted(refs)}
+
+
+def calibrated_figures(errors: dict[str, list[int]], words: int, plain: IdentityTally, calibrated: IdentityTally,
+                       seed: int) -> dict:
+    """The calibrated decode's figures, and sentence by sentence against the plain one: how many became closest to
+    their own voice (gained) and how many stopped being (lost), with the sign test's p."""
+    gained = sum(c and not p for p, c in zip(plain.hits, calibrated.hits))
+    lost = sum(p and not c for p, c in zip(plain.hits, calibrated.hits))
+    return {"wer": sum(errors["calibrated"]) / max(1, words),
+            "wer_ratio_interval": ratio_interval(errors["calibrated"], errors["real"], seed=seed),
+            "similarity": calibrated.mean_cosine, "identified": calibrated.closest_share,
+            "identified_interval": wilson_interval(calibrated.closest, len(calibrated.hits)),
+            "gained": gained, "lost": lost, "sign_p": sign_test(gained, lost)}
 
 
 def speed_table(engine: Engine, speaker: np.ndarray, sampling: SamplingConfig = SamplingConfig()) -> list[dict]:
@@ -340,6 +376,16 @@ def format_report(result: dict) -> str:
             lines.append(f"{label}, 95 % intervals: WER ratio {lo:.2f}-{hi:.2f}x; closest to own reference, ours "
                          f"{a * 100:.0f}-{b * 100:.0f} %, through the codec {c * 100:.0f}-{d * 100:.0f} %; cosine to "
                          f"own {r['similarity']:.3f} \u00b1 {Z95 * r['similarity_se']:.3f}")
+    cal = result["unseen"].get("calibrated")
+    if cal:
+        r = result["unseen"]
+        (lo, hi), (a, b) = cal["wer_ratio_interval"], cal["identified_interval"]
+        lines.append(f"new speakers, decoded in each voice calibrated on the backbone's speech (`tts voice fit`): WER "
+                     f"{cal['wer'] * 100:.0f} % ({cal['wer'] / max(1e-9, r['ground_truth_wer']):.2f}x, {lo:.2f}-"
+                     f"{hi:.2f}x), cos to own reference {cal['similarity']:.2f}, closest to own reference "
+                     f"{cal['identified'] * 100:.0f} % ({a * 100:.0f}-{b * 100:.0f} %); against the plain decode, "
+                     f"sentence by sentence: {cal['gained']} became closest, {cal['lost']} stopped being "
+                     f"(sign test p = {cal['sign_p']:.3f})")
     if "reader_ter_ours" in result["test"]:
         lines.append("the reader's phoneme-token error rate, ours / real audio: " + "; ".join(
             f"{label} {result[split]['reader_ter_ours'] * 100:.0f} / {result[split]['reader_ter_real'] * 100:.0f} %"

@@ -46,3 +46,13 @@ def ratio_interval(numerators: np.ndarray, denominators: np.ndarray, draws: int 
     ratios = num[picks].sum(axis=1)[sums > 0] / sums[sums > 0]
     tail = (1 - level) / 2 * 100
     return float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """Two-sided exact p of `gained` items turning one way and `lost` the other when each way were equally likely
+    (McNemar's exact test on the discordant pairs: e.g. sentences closest to their voice in one decode only)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(gained, lost) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)

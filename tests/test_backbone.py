@@ -429,6 +429,26 @@ def test_the_benchmarks_intervals():
     assert got["identified_interval"] == wilson_interval(21, 30) and got["similarity_se"] == pytest.approx(0.0)
 
 
+def test_the_calibrated_decode_is_compared_sentence_by_sentence():
+    """`tts bench backbone`'s calibrated row: sentences that became closest to their own voice against those that
+    stopped being, and the sign test on them (McNemar's exact test)."""
+    from benchmarks.backbone_bench import calibrated_figures
+    from benchmarks.stats import sign_test
+    from benchmarks.voice_identity import IdentityTally
+
+    assert sign_test(0, 0) == 1.0 and sign_test(3, 3) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32) and sign_test(0, 5) == sign_test(5, 0)
+    assert sign_test(21, 4) == pytest.approx(0.00091, abs=1e-5)     # session 45's 210 sentences
+    plain, calibrated = IdentityTally(), IdentityTally()
+    for own_plain, own_calibrated in ((0.9, 0.9), (0.5, 0.9), (0.5, 0.9), (0.9, 0.5), (0.5, 0.5)):
+        plain.add({"a": own_plain, "b": 0.7}, "a")
+        calibrated.add({"a": own_calibrated, "b": 0.7}, "a")
+    assert plain.hits == [True, False, False, True, False] and plain.closest == 2
+    got = calibrated_figures({"calibrated": [1, 2, 0, 0, 1], "real": [1, 1, 1, 1, 0]}, 20, plain, calibrated, seed=0)
+    assert (got["gained"], got["lost"], got["identified"]) == (2, 1, 0.6)
+    assert got["wer"] == pytest.approx(4 / 20) and got["sign_p"] == pytest.approx(1.0)
+
+
 def _step_input(step_model, model: Backbone, tokens: torch.Tensor) -> torch.Tensor:
     """What a step model takes for one step's tokens [B, K]: the tokens, or their embeddings."""
     return tokens if step_model.takes_tokens else model.embed_audio(tokens[:, :, None])[:, 0]

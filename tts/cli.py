@@ -881,7 +881,7 @@ def _cmd_bench_backbone(args: argparse.Namespace) -> int:
 
         reader = shipped_reader(engine.codec, engine.tokenizer, args.reader)
         result = run(engine, args.corpus, args.utterances, args.sentences, seed=args.seed,
-                     sampling=_sampling_config(args), reader=reader)
+                     sampling=_sampling_config(args), reader=reader, calibrated=not args.no_calibrated)
         print(format_report(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -1373,6 +1373,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also read the output with this CTC aligner (tts train aligner on the engine's tokens): a "
                          "phoneme error rate and a repeat check that do not depend on pocketsphinx; default: the "
                          "shipped one where it reads the engine's tokens; 'none' to skip")
+    bb.add_argument("--no-calibrated", action="store_true",
+                    help="skip decoding new speakers' sentences in voices calibrated on the backbone's speech (as "
+                         "`tts voice fit` makes them; about 20 s a voice)")
     bb.add_argument("--text-reliance", default="", metavar="CACHE",
                     help="only: teacher-forced loss on this token cache's validation utterances (--utterances of "
                          "them) with their own text, another's and none")
