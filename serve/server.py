@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from backbone.generate import MAX_RATE as MAX_SPEAKING_RATE
 from backbone.generate import MIN_RATE as MIN_SPEAKING_RATE
 from backbone.generate import SamplingConfig
+from serve.calibrator import BackgroundCalibrator
 from serve.scheduler import Emitted, OutputFormat, Scheduler, StreamJob
 from serve.stubs import pb, rpc
 from tts.engine import Engine, ModelMismatchError, SynthesisError, SynthesisOptions
@@ -62,6 +63,9 @@ class ServerConfig:
     max_queued_seconds: float = 10.0
     default_voice: str = "slt"
     grace_seconds: float = 30.0
+    # Calibrate enrolled voices' speech in the background (serve/calibrator.py): after an enrollment that keeps its
+    # clip, and on the first request for a voice that has no calibration for these models.
+    calibrate_voices: bool = True
 
 
 class _Reject(Exception):
@@ -120,6 +124,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         self.scheduler.on_job_done = self._log_job
         self.streams = 0
         self.draining = False
+        self.calibrator = BackgroundCalibrator(engine, store) if config.calibrate_voices else None
         codec = engine.codec.config
         self.max_n_q = engine.backbone.config.n_codebooks
         self.codec_rates = [codec.kbps(n) for n in range(1, self.max_n_q + 1)]
@@ -183,7 +188,10 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         options = self._options(config)
         name = config.voice or self.config.default_voice
         speaker = self.engine.voice_embedding(name, self.store)
-        stream = self.engine.stream(speaker, options, self.engine.speech_voice(name, self.store))
+        decoder_voice = self.engine.speech_voice(name, self.store)
+        if decoder_voice is None and self.calibrator is not None:
+            self.calibrator.request(name)    # in the background: this stream decodes in the embedding
+        stream = self.engine.stream(speaker, options, decoder_voice)
         if text is not None:
             stream.add_text(text)      # SynthesisError for empty, unspeakable or too long text
         job = StreamJob(stream, out, asyncio.get_running_loop())
@@ -342,6 +350,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             record = await asyncio.to_thread(enroll, self.store, self.engine.encoder, b"".join(parts), cfg.name,
                                              cfg.consent, cfg.keep_clip, limits)
             log.info(json.dumps({"event": "voice_enrolled", "name": record.name, "clip_seconds": record.clip_seconds}))
+            if cfg.keep_clip and self.calibrator is not None:
+                self.calibrator.request(record.name)
             return _voice(record)
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
@@ -446,6 +456,8 @@ class TtsServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.config.grace_seconds if grace is None else grace)
         self.servicer.scheduler.stop()
+        if self.servicer.calibrator is not None:
+            self.servicer.calibrator.stop()
         log.info(json.dumps({"event": "stopped"}))
 
     async def wait(self) -> None:

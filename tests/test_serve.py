@@ -200,6 +200,64 @@ def test_an_enrolled_voice_with_a_calibrated_voice_is_decoded_in_it_and_its_pack
         srv.stop()
 
 
+def test_enrolled_voices_are_calibrated_in_the_background(engine, tmp_path, monkeypatch):
+    """serve/calibrator.py: an enrollment that keeps its clip, or the first request for such a voice enrolled
+    elsewhere, is calibrated on a worker thread; meanwhile its streams decode in the embedding (no request waits),
+    after it in the calibration. No clip kept, a built-in voice, or `--no-calibrate`: nothing is queued."""
+    import tts.voice_calibration
+    from voice.enroll import enroll
+
+    release, dim = threading.Event(), engine.codec.decoder.speaker.voice_dim
+
+    def held_calibration(engine, samples, start, options):   # the real one is tested in test_voice_fit.py
+        release.wait(60)
+        return tts.voice_calibration.Calibration(np.concatenate([start, np.full(dim - start.size, 0.02)]), 1, 0.5)
+
+    monkeypatch.setattr(tts.voice_calibration, "calibrate_speech_voice", held_calibration)
+    clip = open("tests/assets/voice_a1.flac", "rb").read()
+
+    def voice_of(c, name):
+        chunks = list(c.stream("Hi.", voice=name, seed=1, encoding=pb.CODEC, codec_kbps=1.0))
+        return np.asarray(chunks[0].format.codec.voice_embedding, np.float32)
+
+    def settle(calibrator):
+        for _ in range(600):
+            if not calibrator.pending():
+                return
+            time.sleep(0.05)
+        raise AssertionError("the calibration did not finish")
+
+    srv = start(engine, tmp_path)
+    try:
+        calibrator = srv.server.servicer.calibrator
+        with TtsClient(srv.target, timeout=60) as c:
+            c.enroll("Kim", clip, CONSENT, keep_clip=True)
+            assert calibrator.pending() == 1
+            assert voice_of(c, "Kim").size == engine.backbone.config.speaker_dim   # not waiting: the embedding
+            assert calibrator.pending() == 1                                      # and not queued twice
+            release.set()
+            settle(calibrator)
+            assert calibrator.finished == ["Kim"] and voice_of(c, "Kim")[-1] == np.float32(0.02)
+            with VoiceStore(tmp_path / "voices.db") as store:   # enrolled by another process, clip kept
+                enroll(store, engine.encoder, clip, "Max", CONSENT, keep_clip=True)
+            c.synthesize("Hi.", voice="Max")
+            settle(calibrator)
+            assert calibrator.finished == ["Kim", "Max"] and voice_of(c, "Max").size == dim
+            c.enroll("Lee", clip, CONSENT)
+            c.synthesize("Hi.", voice="Lee")
+            c.synthesize("Hi.", voice="slt")
+            assert calibrator.pending() == 0 and calibrator.finished == ["Kim", "Max"]
+    finally:
+        srv.stop()
+    srv = start(engine, tmp_path / "off", calibrate_voices=False)
+    try:
+        with TtsClient(srv.target, timeout=60) as c:
+            c.enroll("Kim", clip, CONSENT, keep_clip=True)
+            assert srv.server.servicer.calibrator is None and voice_of(c, "Kim").size < dim
+    finally:
+        srv.stop()
+
+
 def test_malformed_bytes_do_not_crash_the_server(client):
     raw = client.channel.unary_unary("/tts.v1.TextToSpeech/Synthesize", request_serializer=lambda b: b,
                                      response_deserializer=lambda b: b)

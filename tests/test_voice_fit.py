@@ -232,17 +232,22 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     assert main([*enroll, "--name", "cat"]) == 0
     assert main(["voice", "fit", "cat", "--store", db]) == 2
     assert "--keep-clip" in capsys.readouterr().err and len(calls) == 1
-    # tts say speaks a fitted voice's speech in its calibrated voice
+    # tts say speaks an enrolled voice's speech in its calibrated voice, calibrating it on first use where the clip
+    # is kept (--no-calibrate: in its embedding)
     import soundfile as sf
 
     assert main([*enroll, "--name", "dan", "--keep-clip"]) == 0
+    capsys.readouterr()
     said = []
-    for _ in range(2):
+    for extra in (["--no-calibrate"], [], []):
         assert main(["say", "Hello there.", "--voice", "dan", "--store", db, "--seed", "1",
-                     "--out", str(tmp_path / "dan.wav")]) == 0
+                     "--out", str(tmp_path / "dan.wav"), *extra]) == 0
         said.append(sf.read(str(tmp_path / "dan.wav"))[0])
-        assert main(["voice", "fit", "dan", "--store", db]) == 0
+    assert capsys.readouterr().err.count("calibrating its speech") == 1 and len(calibrations) == 2
     assert len(said[0]) == len(said[1]) and not np.allclose(said[0], said[1], atol=1e-3)
+    np.testing.assert_array_equal(said[1], said[2])            # the kept calibration, not another
+    assert main(["say", "Hello there.", "--voice", "cat", "--store", db, "--out", str(tmp_path / "cat.wav")]) == 0
+    assert len(calibrations) == 2                              # no clip kept: nothing to calibrate, no error
 
 
 def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:

@@ -602,7 +602,10 @@ def _cmd_say(args: argparse.Namespace) -> int:
     options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
     segments = engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
-    decoder_voice = engine.speech_voice(args.voice) if clip is None else None   # a calibrated enrolled voice
+    decoder_voice = None if clip is not None else engine.speech_voice(   # a calibrated enrolled voice
+        args.voice, calibrate=not args.no_calibrate,
+        on_calibrate=lambda: print(f"voice {args.voice!r}: calibrating its speech for this codec and backbone, once "
+                                   "(about 20 s; --no-calibrate skips it)", file=sys.stderr))
     bar = None
 
     def on_segment(index: int, total: int) -> None:
@@ -669,7 +672,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     store = VoiceStore(args.store)
     engine = Engine.load(backbone=args.backbone, codec=args.codec, store=store)
     config = ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TTS_TOKEN"),
-                          tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=max_streams)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key, max_streams=max_streams,
+                          calibrate_voices=not args.no_calibrate)
     asyncio.run(serve_forever(engine, store, config))
     return 0
 
@@ -956,6 +960,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--codec", default=None, help=CODEC_HELP)
     sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
+    sp.add_argument("--no-calibrate", action="store_true",
+                    help="an enrolled voice (with its clip kept) that has no calibration for these models is not "
+                         "calibrated now (about 20 s, once): its speech is decoded in its embedding")
     sp.set_defaults(func=_cmd_say)
 
     sv = sub.add_parser("serve", help="run the gRPC server")
@@ -970,6 +977,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--backbone", default=None)
     sv.add_argument("--codec", default=None, help=CODEC_HELP)
     sv.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
+    sv.add_argument("--no-calibrate", action="store_true",
+                    help="do not calibrate enrolled voices' speech in the background (after an enrollment that "
+                         "keeps its clip, or on a voice's first request)")
     sv.set_defaults(func=_cmd_serve)
 
     cl = sub.add_parser("client", help="talk to a running server").add_subparsers(dest="client_command",

@@ -13,7 +13,7 @@ import collections
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -216,13 +216,15 @@ class Engine:
         """
         return resolve_voice(store if store is not None else self._store(), name, self.encoder_id).embedding
 
-    def speech_voice(self, name: str, store: VoiceStore | None = None) -> np.ndarray | None:
+    def speech_voice(self, name: str, store: VoiceStore | None = None, calibrate: bool = False,
+                     on_calibrate: Callable[[], None] | None = None) -> np.ndarray | None:
         """The voice the codec decodes this engine's speech in for voice `name`: the calibrated one the store keeps
-        for an enrolled voice (tts/voice_calibration.py, made by `tts voice fit`), else None (decode in the
+        for an enrolled voice (tts/voice_calibration.py, made by `tts voice fit`, or now with `calibrate` where the
+        clip is kept; `on_calibrate` is told first, as it takes tens of seconds), else None (decode in the
         embedding): built-in voices and voices not calibrated for this codec and backbone."""
-        from tts.voice_calibration import kept_speech_voice
+        from tts.voice_calibration import speech_voice
 
-        return kept_speech_voice(store if store is not None else self._store(), self, name)
+        return speech_voice(store if store is not None else self._store(), self, name, calibrate, on_calibrate)
 
     def _store(self) -> VoiceStore:
         if self.store is None:

@@ -16,7 +16,7 @@ Written by hand: the loss is a mean of log-mel frames, and the fit is a few doze
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -151,3 +151,31 @@ def calibrate_enrolled_voice(store: "VoiceStore", engine: "Engine", name: str,
     return fit_and_keep(store, name, speech_voice_key(engine), engine.encoder_id, engine.sample_rate,
                         lambda samples, start: calibrate_speech_voice(engine, samples, start, options),
                         lambda result: result.voice)
+
+
+def needs_calibration(store: "VoiceStore", engine: "Engine", name: str) -> bool:
+    """Whether voice `name` can be calibrated for this engine and is not yet: an enrolled voice whose clip the store
+    keeps, a codec whose decoder follows voices, and no calibration kept for this codec and backbone.
+
+    Raises:
+        VoiceNotFoundError: no such voice.
+    """
+    from voice.enroll import find_voice
+
+    if not engine.codec.speaker_conditioned:
+        return False
+    record = find_voice(store, name)
+    return not record.preset and record.has_clip and kept_speech_voice(store, engine, name) is None
+
+
+def speech_voice(store: "VoiceStore", engine: "Engine", name: str, calibrate: bool = False,
+                 on_calibrate: Callable[[], None] | None = None) -> np.ndarray | None:
+    """The decoder voice for voice `name`'s speech: its kept calibration; with `calibrate`, for an enrolled voice
+    whose clip is kept and that has none yet, one made now and kept (`on_calibrate` is told first: it takes tens
+    of seconds); else None (decode in the voice's embedding)."""
+    kept = kept_speech_voice(store, engine, name)
+    if kept is not None or not calibrate or not needs_calibration(store, engine, name):
+        return kept
+    if on_calibrate is not None:
+        on_calibrate()
+    return calibrate_enrolled_voice(store, engine, name).voice

@@ -1,0 +1,75 @@
+"""Enrolled voices calibrated in the background, so that no request waits for it.
+
+A voice's speech sounds more like it decoded in a voice calibrated on the backbone's own speech
+(tts/voice_calibration.py), but making one takes about 20 s of a core. The server does not make a request wait for
+that: a voice enrolled with its clip kept, or one asked for that has none yet for the server's models, is queued
+here and calibrated on one worker thread, a voice at a time. Until its calibration is kept, the voice's speech is
+decoded in its embedding, as before; the next stream after it uses it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from tts.engine import Engine
+from tts.voice_calibration import CalibrationOptions, calibrate_enrolled_voice, needs_calibration
+from voice.store import VoiceNotFoundError, VoiceStore
+
+log = logging.getLogger("tts.serve")
+
+
+class BackgroundCalibrator:
+    """Queues voices for calibration and runs them on one thread (one core: the scheduler keeps the other)."""
+
+    def __init__(self, engine: Engine, store: VoiceStore, options: CalibrationOptions = CalibrationOptions()) -> None:
+        self.engine, self.store, self.options = engine, store, options
+        self._queued: set[str] = set()
+        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-calibrate")
+        self.finished: list[str] = []     # voices calibrated, in order (for logs and tests)
+
+    def request(self, name: str) -> bool:
+        """Queue voice `name` where it can be calibrated and has not been (nor is queued); True when queued. An
+        unknown voice is not an error here: the request that named it fails on its own."""
+        with self._lock:
+            if name in self._queued:
+                return False
+            try:
+                if not needs_calibration(self.store, self.engine, name):
+                    return False
+            except VoiceNotFoundError:
+                return False
+            self._queued.add(name)
+        try:
+            self._worker.submit(self._calibrate, name)
+        except RuntimeError:            # stopped: the server is going away
+            with self._lock:
+                self._queued.discard(name)
+            return False
+        return True
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queued)
+
+    def _calibrate(self, name: str) -> None:
+        started = time.perf_counter()
+        try:
+            result = calibrate_enrolled_voice(self.store, self.engine, name, self.options)
+            self.finished.append(name)
+            log.info(json.dumps({"event": "voice_calibrated", "name": name,
+                                 "seconds": round(time.perf_counter() - started, 1),
+                                 "distance_before": round(result.distance_before, 4),
+                                 "distance_after": round(result.distance_after, 4)}))
+        except Exception as exc:  # noqa: BLE001 - deleted or re-embedded meanwhile, or a bad clip: logged, not fatal
+            log.warning(json.dumps({"event": "voice_calibration_failed", "name": name, "error": str(exc)}))
+        finally:
+            with self._lock:
+                self._queued.discard(name)
+
+    def stop(self) -> None:
+        """Drop what is queued; a calibration under way finishes on its thread (at most tens of seconds)."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
