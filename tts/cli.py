@@ -902,7 +902,8 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
     levels = [int(n) for n in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         store = VoiceStore(Path(tmp) / "voices.db")
-        print(format_report(run(Engine.load(backbone=args.backbone, codec=args.codec), store, levels)))
+        print(format_report(run(Engine.load(backbone=args.backbone, codec=args.codec), store, levels,
+                                args.while_calibrating)))
     return 0
 
 
@@ -1394,6 +1395,8 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--backbone", default=None)
     bs.add_argument("--codec", default=None, help=CODEC_HELP)
     bs.add_argument("--streams", default="1,2,4,8,12,16", help="comma-separated concurrency levels")
+    bs.add_argument("--while-calibrating", action="store_true",
+                    help="each level starts with an enrollment the server calibrates while the streams run")
     bs.set_defaults(func=_cmd_bench_serve)
     return parser
 
