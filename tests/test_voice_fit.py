@@ -1,6 +1,7 @@
 """Fitting the shipped decoder's voice to a clip (codec/voice_fit.py)."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -229,6 +230,8 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
         assert engine.speech_voice("slt", store) is None
     assert main(["voice", "fit", "ann", "--store", db]) == 0
     assert capsys.readouterr().out.count("already fitted") == 2 and len(calls) == 1 and len(calibrations) == 1
+    assert main(["voice", "show", "ann", "--store", db]) == 0
+    assert json.loads(capsys.readouterr().out)["fitted_for"] == sorted([model.model_id, speech_voice_key(engine)])
     assert main([*enroll, "--name", "cat"]) == 0
     assert main(["voice", "fit", "cat", "--store", db]) == 2
     assert "--keep-clip" in capsys.readouterr().err and len(calls) == 1

@@ -338,7 +338,10 @@ def _cmd_voice_show(args: argparse.Namespace) -> int:
             record, stale = resolve_voice(store, args.name, current), False
         except StaleVoiceError:
             record, stale = store.get(args.name), True
-    print(json.dumps({**record.summary(), "stale": stale}, indent=1))
+        # what `tts voice fit` kept: a codec decoder's id (its voice fitted to the clip's codes), and
+        # "speech:CODEC:BACKBONE" (the decoder voice calibrated on that backbone's speech)
+        fitted = [] if record.preset else sorted(store.decoder_voices(args.name))
+    print(json.dumps({**record.summary(), "stale": stale, "fitted_for": fitted}, indent=1))
     return 0
 
 
