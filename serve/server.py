@@ -352,16 +352,16 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             log.info(json.dumps({"event": "voice_enrolled", "name": record.name, "clip_seconds": record.clip_seconds}))
             if cfg.keep_clip and self.calibrator is not None:
                 self.calibrator.request(record.name)
-            return _voice(record)
+            return self._voice(record)
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
 
     async def ListVoices(self, request, context):
-        return pb.ListVoicesResponse(voices=[_voice(v) for v in all_voices(self.store)])
+        return pb.ListVoicesResponse(voices=[self._voice(v) for v in all_voices(self.store)])
 
     async def GetVoice(self, request, context):
         try:
-            return _voice(find_voice(self.store, request.name))
+            return self._voice(find_voice(self.store, request.name))
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)
 
@@ -375,7 +375,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
 
     async def GetConfig(self, request, context):
         return pb.ServiceConfig(
-            voices=[_voice(v) for v in all_voices(self.store)], encodings=[pb.LINEAR16, pb.FLOAT32, pb.CODEC],
+            voices=[self._voice(v) for v in all_voices(self.store)], encodings=[pb.LINEAR16, pb.FLOAT32, pb.CODEC],
             native_sample_rate_hz=self.engine.sample_rate, min_sample_rate_hz=MIN_RATE, max_sample_rate_hz=MAX_RATE,
             codec_kbps=self.codec_rates, max_text_chars=self.config.max_text_chars,
             max_unary_audio_bytes=self.config.max_unary_audio_bytes,
@@ -385,6 +385,12 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             backbone_id=getattr(self.engine.backbone, "model_id", "untrained"), codec_id=self.engine.codec.model_id)
 
     # ------------------------------------------------------------ helpers
+
+    def _voice(self, record) -> pb.Voice:
+        calibrated = not record.preset and self.engine.speech_voice(record.name, self.store) is not None
+        return pb.Voice(name=record.name, preset=record.preset, clip_seconds=record.clip_seconds,
+                        created=record.created, encoder_version=record.encoder_version,
+                        consent=record.consent, calibrated=calibrated)
 
     async def _abort(self, context, exc: BaseException) -> None:
         if isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)):   # the latter: aborted already
@@ -408,12 +414,6 @@ def _fail(job: StreamJob, message: str, code: grpc.StatusCode = grpc.StatusCode.
     """End a stream with `code` from the request reader (the scheduler drops the job)."""
     job.queue.put_nowait(Emitted(b"", 0, 0, 0, True, _Reject(code, message)))
     job.cancel()
-
-
-def _voice(record) -> pb.Voice:
-    return pb.Voice(name=record.name, preset=record.preset, clip_seconds=record.clip_seconds,
-                    created=record.created, encoder_version=record.encoder_version,
-                    consent=record.consent)
 
 
 class TtsServer:

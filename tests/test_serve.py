@@ -231,13 +231,14 @@ def test_enrolled_voices_are_calibrated_in_the_background(engine, tmp_path, monk
     try:
         calibrator = srv.server.servicer.calibrator
         with TtsClient(srv.target, timeout=60) as c:
-            c.enroll("Kim", clip, CONSENT, keep_clip=True)
+            assert not c.enroll("Kim", clip, CONSENT, keep_clip=True).calibrated
             assert calibrator.pending() == 1
             assert voice_of(c, "Kim").size == engine.backbone.config.speaker_dim   # not waiting: the embedding
             assert calibrator.pending() == 1                                      # and not queued twice
             release.set()
             settle(calibrator)
             assert calibrator.finished == ["Kim"] and voice_of(c, "Kim")[-1] == np.float32(0.02)
+            assert c.get_voice("Kim").calibrated and not c.get_voice("slt").calibrated   # what clients see
             with VoiceStore(tmp_path / "voices.db") as store:   # enrolled by another process, clip kept
                 enroll(store, engine.encoder, clip, "Max", CONSENT, keep_clip=True)
             c.synthesize("Hi.", voice="Max")

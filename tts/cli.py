@@ -809,7 +809,8 @@ def _cmd_client_enroll(args: argparse.Namespace) -> int:
 def _cmd_client_voices(args: argparse.Namespace) -> int:
     with _client(args) as client:
         for voice in client.voices():
-            print(f"{voice.name}\t{'preset' if voice.preset else 'enrolled'}\t{voice.clip_seconds:.1f} s")
+            calibrated = "\tcalibrated" if voice.calibrated else ""
+            print(f"{voice.name}\t{'preset' if voice.preset else 'enrolled'}\t{voice.clip_seconds:.1f} s{calibrated}")
     return 0
 
 
