@@ -21,20 +21,34 @@ from voice.store import VoiceNotFoundError, VoiceStore
 log = logging.getLogger("tts.serve")
 
 
+# A voice whose calibration failed (a clip that no longer decodes, a stale embedding) is not tried again on requests
+# for this long: each try costs tens of seconds of a core, and every request for the voice would start one.
+RETRY_AFTER_S = 600.0
+
+
 class BackgroundCalibrator:
     """Queues voices for calibration and runs them on one thread (one core: the scheduler keeps the other)."""
 
-    def __init__(self, engine: Engine, store: VoiceStore, options: CalibrationOptions = CalibrationOptions()) -> None:
+    def __init__(self, engine: Engine, store: VoiceStore, options: CalibrationOptions = CalibrationOptions(),
+                 retry_after_s: float = RETRY_AFTER_S) -> None:
         self.engine, self.store, self.options = engine, store, options
+        self.retry_after_s = retry_after_s
         self._queued: set[str] = set()
+        self._failed_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-calibrate")
         self.finished: list[str] = []     # voices calibrated, in order (for logs and tests)
 
-    def request(self, name: str) -> bool:
-        """Queue voice `name` where it can be calibrated and has not been (nor is queued); True when queued. An
-        unknown voice is not an error here: the request that named it fails on its own."""
+    def request(self, name: str, enrolled: bool = False) -> bool:
+        """Queue voice `name` where it can be calibrated and has not been (nor is queued, nor failed in the last
+        `retry_after_s`; `enrolled`: it was just enrolled, so an earlier failure does not count); True when queued.
+        An unknown voice is not an error here: the request that named it fails on its own."""
         with self._lock:
+            failed = self._failed_at.get(name)
+            if enrolled:
+                self._failed_at.pop(name, None)
+            elif failed is not None and time.monotonic() - failed < self.retry_after_s:
+                return False
             if name in self._queued:
                 return False
             try:
@@ -65,6 +79,8 @@ class BackgroundCalibrator:
                                  "distance_before": round(result.distance_before, 4),
                                  "distance_after": round(result.distance_after, 4)}))
         except Exception as exc:  # noqa: BLE001 - deleted or re-embedded meanwhile, or a bad clip: logged, not fatal
+            with self._lock:
+                self._failed_at[name] = time.monotonic()
             log.warning(json.dumps({"event": "voice_calibration_failed", "name": name, "error": str(exc)}))
         finally:
             with self._lock:

@@ -351,7 +351,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
                                              cfg.consent, cfg.keep_clip, limits)
             log.info(json.dumps({"event": "voice_enrolled", "name": record.name, "clip_seconds": record.clip_seconds}))
             if cfg.keep_clip and self.calibrator is not None:
-                self.calibrator.request(record.name)
+                self.calibrator.request(record.name, enrolled=True)
             return self._voice(record)
         except Exception as exc:  # noqa: BLE001
             await self._abort(context, exc)

@@ -259,6 +259,42 @@ def test_enrolled_voices_are_calibrated_in_the_background(engine, tmp_path, monk
         srv.stop()
 
 
+def test_a_voice_whose_calibration_failed_is_not_retried_on_every_request(engine, tmp_path, monkeypatch):
+    """Each try costs tens of seconds of a core: after a failure, requests do not start another for a while; a
+    new enrollment of the name does."""
+    import tts.voice_calibration
+    from serve.calibrator import BackgroundCalibrator
+    from voice.enroll import enroll
+
+    tries = []
+
+    def failing(engine, samples, start, options):
+        tries.append(1)
+        raise ValueError("calibrating a voice needs at least 1 s of its audio")
+
+    monkeypatch.setattr(tts.voice_calibration, "calibrate_speech_voice", failing)
+    store = VoiceStore(tmp_path / "voices.db")
+    enroll(store, engine.encoder, open("tests/assets/voice_a1.flac", "rb").read(), "Kim", CONSENT, keep_clip=True)
+    calibrator = BackgroundCalibrator(engine, store)
+
+    def settled_after(queued: bool) -> bool:
+        for _ in range(600):
+            if not calibrator.pending():
+                return queued
+            time.sleep(0.05)
+        raise AssertionError("the calibration did not finish")
+
+    try:
+        assert settled_after(calibrator.request("Kim")) and len(tries) == 1 and calibrator.finished == []
+        assert not calibrator.request("Kim") and not calibrator.request("Nobody")
+        assert settled_after(calibrator.request("Kim", enrolled=True)) and len(tries) == 2
+        calibrator.retry_after_s = 0.0
+        assert settled_after(calibrator.request("Kim")) and len(tries) == 3
+    finally:
+        calibrator.stop()
+        store.close()
+
+
 def test_malformed_bytes_do_not_crash_the_server(client):
     raw = client.channel.unary_unary("/tts.v1.TextToSpeech/Synthesize", request_serializer=lambda b: b,
                                      response_deserializer=lambda b: b)
