@@ -251,6 +251,16 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     np.testing.assert_array_equal(said[1], said[2])            # the kept calibration, not another
     assert main(["say", "Hello there.", "--voice", "cat", "--store", db, "--out", str(tmp_path / "cat.wav")]) == 0
     assert len(calibrations) == 2                              # no clip kept: nothing to calibrate, no error
+    # a clone (nothing stored) is calibrated on its clip when asked
+    cloned = []
+    for extra in ([], ["--calibrate-clone"]):
+        assert main(["say", "Hello there.", "--clone", str(clip), "--seed", "1", "--out", str(tmp_path / "c.wav"),
+                     "--store", db, *extra]) == 0
+        cloned.append(sf.read(str(tmp_path / "c.wav"))[0])
+    assert len(calibrations) == 3 and "calibrating the clone" in capsys.readouterr().err
+    assert len(cloned[0]) == len(cloned[1]) and not np.allclose(cloned[0], cloned[1], atol=1e-3)
+    assert main(["say", "Hi.", "--calibrate-clone", "--store", db]) == 2
+    assert "--clone" in capsys.readouterr().err
 
 
 def _store_with_a_kept_voice(shipped, tmp_path) -> tuple[str, np.ndarray, np.ndarray]:

@@ -600,15 +600,25 @@ def _cmd_say(args: argparse.Namespace) -> int:
     _check_audio_out(args.out)
     if not args.out and not args.play:
         args.play = True
+    if args.calibrate_clone and not args.clone:
+        raise UserError("--calibrate-clone calibrates a --clone CLIP voice; an enrolled voice is calibrated anyway")
     clip = _read_clip(args.clone) if args.clone else None
     engine = Engine.load(backbone=args.backbone, codec=args.codec, store=VoiceStore(args.store) if args.store else None)
     options = SynthesisOptions(seed=args.seed, sampling=_sampling_config(args))
     segments = engine.segments(text, options)   # empty or unspeakable text fails before any model work
     speaker = engine.clone_embedding(clip) if clip is not None else engine.voice_embedding(args.voice)
-    decoder_voice = None if clip is not None else engine.speech_voice(   # a calibrated enrolled voice
-        args.voice, calibrate=not args.no_calibrate,
-        on_calibrate=lambda: print(f"voice {args.voice!r}: calibrating its speech for this codec and backbone, once "
-                                   "(about 20 s; --no-calibrate skips it)", file=sys.stderr))
+    if clip is None:      # a calibrated enrolled voice, calibrated now if never (and its clip kept)
+        decoder_voice = engine.speech_voice(
+            args.voice, calibrate=not args.no_calibrate,
+            on_calibrate=lambda: print(f"voice {args.voice!r}: calibrating its speech for this codec and backbone, "
+                                       "once (about 20 s; --no-calibrate skips it)", file=sys.stderr))
+    elif args.calibrate_clone:
+        if not engine.codec.speaker_conditioned:
+            raise UserError("this codec's decoder follows no voice: there is nothing to calibrate")
+        print("calibrating the clone's speech on its clip (about 20 s)", file=sys.stderr)
+        decoder_voice = engine.clone_speech_voice(clip, speaker)
+    else:
+        decoder_voice = None
     bar = None
 
     def on_segment(index: int, total: int) -> None:
@@ -965,6 +975,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--codec", default=None, help=CODEC_HELP)
     sp.add_argument("--store", default=None, help="voice store (default: $TTS_HOME/voices.db)")
+    sp.add_argument("--calibrate-clone", action="store_true",
+                    help="with --clone: decode in a voice calibrated on the clip first (about 20 s; closer to the "
+                         "voice, as an enrolled voice is after `tts voice fit`)")
     sp.add_argument("--no-calibrate", action="store_true",
                     help="an enrolled voice (with its clip kept) that has no calibration for these models is not "
                          "calibrated now (about 20 s, once): its speech is decoded in its embedding")

@@ -244,6 +244,21 @@ class Engine:
                                      f"but encoder {self.encoder.model_id} is loaded")
         return self.encoder.embed(audio.samples, audio.sample_rate)
 
+    def clone_speech_voice(self, clip: bytes, embedding: np.ndarray) -> np.ndarray:
+        """The decoder voice calibrated on the backbone's speech in `embedding` against `clip` (the clone's
+        reference, checked as enrollment checks it): what `tts voice fit` keeps for an enrolled voice, made for one
+        use (about 20 s; tts/voice_calibration.py).
+
+        Raises:
+            EnrollmentError: the clip is unusable. ValueError: a codec whose decoder follows no voice.
+        """
+        from tts.audio import resample
+        from tts.voice_calibration import CalibrationOptions, calibrate_speech_voice
+
+        audio, _ = check_clip(clip)
+        samples = resample(audio.samples, audio.sample_rate, self.sample_rate)
+        return calibrate_speech_voice(self, samples, embedding, CalibrationOptions()).voice
+
     # ------------------------------------------------------------ text
 
     def segments(self, text: str, options: SynthesisOptions = SynthesisOptions()) -> list[Segment]:
