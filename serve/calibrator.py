@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from tts.engine import Engine
@@ -37,7 +38,7 @@ class BackgroundCalibrator:
         self._failed_at: dict[str, float] = {}
         self._lock = threading.Lock()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-calibrate")
-        self.finished: list[str] = []     # voices calibrated, in order (for logs and tests)
+        self.finished: deque[str] = deque(maxlen=1000)   # the last voices calibrated, in order (a long-lived server)
 
     def request(self, name: str, enrolled: bool = False) -> bool:
         """Queue voice `name` where it can be calibrated and has not been (nor is queued, nor failed in the last

@@ -237,17 +237,17 @@ def test_enrolled_voices_are_calibrated_in_the_background(engine, tmp_path, monk
             assert calibrator.pending() == 1                                      # and not queued twice
             release.set()
             settle(calibrator)
-            assert calibrator.finished == ["Kim"] and voice_of(c, "Kim")[-1] == np.float32(0.02)
+            assert list(calibrator.finished) == ["Kim"] and voice_of(c, "Kim")[-1] == np.float32(0.02)
             assert c.get_voice("Kim").calibrated and not c.get_voice("slt").calibrated   # what clients see
             with VoiceStore(tmp_path / "voices.db") as store:   # enrolled by another process, clip kept
                 enroll(store, engine.encoder, clip, "Max", CONSENT, keep_clip=True)
             c.synthesize("Hi.", voice="Max")
             settle(calibrator)
-            assert calibrator.finished == ["Kim", "Max"] and voice_of(c, "Max").size == dim
+            assert list(calibrator.finished) == ["Kim", "Max"] and voice_of(c, "Max").size == dim
             c.enroll("Lee", clip, CONSENT)
             c.synthesize("Hi.", voice="Lee")
             c.synthesize("Hi.", voice="slt")
-            assert calibrator.pending() == 0 and calibrator.finished == ["Kim", "Max"]
+            assert calibrator.pending() == 0 and list(calibrator.finished) == ["Kim", "Max"]
     finally:
         srv.stop()
     srv = start(engine, tmp_path / "off", calibrate_voices=False)
@@ -285,7 +285,7 @@ def test_a_voice_whose_calibration_failed_is_not_retried_on_every_request(engine
         raise AssertionError("the calibration did not finish")
 
     try:
-        assert settled_after(calibrator.request("Kim")) and len(tries) == 1 and calibrator.finished == []
+        assert settled_after(calibrator.request("Kim")) and len(tries) == 1 and not calibrator.finished
         assert not calibrator.request("Kim") and not calibrator.request("Nobody")
         assert settled_after(calibrator.request("Kim", enrolled=True)) and len(tries) == 2
         calibrator.retry_after_s = 0.0
