@@ -240,7 +240,7 @@ def test_voice_fit_fits_the_decoder_once_at_a_moment_the_user_chooses(shipped, t
     import soundfile as sf
 
     assert main([*enroll, "--name", "dan", "--keep-clip"]) == 0
-    capsys.readouterr()
+    assert "calibrated on first use" in capsys.readouterr().out
     said = []
     for extra in (["--no-calibrate"], [], []):
         assert main(["say", "Hello there.", "--voice", "dan", "--store", db, "--seed", "1",

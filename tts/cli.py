@@ -269,6 +269,8 @@ def _cmd_voice_enroll(args: argparse.Namespace) -> int:
     print(f"enrolled voice {record.name!r} ({record.clip_seconds:.1f} s of speech) in {store.path}")
     if engine is not None:
         _fit_voice(args, engine, record.name)
+    elif args.keep_clip:
+        print(f"its speech is calibrated on first use (about 20 s, once), or now: tts voice fit {record.name}")
     return 0
 
 
