@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, NamedTuple
 import numpy as np
 import torch
 
-from backbone.generate import Request
+from backbone.generate import Request, generate_frames
 from codec.losses import log_mel
 from tts.segment import utterance_text
 from tts.text import normalize_text
@@ -74,13 +74,10 @@ def _speech_codes(engine: "Engine", embedding: np.ndarray, options: CalibrationO
     speaker = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
     out = []
     for i, text in enumerate(options.texts):
-        generator = engine.generator()   # the steps one stream's speech takes
         ids = engine.tokenizer.encode(utterance_text(normalize_text(text)), normalized=True)
-        row = generator.add(Request(ids, speaker, len(text), options.seed + i))
-        frames: list[torch.Tensor] = []
-        while generator.active:
-            frames += generator.step().get(row, ([], False))[0]
-        out.append(torch.stack(frames, 1)[None])
+        frames = generate_frames(engine.backbone, Request(ids, speaker, len(text), options.seed + i),
+                                 quantized=engine.int8, onnx=engine.onnx_steps)   # the steps one stream's speech takes
+        out.append(torch.stack(list(frames), 1)[None])
     return out
 
 
@@ -153,9 +150,8 @@ def calibrate_enrolled_voice(store: "VoiceStore", engine: "Engine", name: str,
                         lambda result: result.voice)
 
 
-def needs_calibration(store: "VoiceStore", engine: "Engine", name: str) -> bool:
-    """Whether voice `name` can be calibrated for this engine and is not yet: an enrolled voice whose clip the store
-    keeps, a codec whose decoder follows voices, and no calibration kept for this codec and backbone.
+def _calibratable(store: "VoiceStore", engine: "Engine", name: str) -> bool:
+    """An enrolled voice whose clip the store keeps, and a codec whose decoder follows voices.
 
     Raises:
         VoiceNotFoundError: no such voice.
@@ -165,7 +161,17 @@ def needs_calibration(store: "VoiceStore", engine: "Engine", name: str) -> bool:
     if not engine.codec.speaker_conditioned:
         return False
     record = find_voice(store, name)
-    return not record.preset and record.has_clip and kept_speech_voice(store, engine, name) is None
+    return not record.preset and record.has_clip
+
+
+def needs_calibration(store: "VoiceStore", engine: "Engine", name: str) -> bool:
+    """Whether voice `name` can be calibrated for this engine (`_calibratable`) and is not yet: no calibration
+    kept for this codec and backbone.
+
+    Raises:
+        VoiceNotFoundError: no such voice.
+    """
+    return _calibratable(store, engine, name) and kept_speech_voice(store, engine, name) is None
 
 
 def speech_voice(store: "VoiceStore", engine: "Engine", name: str, calibrate: bool = False,
@@ -174,7 +180,7 @@ def speech_voice(store: "VoiceStore", engine: "Engine", name: str, calibrate: bo
     whose clip is kept and that has none yet, one made now and kept (`on_calibrate` is told first: it takes tens
     of seconds); else None (decode in the voice's embedding)."""
     kept = kept_speech_voice(store, engine, name)
-    if kept is not None or not calibrate or not needs_calibration(store, engine, name):
+    if kept is not None or not calibrate or not _calibratable(store, engine, name):   # kept: read once
         return kept
     if on_calibrate is not None:
         on_calibrate()
