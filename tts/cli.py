@@ -278,7 +278,11 @@ def _voice_engine(args: argparse.Namespace) -> Engine:
     """The engine a voice is fitted for (its codec must follow voices)."""
     from tts.engine import Engine
 
-    engine = Engine.load(codec=args.codec, backbone=args.backbone)
+    return _require_voice_decoder(Engine.load(codec=args.codec, backbone=args.backbone))
+
+
+def _require_voice_decoder(engine: Engine) -> Engine:
+    """`engine`, refused where its codec's decoder follows no voice (nothing to fit or calibrate)."""
     if not engine.codec.speaker_conditioned:
         raise UserError("this codec's decoder follows no voice: there is no voice to fit")
     return engine
@@ -615,8 +619,7 @@ def _cmd_say(args: argparse.Namespace) -> int:
             on_calibrate=lambda: print(f"voice {args.voice!r}: calibrating its speech for this codec and backbone, "
                                        "once (about 20 s; --no-calibrate skips it)", file=sys.stderr))
     elif args.calibrate_clone:
-        if not engine.codec.speaker_conditioned:
-            raise UserError("this codec's decoder follows no voice: there is nothing to calibrate")
+        _require_voice_decoder(engine)
         print("calibrating the clone's speech on its clip (about 20 s)", file=sys.stderr)
         decoder_voice = engine.clone_speech_voice(clip, speaker)
     else:
