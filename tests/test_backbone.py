@@ -50,6 +50,11 @@ from tts.text import normalize_text
     ("Add 2½ cups, 3/4 cup and 1/2 tsp, open 24/7 since 12/25/2024.",
      "add two and one half cups, three quarters cup and one half of a teaspoon, open twenty-four seven since "
      "december twenty-fifth twenty twenty-four."),
+    ("We have 1.5M users and 2bn rows, in flat 4B on a 4K screen.",
+     "we have one point five million users and two billion rows, in flat four b on a four k screen."),
+    ("Play it x2 or x1.5 on x86; 10^3 is 1e3 and x^-2 is small.",
+     "play it times two or times one point five on x eighty-six; ten to the power of three is one e three and x to "
+     "the power of minus two is small."),
     ("Henry VIII saw World War II, not Malcolm X; I am 3x faster on a 4x4 at 3:2.",
      "henry the eighth saw world war two, not malcolm x; i am three times faster on a four by four at three to two."),
     ("Pope John Paul II met King Zog II and Louis XIV; Rocky III and Final Fantasy VII; a 60 W bulb uses 60 W.",

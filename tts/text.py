@@ -543,8 +543,14 @@ def normalize_text(text: str) -> str:
                   lambda m: f"{_year(int(m.group(1)))} {m.group(2)}", text)
     text = re.sub(rf"(?<![\d/.,])(?<!\d\s)(\d{{1,2}})/(\d{{1,3}})\s?({_UNIT_PATTERN})(?![\w/])", _fraction_of_unit,
                   text)   # "3/4 tsp": three quarters of a teaspoon ("1 1/2 tsp" is teaspoons, below)
+    # a scale joined to a bare number ("1.5M users", "£2bn" is the currency's): before the units, whose "m" is
+    # metres; "4B" (a flat) and "4K" (a screen) stay letters
+    text = re.sub(rf"(?<![\w.,])({_NUMBER})(M|\s?bn)\b",
+                  lambda m: f"{m.group(1)} {'million' if m.group(2) == 'M' else 'billion'}", text)
     text = re.sub(rf"(\b[Aa]n?\s+)?(?<![\w.,])({_NUMBER})\s?({_UNIT_PATTERN})(?:/({_UNIT_PATTERN}))?(?![\w/])",
                   _unit, text)
+    text = re.sub(r"(?<![\w.])x(\d(?:\.\d+)?)(?![\w.]?\d)", r"times \1", text)   # "x2 speed", "x1.5"; not "x86"
+    text = re.sub(r"(\w+)\s?\^\s?(-?\d+(?:\.\d+)?)", r"\1 to the power of \2", text)   # "10^3", "x^2"
     text = re.sub(r"(\d)\s?x(?=\s|$|[,.;:!?])", r"\1 times", text)    # "3x faster"
     text = re.sub(r"(\d)x(\d)", r"\1 by \2", text)                  # "4x4"
     text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", _slash_date, text)
