@@ -191,7 +191,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         decoder_voice = self.engine.speech_voice(name, self.store)
         if decoder_voice is None and self.calibrator is not None:
             self.calibrator.request(name)    # in the background: this stream decodes in the embedding
-        stream = self.engine.stream(speaker, options, decoder_voice)
+        # a stream of codes is decoded by its client: its speaking rate goes to the read pointer instead
+        stream = self.engine.stream(speaker, options, decoder_voice, tempo=out.kind != "codec")
         if text is not None:
             stream.add_text(text)      # SynthesisError for empty, unspeakable or too long text
         job = StreamJob(stream, out, asyncio.get_running_loop())

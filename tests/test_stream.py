@@ -18,6 +18,7 @@ from tts.cli import main
 from tts.engine import Engine, SynthesisError, SynthesisOptions
 from tts.segment import TextAccumulator, segment_text, utterance_text
 from tts.stream.decoder import ChunkedDecoder
+from tts.stream.tempo import TempoStretcher
 from tts.stream.playout import BufferClosed, PlayoutBuffer, simulate_playout
 from tts.text import normalize_text
 from voice.encoder import load_encoder
@@ -226,13 +227,13 @@ def test_text_arriving_in_pieces_gives_the_same_words():
 # ---------------------------------------------------------------- engine and CLI
 
 
-def random_backbone(codec) -> Backbone:
+def random_backbone(codec, read_pointer: int = 0) -> Backbone:
     """An untrained backbone wired to the shipped codec, tokenizer and encoder: real shapes, random speech."""
     torch.manual_seed(0)
     tok = TextTokenizer()
     config = BackboneConfig(text_vocab=tok.vocab_size, n_codebooks=4, card=codec.config.card, d_model=32,
                             n_layers=1, n_heads=2, ffn=64, codec_id=codec.tokens_id, tokenizer_id=tok.id,
-                            encoder_id=load_encoder().model_id)
+                            encoder_id=load_encoder().model_id, read_pointer=read_pointer)
     return Backbone(config).eval()
 
 
@@ -382,3 +383,63 @@ def test_engine_refuses_a_codec_that_follows_another_speaker_encoder(codec):
     other.tokens_id, other.speaker_encoder_id = codec.tokens_id, "0123456789abcdef"
     with pytest.raises(ModelMismatchError, match="0123456789abcdef"):
         Engine(other, random_backbone(codec), TextTokenizer())
+
+
+TONE_SR = 16_000
+
+
+def _modulated_tone(seconds: float = 1.5) -> np.ndarray:
+    t = np.arange(int(seconds * TONE_SR)) / TONE_SR
+    return (0.5 * np.sin(2 * np.pi * 200 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.8, 1.25, 2.0])
+def test_tempo_changes_the_length_not_the_pitch_whatever_the_chunks(rate):
+    tone = _modulated_tone()
+    stretcher = TempoStretcher(rate, TONE_SR)
+    whole = np.concatenate([stretcher.push(tone), stretcher.flush()])
+    assert len(whole) == round(len(tone) / rate)
+    middle = whole[1000:-1000] * np.hanning(len(whole) - 2000)
+    peak = np.argmax(np.abs(np.fft.rfft(middle))) * TONE_SR / len(middle)
+    assert abs(peak - 200) < 3
+    # the envelope's 3-Hz swell is stretched with the speech: it now swells at 3 * rate Hz
+    envelope = np.abs(whole[: len(whole) // 80 * 80]).reshape(-1, 80).max(1)   # 5-ms peaks
+    swell = np.argmax(np.abs(np.fft.rfft(envelope - envelope.mean()))) * (TONE_SR / 80) / len(envelope)
+    assert abs(swell - 3 * rate) < 0.8
+    rng = np.random.default_rng(1)   # the same samples in any chunks (reused after a flush) give the same output
+    pieces, at = [], 0
+    while at < len(tone):
+        n = int(rng.integers(1, 1500))
+        pieces.append(stretcher.push(tone[at:at + n]))
+        at += n
+    np.testing.assert_array_equal(np.concatenate(pieces + [stretcher.flush()]), whole)
+
+
+def test_tempo_at_rate_one_gives_the_input_back_and_refuses_rates_out_of_range():
+    tone = _modulated_tone(0.5)
+    stretcher = TempoStretcher(1.0, TONE_SR)
+    np.testing.assert_allclose(np.concatenate([stretcher.push(tone), stretcher.flush()]), tone, atol=1e-6)
+    assert len(TempoStretcher(0.5, TONE_SR).flush()) == 0   # nothing in, nothing out
+    for rate in (0.1, 5.0):
+        with pytest.raises(ValueError, match="between"):
+            TempoStretcher(rate, TONE_SR)
+
+
+def test_engine_speaks_the_same_codes_at_the_asked_rate_and_a_code_stream_keeps_it_for_the_pointer(codec):
+    """The speaking rate of a PCM stream is the decoded speech's time scale: the same codes as at rate 1 (the read
+    pointer reads at its own pace), stretched; a stream of codes (tempo off) gives the rate to the pointer instead."""
+    engine = Engine(codec, random_backbone(codec, read_pointer=3), TextTokenizer())
+    speaker = np.ones(192, np.float32) / np.sqrt(192)
+    text = "One two three four five."
+    natural = np.concatenate(list(engine.synthesize(text, speaker, SynthesisOptions(seed=4, sampling=FAST))))
+    slow_sampling = SamplingConfig(max_seconds_per_char=0.04, extra_seconds=0.2, speaking_rate=0.5)
+    slow = np.concatenate(list(engine.synthesize(text, speaker, SynthesisOptions(seed=4, sampling=slow_sampling))))
+    stretcher = TempoStretcher(0.5, codec.sample_rate)
+    np.testing.assert_allclose(slow, np.concatenate([stretcher.push(natural), stretcher.flush()]), atol=1e-6)
+    assert len(slow) == round(len(natural) / 0.5)
+    paced = engine.stream(speaker, SynthesisOptions(seed=4, sampling=slow_sampling))
+    coded = engine.stream(speaker, SynthesisOptions(seed=4, sampling=slow_sampling), tempo=False)
+    for stream in (paced, coded):
+        stream.add_text(text)
+    assert paced.next_request().sampling.speaking_rate == 1.0
+    assert coded.next_request().sampling.speaking_rate == 0.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -26,6 +26,7 @@ from codec.model import CodecModel
 from codec.onnx_runtime import CodecRuntime, available as onnx_available, onnx_capable
 from tts.segment import Segment, TextAccumulator, segment_text, utterance_text
 from tts.stream.decoder import ChunkedDecoder
+from tts.stream.tempo import TempoStretcher
 from voice.encoder import SpeakerEncoder, load_encoder
 from voice.enroll import ClipLimits, check_clip, resolve_voice
 from voice.store import VoiceStore
@@ -61,7 +62,7 @@ class SpeechStream:
     """One listener's synthesis state (see module doc). PCM is float32 at the codec's sample rate."""
 
     def __init__(self, engine: "Engine", speaker: np.ndarray, options: SynthesisOptions,
-                 decoder_voice: np.ndarray | None = None) -> None:
+                 decoder_voice: np.ndarray | None = None, tempo: bool = True) -> None:
         self.engine = engine
         self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
         self.options = options
@@ -70,6 +71,11 @@ class SpeechStream:
         self.decoder_voice = self.speaker.numpy() if decoder_voice is None else np.asarray(decoder_voice, np.float32)
         self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
                                       engine.codec_runtime, self.decoder_voice)
+        # The speaking rate: the decoded speech's time scale changed (tts/stream/tempo.py: the read pointer's odds
+        # barely move the speech), or, for a stream of codes that a client decodes (`tempo` False), those odds.
+        rate = options.sampling.speaking_rate
+        self.tempo = TempoStretcher(rate, engine.sample_rate) if tempo and rate != 1.0 else None
+        self.sampling = replace(options.sampling, speaking_rate=1.0) if self.tempo else options.sampling
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -101,12 +107,12 @@ class SpeechStream:
         seed = self.options.seed + self.segments_started
         self.segments_started += 1
         return Request(self.engine.tokenizer.encode(utterance_text(self.current.text), normalized=True), self.speaker,
-                       len(self.current.text), seed, self.options.sampling)
+                       len(self.current.text), seed, self.sampling)
 
     def on_frames(self, frames: list[torch.Tensor], decode: bool = True) -> list[np.ndarray]:
         """PCM chunks completed by these frames (none when the caller sends codes, `decode=False`)."""
         self.frames_in_segment += len(frames)
-        return self.decoder.push(frames) if decode else []
+        return self._paced(self.decoder.push(frames)) if decode else []
 
     def end_segment(self, decode: bool = True) -> list[np.ndarray]:
         """The current segment is generated: the decoder's remainder and the pause that follows."""
@@ -119,7 +125,16 @@ class SpeechStream:
         if self.current is not None and self.current.pause_after > 0:
             chunks.append(np.zeros(int(self.current.pause_after * self.engine.sample_rate), dtype=np.float32))
         self.current = None
-        return chunks
+        if self.tempo is None:
+            return chunks
+        paced = self._paced(chunks)   # the pause too: a slower speaker pauses longer
+        return paced + [rest for rest in (self.tempo.flush(),) if len(rest)]
+
+    def _paced(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """PCM chunks at the speaking rate (as they are without a stretcher); empty ones dropped."""
+        if self.tempo is not None:
+            chunks = [self.tempo.push(chunk) for chunk in chunks]
+        return [chunk for chunk in chunks if len(chunk)]
 
     def remaining_seconds(self) -> float:
         """Estimate of the audio still to come: the rest of the current segment and the queued ones."""
@@ -278,10 +293,11 @@ class Engine:
     # ------------------------------------------------------------ synthesis
 
     def stream(self, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
-               decoder_voice: np.ndarray | None = None) -> SpeechStream:
+               decoder_voice: np.ndarray | None = None, tempo: bool = True) -> SpeechStream:
         """A stream in the voice `speaker` (the speaker encoder's embedding, which the backbone reads); the
-        codec decodes in `decoder_voice` where given: that voice fitted to its clip (codec/voice_fit.py)."""
-        return SpeechStream(self, speaker, options, decoder_voice)
+        codec decodes in `decoder_voice` where given: that voice fitted to its clip (codec/voice_fit.py).
+        `tempo` False: a stream whose codes leave undecoded, so its speaking rate goes to the read pointer."""
+        return SpeechStream(self, speaker, options, decoder_voice, tempo)
 
     def synthesize(self, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
                    decoder_voice: np.ndarray | None = None) -> Iterator[np.ndarray]:
