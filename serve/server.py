@@ -173,7 +173,8 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
             voice = job.stream.decoder_voice.tolist() if codec.speaker_conditioned else []
             info = pb.CodecInfo(model_id=codec.tokens_id, n_q=out.n_q, bits_per_code=out.bits_per_code,
                                 hop_length=codec.hop_length, kbps=codec.config.kbps(out.n_q), voice_embedding=voice,
-                                voice_encoder_id=codec.speaker_encoder_id if voice else "")
+                                voice_encoder_id=codec.speaker_encoder_id if voice else "",
+                                speaking_rate=job.stream.options.sampling.speaking_rate)   # the client paces them
             return pb.AudioFormat(encoding=pb.CODEC, sample_rate_hz=out.sample_rate, codec=info)
         encoding = pb.FLOAT32 if out.kind == "float32" else pb.LINEAR16
         return pb.AudioFormat(encoding=encoding, sample_rate_hz=out.sample_rate)
@@ -191,8 +192,7 @@ class TextToSpeechServicer(rpc.TextToSpeechServicer):
         decoder_voice = self.engine.speech_voice(name, self.store)
         if decoder_voice is None and self.calibrator is not None:
             self.calibrator.request(name)    # in the background: this stream decodes in the embedding
-        # a stream of codes is decoded by its client: its speaking rate goes to the read pointer instead
-        stream = self.engine.stream(speaker, options, decoder_voice, tempo=out.kind != "codec")
+        stream = self.engine.stream(speaker, options, decoder_voice)
         if text is not None:
             stream.add_text(text)      # SynthesisError for empty, unspeakable or too long text
         job = StreamJob(stream, out, asyncio.get_running_loop())

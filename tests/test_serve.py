@@ -108,6 +108,13 @@ def test_codec_packets_decode_to_the_same_audio_as_pcm(client, engine):
     np.testing.assert_allclose(decoded, reference, atol=1e-3)   # float32 rounding (tests/test_stream.py)
     low = list(client.stream("Good morning.", voice="slt", seed=5, encoding=pb.CODEC, codec_kbps=0.5))
     assert low[0].format.codec.n_q == 2
+    # a speaking rate leaves the packets at the voice's own pace and tells the client the rate to play them at
+    slow = list(client.stream("Good morning.", voice="slt", seed=5, encoding=pb.CODEC, codec_kbps=1.0,
+                              speaking_rate=0.5))
+    assert slow[0].format.codec.speaking_rate == pytest.approx(0.5) and info.speaking_rate in (0.0, 1.0)
+    assert b"".join(c.audio for c in slow) == b"".join(c.audio for c in chunks)
+    slow_pcm = client.synthesize("Good morning.", voice="slt", seed=5, speaking_rate=0.5).audio
+    assert len(slow_pcm) == pytest.approx(2 * len(pcm), rel=0.01)
 
 
 def test_text_streamed_in_pieces_comes_back_as_audio(client):
@@ -435,6 +442,14 @@ def test_client_cli(server, tmp_path, capsys):
     out2 = tmp_path / "codec.wav"
     assert main(["client", "say", "Hello from the client.", "--encoding", "codec", "--out", str(out2), *common]) == 0
     assert sf.read(out2)[0].size == audio.size        # the same seed, decoded here from codec packets
+    # at a speaking rate the packets keep the voice's pace and the client paces what it decodes, as the server does
+    slow, slow_codec = tmp_path / "slow.wav", tmp_path / "slow_codec.wav"
+    assert main(["client", "say", "Hello from the client.", "--rate", "0.8", "--out", str(slow), *common]) == 0
+    assert main(["client", "say", "Hello from the client.", "--rate", "0.8", "--encoding", "codec", "--out",
+                 str(slow_codec), *common]) == 0
+    paced, paced_here = sf.read(slow)[0], sf.read(slow_codec)[0]
+    assert paced.size == paced_here.size and abs(paced.size / audio.size - 1.25) < 0.01
+    assert np.abs(paced - paced_here).max() < 0.01     # int16 PCM against float decoding here
     # a .sttc name keeps the packets as they come, with the stream's voice; `tts codec decode` plays them
     reply, replayed = tmp_path / "reply.sttc", tmp_path / "replayed.wav"
     capsys.readouterr()

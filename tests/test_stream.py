@@ -425,9 +425,9 @@ def test_tempo_at_rate_one_gives_the_input_back_and_refuses_rates_out_of_range()
             TempoStretcher(rate, TONE_SR)
 
 
-def test_engine_speaks_the_same_codes_at_the_asked_rate_and_a_code_stream_keeps_it_for_the_pointer(codec):
-    """The speaking rate of a PCM stream is the decoded speech's time scale: the same codes as at rate 1 (the read
-    pointer reads at its own pace), stretched; a stream of codes (tempo off) gives the rate to the pointer instead."""
+def test_engine_speaks_the_same_codes_at_the_asked_rate(codec):
+    """The speaking rate is the decoded speech's time scale: the same codes as at rate 1 (the read pointer reads at
+    its own pace), stretched."""
     engine = Engine(codec, random_backbone(codec, read_pointer=3), TextTokenizer())
     speaker = np.ones(192, np.float32) / np.sqrt(192)
     text = "One two three four five."
@@ -438,8 +438,5 @@ def test_engine_speaks_the_same_codes_at_the_asked_rate_and_a_code_stream_keeps_
     np.testing.assert_allclose(slow, np.concatenate([stretcher.push(natural), stretcher.flush()]), atol=1e-6)
     assert len(slow) == round(len(natural) / 0.5)
     paced = engine.stream(speaker, SynthesisOptions(seed=4, sampling=slow_sampling))
-    coded = engine.stream(speaker, SynthesisOptions(seed=4, sampling=slow_sampling), tempo=False)
-    for stream in (paced, coded):
-        stream.add_text(text)
+    paced.add_text(text)
     assert paced.next_request().sampling.speaking_rate == 1.0
-    assert coded.next_request().sampling.speaking_rate == 0.5

@@ -12,7 +12,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 # A trainer's best model, under its --out folder unless --export names another file (see _add_trainer_args).
 BEST_EXPORT = "best.safetensors"
@@ -740,14 +740,24 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
     encoding = {"linear16": pb.LINEAR16, "float32": pb.FLOAT32, "codec": pb.CODEC}[args.encoding or "linear16"]
     with _client(args) as client:
         stream = client.stream(text, voice=args.voice, encoding=encoding, sample_rate=args.sample_rate or 0,
-                               seed=args.seed, codec_kbps=args.kbps)
+                               seed=args.seed, codec_kbps=args.kbps, speaking_rate=args.rate)
         first = next(stream)          # fails here, before any audio device opens, on a bad request
         rate = first.format.sample_rate_hz
         info = first.format.codec
         packets: list = []            # each chunk's codes [frames, n_q], for a stream file
-        decoder = None
+        decoder = pace = None
         if encoding == pb.CODEC and pcm_wanted:
             decoder = _codec_packet_decoder(info)
+            if info.speaking_rate not in (0.0, 1.0):   # the packets keep the voice's pace: the listener sets it
+                from tts.stream.tempo import TempoStretcher
+
+                pace = TempoStretcher(info.speaking_rate, decoder.sample_rate)
+
+        def paced(pcm: np.ndarray) -> Iterator[np.ndarray]:
+            """The PCM at the stream's speaking rate; empty pieces left out."""
+            out = pace.push(pcm) if pace is not None else pcm
+            if len(out):
+                yield out
 
         remaining = [first.remaining_seconds_estimate]
 
@@ -759,9 +769,12 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
                     continue
                 packets.append(unpack_frames(chunk.audio, info.n_q, info.bits_per_code))
                 if decoder is not None:
-                    yield from decoder.push(list(torch.from_numpy(packets[-1]).long()))
+                    for pcm in decoder.push(list(torch.from_numpy(packets[-1]).long())):
+                        yield from paced(pcm)
             if decoder is not None and (tail := decoder.flush()) is not None:
-                yield tail
+                yield from paced(tail)
+            if pace is not None and len(rest := pace.flush()):
+                yield rest
 
         if not pcm_wanted:
             for _ in pcm_chunks():
@@ -771,8 +784,9 @@ def _cmd_client_say(args: argparse.Namespace) -> int:
                                                     args.play, lambda: remaining[0])
     if keep_packets:
         header = _write_packets(args.out, packets, info, rate)
+        pace_note = "" if args.rate in (None, 1.0) else ", at the voice's own pace: a file keeps no speaking rate"
         print(f"wrote {args.out} ({header.num_samples / rate:.2f} s, {header.n_q} quantizers = {header.kbps:.2f} "
-              f"kbps, {'its voice' if header.voice else 'no voice'})", file=sys.stderr)
+              f"kbps, {'its voice' if header.voice else 'no voice'}{pace_note})", file=sys.stderr)
     elif args.out:
         print(f"wrote {args.out} ({seconds:.2f} s)", file=sys.stderr)
     if args.verbose and pcm_wanted:
@@ -975,7 +989,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance weight (1 = off; used when the model was trained for it)")
     sp.add_argument("--rate", dest="speaking_rate", type=float, default=None,
-                    help="speaking rate, 0.5-2 (1 = the voice's own; needs a read-pointer backbone)")
+                    help="speaking rate, 0.5-2 (1 = the voice's own), at the voice's pitch")
     sp.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default: the codec's, 16000)")
     sp.add_argument("--backbone", default=None, help="backbone model file (default: the shipped one)")
     sp.add_argument("--codec", default=None, help=CODEC_HELP)
@@ -1025,6 +1039,7 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--encoding", choices=["linear16", "float32", "codec"], default=None,
                            help="what the server sends (default: linear16; codec for a .sttc --out)")
             c.add_argument("--kbps", type=float, default=0.0, help="codec bitrate (codec encoding)")
+            c.add_argument("--rate", type=float, default=None, help="speaking rate, 0.5-2 (1 = the voice's own)")
         elif name == "enroll":
             c.add_argument("clip")
             c.add_argument("--name", required=True)

@@ -62,7 +62,7 @@ class SpeechStream:
     """One listener's synthesis state (see module doc). PCM is float32 at the codec's sample rate."""
 
     def __init__(self, engine: "Engine", speaker: np.ndarray, options: SynthesisOptions,
-                 decoder_voice: np.ndarray | None = None, tempo: bool = True) -> None:
+                 decoder_voice: np.ndarray | None = None) -> None:
         self.engine = engine
         self.speaker = torch.as_tensor(np.asarray(speaker, dtype=np.float32))
         self.options = options
@@ -71,11 +71,11 @@ class SpeechStream:
         self.decoder_voice = self.speaker.numpy() if decoder_voice is None else np.asarray(decoder_voice, np.float32)
         self.decoder = ChunkedDecoder(engine.codec, options.first_chunk_frames, options.max_chunk_frames,
                                       engine.codec_runtime, self.decoder_voice)
-        # The speaking rate: the decoded speech's time scale changed (tts/stream/tempo.py: the read pointer's odds
-        # barely move the speech), or, for a stream of codes that a client decodes (`tempo` False), those odds.
+        # The speaking rate is the decoded speech's time scale (tts/stream/tempo.py: the read pointer's odds barely
+        # move the speech), so the codes keep the voice's own pace; a client that decodes them paces them itself.
         rate = options.sampling.speaking_rate
-        self.tempo = TempoStretcher(rate, engine.sample_rate) if tempo and rate != 1.0 else None
-        self.sampling = replace(options.sampling, speaking_rate=1.0) if self.tempo else options.sampling
+        self.tempo = TempoStretcher(rate, engine.sample_rate) if rate != 1.0 else None
+        self.sampling = replace(options.sampling, speaking_rate=1.0)
         self.accumulator = TextAccumulator(options.max_chars_per_segment)
         self.current: Segment | None = None
         self.frames_in_segment = 0
@@ -281,7 +281,7 @@ class Engine:
         if not text or not text.strip():
             raise SynthesisError("the text is empty")
         try:
-            options.sampling.validate_for(self.backbone.config)
+            options.sampling.validate()   # a speaking rate is the stretcher's: any backbone takes one
         except ValueError as exc:
             raise SynthesisError(str(exc)) from None
         if len(text) > options.max_text_chars:
@@ -294,11 +294,10 @@ class Engine:
     # ------------------------------------------------------------ synthesis
 
     def stream(self, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
-               decoder_voice: np.ndarray | None = None, tempo: bool = True) -> SpeechStream:
+               decoder_voice: np.ndarray | None = None) -> SpeechStream:
         """A stream in the voice `speaker` (the speaker encoder's embedding, which the backbone reads); the
-        codec decodes in `decoder_voice` where given: that voice fitted to its clip (codec/voice_fit.py).
-        `tempo` False: a stream whose codes leave undecoded, so its speaking rate goes to the read pointer."""
-        return SpeechStream(self, speaker, options, decoder_voice, tempo)
+        codec decodes in `decoder_voice` where given: that voice fitted to its clip (codec/voice_fit.py)."""
+        return SpeechStream(self, speaker, options, decoder_voice)
 
     def synthesize(self, text: str, speaker: np.ndarray, options: SynthesisOptions = SynthesisOptions(),
                    decoder_voice: np.ndarray | None = None) -> Iterator[np.ndarray]:
