@@ -138,13 +138,12 @@ class SpeechStream:
 
     def remaining_seconds(self) -> float:
         """Estimate of the audio still to come: the rest of the current segment and the queued ones."""
-        per_char = SECONDS_PER_CHAR / self.options.sampling.speaking_rate
-        pace = self.tempo.rate if self.tempo is not None else 1.0   # a stretcher paces frames and pauses alike
-        estimate = lambda s: len(s.text) * per_char + s.pause_after / pace  # noqa: E731
+        rate = self.options.sampling.speaking_rate   # the stretcher paces speech and pauses alike
+        estimate = lambda s: (len(s.text) * SECONDS_PER_CHAR + s.pause_after) / rate  # noqa: E731
         queued = sum(estimate(s) for s in self.segments)
         if self.current is None:
             return queued
-        done = self.frames_in_segment / self.engine.codec.frame_rate / pace
+        done = self.frames_in_segment / self.engine.codec.frame_rate / rate
         return queued + max(self.current.pause_after, estimate(self.current) - done)
 
 
