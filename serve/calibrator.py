@@ -78,7 +78,10 @@ class BackgroundCalibrator:
             log.info(json.dumps({"event": "voice_calibrated", "name": name,
                                  "seconds": round(time.perf_counter() - started, 1),
                                  "distance_before": round(result.distance_before, 4),
-                                 "distance_after": round(result.distance_after, 4)}))
+                                 "distance_after": round(result.distance_after, 4),
+                                 "similarity_before": round(result.similarity_before, 4),
+                                 "similarity_after": round(result.similarity_after, 4),
+                                 "accepted": result.accepted}))
         except Exception as exc:  # noqa: BLE001 - deleted or re-embedded meanwhile, or a bad clip: logged, not fatal
             with self._lock:
                 self._failed_at[name] = time.monotonic()

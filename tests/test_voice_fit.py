@@ -348,3 +348,33 @@ def test_a_voice_calibrated_on_the_backbones_speech_matches_its_clips_spectrum(s
     assert not np.allclose(plain, calibrated, atol=1e-3)
     with pytest.raises(ValueError, match="at least 1 s"):
         calibrate_speech_voice(engine, clip[:8000], start, options)
+
+
+def test_a_calibration_whose_speech_sounds_less_like_the_voice_is_refused(shipped, monkeypatch):
+    """The fit matches a spectrum; the speaker encoder then judges the speech in the start voice and in the fitted
+    one, and the fitted voice is kept only where it sounds more like the voice (else the start: no calibration)."""
+    import tts.voice_calibration as calibration
+    from tts.engine import Engine
+
+    engine = Engine.load()
+    clip = read_audio(CLIP).samples.astype(np.float32)
+    start = engine.encoder.embed(clip, 16_000)
+    options = calibration.CalibrationOptions(texts=("A short sentence to calibrate with.",), steps=3)
+    plain = engine.codec.decoder.speaker.resolve(torch.from_numpy(start), 1)[0].detach().numpy()
+    real = calibration._similarity
+    judged = []
+
+    def judge(engine_, latents, voice, embedding):
+        judged.append(real(engine_, latents, voice, embedding))
+        return judged[-1]
+
+    monkeypatch.setattr(calibration, "_similarity", judge)
+    result = calibration.calibrate_speech_voice(engine, clip, start, options)
+    assert (result.similarity_before, result.similarity_after) == tuple(judged) and -1 <= judged[0] <= 1
+    assert result.accepted == (judged[1] > judged[0])
+    for before, after in ((0.9, 0.5), (0.5, 0.9)):     # a worse rendering is refused, a better one kept
+        scores = iter((before, after))
+        monkeypatch.setattr(calibration, "_similarity", lambda *_: next(scores))
+        result = calibration.calibrate_speech_voice(engine, clip, start, options)
+        assert result.accepted == (after > before) and result.distance_after < result.distance_before
+        assert np.allclose(result.voice, plain) != result.accepted

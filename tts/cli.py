@@ -89,10 +89,18 @@ def _cmd_data_build(args: argparse.Namespace) -> int:
 def _cmd_data_import(args: argparse.Namespace) -> int:
     from tts.corpus.importer import import_corpus
 
-    stats = import_corpus(args.src, args.out, workers=args.workers)
+    stats = import_corpus(args.src, args.out, workers=args.workers, held_out=args.held_out)
     print(json.dumps({k: v for k, v in stats.items() if k != "problems"}, indent=2))
     if stats["skipped"]:
         print(f"{stats['skipped']} item(s) skipped; see {Path(args.out) / 'build.json'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_data_real(args: argparse.Namespace) -> int:
+    from tts.corpus.real_voices import build_real_corpus
+
+    stats = build_real_corpus(args.out, workers=args.workers)
+    print(json.dumps({k: v for k, v in stats.items() if k != "problems"}, indent=2))
     return 0
 
 
@@ -308,8 +316,12 @@ def _fit_voice(args: argparse.Namespace, engine: Engine, name: str) -> None:
                 print(f"voice {name!r}: {what} is already fitted")
                 continue
             started = time.perf_counter()
-            fit()
+            result = fit()
             print(f"voice {name!r}: fitted {what} in {time.perf_counter() - started:.0f} s")
+            if not getattr(result, "accepted", True):   # a calibration the speaker encoder refused
+                print(f"voice {name!r}: the calibrated speech sounded less like the voice (speaker cosine "
+                      f"{result.similarity_before:.2f} -> {result.similarity_after:.2f}), so its speech is "
+                      "decoded in its own embedding")
 
 
 def _cmd_voice_fit(args: argparse.Namespace) -> int:
@@ -1066,7 +1078,15 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("src", help="folder of recordings")
     imp.add_argument("--out", required=True, help="output corpus folder")
     imp.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    imp.add_argument("--held-out", nargs="+", metavar="SPEAKER",
+                     help="these speakers (sub-folders) are held out of training: the benches' `unseen` voices "
+                          "(default: a tenth of the speakers, where there are five or more)")
     imp.set_defaults(func=_cmd_data_import)
+
+    real = data.add_parser("real", help="a corpus of real human voices from Debian packages (English ones held out)")
+    real.add_argument("--out", default="data/real", help="output corpus folder")
+    real.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    real.set_defaults(func=_cmd_data_real)
 
     sample = data.add_parser("sample", help="print (and play) a few utterances of a corpus")
     sample.add_argument("corpus", nargs="?", default="data/corpus")
