@@ -80,3 +80,58 @@ def test_import_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusImportError, match="no usable utterance"):
         import_corpus(tmp_path / "empty", tmp_path / "out")
+
+
+def test_speakers_named_to_hold_out(tmp_path):
+    """`tts data import --held-out`: the named speakers, and only they, go to `unseen`, however few there are;
+    a name the source does not have is an error that says which speakers it has."""
+    from tts.cli import main
+
+    src = tmp_path / "src"
+    for spk in ("ann", "bob"):
+        (src / spk).mkdir(parents=True)
+        for i in range(3):
+            sf.write(src / spk / f"{i}.wav", _tone(0.8, 16_000), 16_000)
+            (src / spk / f"{i}.txt").write_text(f"{spk} says line {i}.")
+    assert main(["data", "import", str(src), "--out", str(tmp_path / "out"), "--held-out", "bob"]) == 0
+    utts = read_manifest(tmp_path / "out")
+    assert {u.speaker for u in utts if u.split == "unseen"} == {"bob"}
+    assert all(u.split != "unseen" for u in utts if u.speaker == "ann")
+    with pytest.raises(CorpusImportError, match=r"no speaker \['carol'\] to hold out.*'ann', 'bob'"):
+        import_corpus(src, tmp_path / "out2", held_out=["carol"])
+
+
+def test_real_voices_gathered_from_their_packages(tmp_path):
+    """tts/corpus/real_voices.py reads both transcript formats (Asterisk's "name: text" list, gzipped, with tones
+    left out and prompts in sub-folders; pocketsphinx's "<s> text </s> (name)"), writes the import layout, holds
+    the voices marked so out, and names the apt packages a missing voice needs."""
+    import gzip
+
+    from tts.corpus.real_voices import RealVoice, build_real_corpus, gather, transcripts
+
+    prompts = tmp_path / "asterisk"
+    (prompts / "digits").mkdir(parents=True)
+    for name in ("hello", "digits/1", "beep"):
+        sf.write(prompts / f"{name}.wav", _tone(1.0, 16_000), 16_000)
+    listing = tmp_path / "core-sounds.txt.gz"
+    with gzip.open(listing, "wt", encoding="utf-8") as f:
+        f.write("; a comment: not a prompt\n\nhello: Hello  there.\ndigits/1: one\nbeep: [a beep tone]\n"
+                "absent: No recording of this one.\n")
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    sf.write(reader / "utt-01.wav", _tone(1.2, 16_000), 16_000)
+    (reader / "transcription").write_text("<s> he was not an ill disposed young man </s> (utt-01)\n")
+    voices = (RealVoice("prompter", "pkg-a", prompts, listing, held_out=False),
+              RealVoice("reader", "pkg-b", reader, reader / "transcription", held_out=True))
+    assert transcripts(voices[0]) == {"hello": "Hello there.", "digits/1": "one",
+                                      "absent": "No recording of this one."}
+    assert transcripts(voices[1]) == {"utt-01": "he was not an ill disposed young man"}
+    assert gather(tmp_path / "layout", voices) == 3
+    assert (tmp_path / "layout" / "prompter" / "digits_1.txt").read_text() == "one\n"
+    stats = build_real_corpus(tmp_path / "corpus", voices=voices)
+    utts = {u.id: u for u in read_manifest(tmp_path / "corpus")}
+    assert stats["held_out_speakers"] == ["reader"] and utts["reader_utt-01"].split == "unseen"
+    assert {u.speaker for u in utts.values()} == {"prompter", "reader"} and len(utts) == 3
+    gone = RealVoice("gone", "pkg-c pkg-d", tmp_path / "nowhere", tmp_path / "nowhere.txt", held_out=True)
+    with pytest.raises(CorpusImportError, match="apt-get install pkg-c pkg-d"):
+        gather(tmp_path / "layout2", (*voices, gone))

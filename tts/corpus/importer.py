@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from tts.audio import AudioError, read_audio
 from tts.corpus.common import finish_and_write, prepare_output_dir, run_parallel, write_json
@@ -93,11 +94,14 @@ def assign_split(speaker: str, text: str, held_out: set[str], valid_frac: float,
 
 
 def import_corpus(src: str | Path, out_dir: str | Path, held_out_frac: float = 0.1,
-                  valid_frac: float = 0.02, test_frac: float = 0.02, workers: int = 1) -> dict:
-    """Import recordings from `src` into a corpus at `out_dir`; returns the figures.
+                  valid_frac: float = 0.02, test_frac: float = 0.02, workers: int = 1,
+                  held_out: Iterable[str] | None = None) -> dict:
+    """Import recordings from `src` into a corpus at `out_dir`; returns the figures. `held_out`: the speakers
+    (sub-folder names) whose every utterance goes to the `unseen` split, instead of a hashed `held_out_frac`.
 
     Raises:
-        CorpusImportError: `src` is not a folder or holds no usable utterance.
+        CorpusImportError: `src` is not a folder, holds no usable utterance, or `held_out` names a speaker it
+            does not have.
         OutputDirError: `out_dir` is not writable.
     """
     src = Path(src)
@@ -111,9 +115,14 @@ def import_corpus(src: str | Path, out_dir: str | Path, held_out_frac: float = 0
     if not good:
         raise CorpusImportError(f"no usable utterance in {src}: " + ("; ".join(problems[:5]) or "no audio files"))
     speakers = sorted({g[1] for g in good})
-    # Hold speakers out only when enough remain to train on.
-    n_held = int(len(speakers) * held_out_frac) if len(speakers) >= 5 else 0
-    held_out = set(sorted(speakers, key=_hash_fraction)[:n_held])
+    if held_out is not None:
+        held_out = {_safe(name) for name in held_out}
+        if held_out - set(speakers):
+            raise CorpusImportError(f"no speaker {sorted(held_out - set(speakers))} to hold out in {src}; "
+                                    f"its speakers: {speakers}")
+    else:   # hold speakers out only when enough remain to train on
+        n_held = int(len(speakers) * held_out_frac) if len(speakers) >= 5 else 0
+        held_out = set(sorted(speakers, key=_hash_fraction)[:n_held])
     utterances = [Utterance(uid, f"audio/{spk}/{uid}.flac", text, spk, round(sec, 3),
                             assign_split(spk, text, held_out, valid_frac, test_frac))
                   for uid, spk, text, sec in good]
