@@ -1181,7 +1181,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--adv-start", type=int, default=20_000, help="step at which the discriminator joins")
     tc.add_argument("--disc-warmup", type=int, default=0,
                     help="for this many steps from --adv-start only the discriminator learns (a new discriminator "
-                         "joining a trained decoder: e.g. --adv-start 46500 --disc-warmup 500 from the shipped codec)")
+                         "joining a trained decoder: e.g. --adv-start 54114 --disc-warmup 500 from the shipped codec)")
     tc.add_argument("--init-from", default="",
                     help="start a new run from a shipped codec file, e.g. assets/codec.safetensors")
     tc.add_argument("--decoder-only", action="store_true",

@@ -53,10 +53,13 @@
 # trained on it reaches; what is left (6 kbps at about 2.6 PESQ against Opus 8 kbps's 3.24) is the decoder's own
 # ceiling, which only training raises: the next run is the decoder under the discriminator, keeping the tokens, e.g.
 #   INIT_FROM=assets/codec.safetensors LR=5e-5 CODEC_ARGS="--decoder-only --pitch-teacher 0.25 --focus-n-q 4
-#   --adv-start 46500 --disc-warmup 500 --speaker-loss 2 --pesq-loss 0.3 --pesq-compensate --stoi-loss 3"
-# (the shipped decoder is at step 46 500; a new discriminator first learns alone for 500 steps: on the CPU, 10 steps
-# at lr 5e-5 (batch 4) under a fresh one raised validation log-mel from 0.362 to 0.380, without it to 0.365; at the
-# default lr 3e-4, 3 steps took PESQ from 2.41 to 2.18. Score the run with `tts bench codec --fit-voice`)
+#   --adv-start 54114 --disc-warmup 500 --speaker-loss 2 --pesq-loss 0.3 --pesq-compensate --stoi-loss 3"
+# (the shipped decoder is at step 54 114, session 48; a new discriminator first learns alone for 500 steps: on the
+# CPU, 10 steps at lr 5e-5 (batch 4) under a fresh one raised validation log-mel from 0.362 to 0.380, without it to
+# 0.365; at the default lr 3e-4, 3 steps took PESQ from 2.41 to 2.18. Score the run with `tts bench codec
+# --fit-voice`, also with `--corpus data/real`). Session 48 fine-tuned the decoder on real voices too (`tts data
+# real`, `--extra-corpus data/real` six times over): that corpus needs ffmpeg for its G.722 files, which this
+# machine lacks, so a GPU run trains on the synthetic corpus alone unless a decoded copy is carried.
 # CALL_SECONDS (default 570) bounds the whole call: the training gets what the corpus build leaves, less
 # RESERVE_SECONDS (default 60) for the final validation and the exports, so the call ends inside its limit
 # whatever the build took ($1 minutes at most). LOADER_WORKERS processes read the crops (default 12).
