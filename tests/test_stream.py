@@ -75,10 +75,18 @@ def test_stream_starts_on_time_and_ends_with_what_the_decoder_held(codec, chunke
     chunks.append(decoder.flush())
     streamed = np.concatenate(chunks)
     assert streamed.size == codes.shape[1] * codec.hop_length
-    # Offline, the model's own delay compensation gives the same samples.
-    decoded, _ = codec.align(codec.decode(codes[None]), audio)
-    np.testing.assert_allclose(streamed[:decoded.shape[-1]], decoded[0, 0].numpy(), atol=STREAM_ATOL)
-    np.testing.assert_allclose(streamed, codec.decode_aligned(codes[None])[0, 0].numpy(), atol=STREAM_ATOL)
+    if decoder.runtime is None:   # offline, the model's own delay compensation gives the same samples
+        decoded, _ = codec.align(codec.decode(codes[None]), audio)
+        np.testing.assert_allclose(streamed[:decoded.shape[-1]], decoded[0, 0].numpy(), atol=STREAM_ATOL)
+        offline = codec.decode_aligned(codes[None])[0, 0].numpy()
+    else:
+        # ONNX Runtime against itself decoding the whole clip in one call. Against PyTorch it holds only up to
+        # the first frame whose two likeliest pitch bins are a rounding error apart (real speech has them:
+        # 6e-6 in this clip for session 48's decoder): the backends' rounding picks different bins there,
+        # and the oscillators' phases differ from then on by a constant (a change no one hears).
+        whole = decoder.runtime.decoder_stream(codes.shape[0])
+        offline = np.concatenate([whole.decode(codes.numpy()), whole.flush()])[codec.delay:]
+    np.testing.assert_allclose(streamed, offline, atol=STREAM_ATOL)
     if codec.delay:
         assert np.abs(streamed[-codec.delay:]).max() > 0   # the held-back samples, not silence
     assert decoder.flush() is None   # nothing more after the end
