@@ -52,11 +52,13 @@ VOICES = (
 
 def transcripts(voice: RealVoice) -> dict[str, str]:
     """Recording name (relative to its folder, no suffix) -> its text; tones and beeps ("[...]") left out."""
+    opener = gzip.open if voice.transcripts.suffix == ".gz" else open
+    with opener(voice.transcripts, "rt", encoding="utf-8") as f:
+        lines = f.read().splitlines()
     if voice.transcripts.suffix == ".gz":
-        lines = gzip.open(voice.transcripts, "rt", encoding="utf-8").read().splitlines()
         pairs = (line.split(":", 1) for line in lines if ":" in line and not line.startswith(";"))
     else:
-        matches = (re.fullmatch(r"<s>(.*)</s>\s*\((.*)\)", line.strip()) for line in open(voice.transcripts))
+        matches = (re.fullmatch(r"<s>(.*)</s>\s*\((.*)\)", line.strip()) for line in lines)
         pairs = ((m.group(2), m.group(1)) for m in matches if m)
     texts = {name.strip(): " ".join(text.split()) for name, text in pairs}
     return {name: text for name, text in texts.items() if text and "[" not in text}
