@@ -27,8 +27,10 @@ from backbone.generate import Request, generate_frames
 from codec.losses import log_mel
 from tts.segment import utterance_text
 from tts.text import normalize_text
+from voice.encoder import cosine
 
 if TYPE_CHECKING:
+    from codec.model import CodecModel
     from tts.engine import Engine
     from voice.store import VoiceStore
 
@@ -113,8 +115,7 @@ def calibrate_speech_voice(engine: "Engine", clip: np.ndarray, embedding: np.nda
         opt = torch.optim.Adam([{"params": [head], "lr": options.lr}, {"params": [norms], "lr": options.norm_lr}])
 
         def distance() -> torch.Tensor:
-            voice = torch.cat([head, norms], dim=-1)
-            speech = torch.cat([codec.decoder(z, speaker=voice)[0] for z in latents], dim=-1)
+            speech = _speech(codec, latents, torch.cat([head, norms], dim=-1))
             return (long_term_spectrum(speech, codec.sample_rate, options.loud_db) - target).abs().mean()
 
         distances = []
@@ -132,6 +133,11 @@ def calibrate_speech_voice(engine: "Engine", clip: np.ndarray, embedding: np.nda
                        before_sim, after_sim, accepted)
 
 
+def _speech(codec: "CodecModel", latents: list[torch.Tensor], voice: torch.Tensor) -> torch.Tensor:
+    """The calibration texts' latents decoded in decoder voice `voice`, one after another: [1, T]."""
+    return torch.cat([codec.decoder(z, speaker=voice)[0] for z in latents], dim=-1)
+
+
 def _similarity(engine: "Engine", latents: list[torch.Tensor], voice: torch.Tensor, embedding: np.ndarray) -> float:
     """Speaker-encoder cosine between the calibration speech decoded in decoder voice `voice` and `embedding`.
 
@@ -140,10 +146,8 @@ def _similarity(engine: "Engine", latents: list[torch.Tensor], voice: torch.Tens
     voice's calibrated speech lost its harmonics; cosine 0.50 -> 0.11, WER 91 -> 97 %). The speaker encoder
     says whether the fitted voice sounds more like the voice than the start does.
     """
-    speech = torch.cat([engine.codec.decoder(z, speaker=voice)[0] for z in latents], dim=-1)[0].numpy()
-    emb = engine.encoder.embed(speech, engine.codec.sample_rate)
-    ref = np.asarray(embedding, dtype=np.float32)
-    return float(np.dot(emb, ref) / (np.linalg.norm(emb) * np.linalg.norm(ref) + 1e-12))
+    speech = _speech(engine.codec, latents, voice)[0].numpy()
+    return cosine(engine.encoder.embed(speech, engine.codec.sample_rate), np.asarray(embedding, dtype=np.float32))
 
 
 def kept_speech_voice(store: "VoiceStore", engine: "Engine", name: str) -> np.ndarray | None:
